@@ -1,0 +1,233 @@
+"""Where PGD's time goes on CPU: small experiments behind docs/performance.md.
+
+Each experiment prints one line per configuration, wall-clock milliseconds as the median over
+`--repeats` calls after one warm-up call (JAX: `block_until_ready`).
+
+  ops      one forward and one forward + input gradient (the PGD step's work), JAX vs torch
+  jit      the whole attack in one jit (`jaxadv.attacks.pgd`) vs a Python loop over a jitted
+           step
+  dtype    JAX PGD with the model in float32 vs bfloat16 (`dtype=` of the Flax module), and
+           torch PGD under bfloat16 autocast
+  layout   one 3x3 conv (forward + input gradient) through `lax.conv_general_dilated` in NHWC
+           vs NCHW, at SmallCNN's and ResNet-18's widest shapes
+  batch    PGD milliseconds per image at several batch sizes, JAX vs torch
+  flags    JAX PGD under several XLA_FLAGS, each in a fresh subprocess (flags are read once,
+           when the backend starts)
+
+Usage:
+  python benchmarks/pgd_profile.py ops [--models small_cnn,resnet18] [--batch 128]
+  python benchmarks/pgd_profile.py flags --models small_cnn
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from jaxadv import models
+from jaxadv.attacks import geometry
+from jaxadv.attacks import losses
+from jaxadv.attacks.pgd import pgd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pgd_speed  # pylint: disable=wrong-import-position
+
+EPS, STEP_SIZE = pgd_speed.EPS, pgd_speed.STEP_SIZE
+FLAG_SETS = (
+    "",
+    "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    "--xla_cpu_use_thunk_runtime=false",
+    "--xla_cpu_use_onednn=true",
+    "--xla_cpu_use_xnnpack=true",
+    "--xla_cpu_enable_fast_math=true",
+    "--xla_cpu_prefer_vector_width=512",
+)
+
+
+def median_ms(fn, repeats: int) -> float:
+  """Median wall time of `fn()` in ms over `repeats` calls, after one warm-up call."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(times)
+
+
+def setup(name: str, batch: int, dtype=jnp.float32):
+  """Flax apply_fn, torch net (same weights) and a synthetic batch in both layouts."""
+  rng = np.random.default_rng(0)
+  x_np = rng.random((batch, *pgd_speed.IMAGE_SHAPE), dtype=np.float32)
+  y_np = rng.integers(0, pgd_speed.NUM_CLASSES, batch).astype(np.int32)
+  model = models.get(name, num_classes=pgd_speed.NUM_CLASSES, dtype=dtype)
+  x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+  variables = model.init(jax.random.key(0), x[:1], train=False)
+  net = pgd_speed.TORCH_BUILDERS[name](variables).eval()
+  for p in net.parameters():
+    p.requires_grad_(False)
+  xt = torch.from_numpy(x_np).permute(0, 3, 1, 2).contiguous()
+  return models.BoundModel(model, variables, "eval"), x, y, net, xt, torch.from_numpy(y_np).long()
+
+
+def jax_pgd_fn(apply_fn, x, y, steps):
+  key = jax.random.key(1)
+  return lambda: pgd(apply_fn, x, y, key, eps=EPS, step_size=STEP_SIZE,
+                     steps=steps).block_until_ready()
+
+
+def torch_pgd_fn(net, xt, yt, steps):
+  gen = torch.Generator().manual_seed(1)
+  return lambda: pgd_speed.torch_pgd(net, xt, yt, eps=EPS, step_size=STEP_SIZE, steps=steps,
+                                     generator=gen)
+
+
+def exp_ops(args) -> None:
+  for name in args.models:
+    apply_fn, x, y, net, xt, yt = setup(name, args.batch)
+    fwd = jax.jit(lambda f, v: f(v))
+    grad = jax.jit(lambda f, v: jax.grad(lambda u: jnp.sum(losses.cross_entropy(f(u), y)))(v))
+
+    def torch_grad():
+      xg = xt.clone().requires_grad_(True)
+      return torch.autograd.grad(F.cross_entropy(net(xg), yt, reduction="sum"), xg)
+
+    with torch.no_grad():
+      t_fwd = median_ms(lambda: net(xt), args.repeats)
+    t_grad = median_ms(torch_grad, args.repeats)
+    j_fwd = median_ms(lambda: fwd(apply_fn, x).block_until_ready(), args.repeats)
+    j_grad = median_ms(lambda: grad(apply_fn, x).block_until_ready(), args.repeats)
+    print(f"{name} batch {args.batch}: forward jax {j_fwd:.0f} ms, torch {t_fwd:.0f} ms "
+          f"(ratio {j_fwd / t_fwd:.2f}); forward+input grad jax {j_grad:.0f} ms, torch "
+          f"{t_grad:.0f} ms (ratio {j_grad / t_grad:.2f})", flush=True)
+
+
+@jax.jit
+def _jitted_step(apply_fn, x_adv, x, y):
+  """One PGD L-inf step: ascent on sum CE, then projection; x_adv, x (B, H, W, C)."""
+  g = jax.grad(lambda u: jnp.sum(losses.cross_entropy(apply_fn(u), y)))(x_adv)
+  return geometry.project(x_adv + STEP_SIZE * jnp.sign(g), x, EPS, "linf", 1)
+
+
+def exp_jit(args) -> None:
+  for name in args.models:
+    apply_fn, x, y, _, _, _ = setup(name, args.batch)
+    key = jax.random.key(1)
+
+    def per_step():
+      x_adv = geometry.random_start(key, x, EPS, "linf", 1)
+      for _ in range(args.steps):
+        x_adv = _jitted_step(apply_fn, x_adv, x, y)
+      return x_adv.block_until_ready()
+
+    whole = median_ms(jax_pgd_fn(apply_fn, x, y, args.steps), args.repeats)
+    stepped = median_ms(per_step, args.repeats)
+    print(f"{name} batch {args.batch} PGD-{args.steps}: one jit (fori_loop) {whole:.0f} ms, "
+          f"jitted step in a Python loop {stepped:.0f} ms", flush=True)
+
+
+def exp_dtype(args) -> None:
+  for name in args.models:
+    row = []
+    for dtype in (jnp.float32, jnp.bfloat16):
+      apply_fn, x, y, net, xt, yt = setup(name, args.batch, dtype)
+      row.append(f"jax {jnp.dtype(dtype).name} "
+                 f"{median_ms(jax_pgd_fn(apply_fn, x, y, args.steps), args.repeats):.0f} ms")
+    torch_fn = torch_pgd_fn(net, xt, yt, args.steps)
+    row.append(f"torch float32 {median_ms(torch_fn, args.repeats):.0f} ms")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+      row.append(f"torch bf16 autocast {median_ms(torch_fn, args.repeats):.0f} ms")
+    print(f"{name} batch {args.batch} PGD-{args.steps}: " + ", ".join(row), flush=True)
+
+
+def conv_grad_fn(shape_nhwc, features, layout):
+  """Jitted x -> (conv(x), d sum(conv(x)^2)/dx) for a 3x3 SAME conv in `layout`."""
+  b, h, w, c = shape_nhwc
+  dims = ("NHWC", "HWIO", "NHWC") if layout == "NHWC" else ("NCHW", "OIHW", "NCHW")
+  x_shape = (b, h, w, c) if layout == "NHWC" else (b, c, h, w)
+  k_shape = (3, 3, c, features) if layout == "NHWC" else (features, c, 3, 3)
+  key_x, key_k = jax.random.split(jax.random.key(0))
+  x = jax.random.normal(key_x, x_shape)
+  k = jax.random.normal(key_k, k_shape) * 0.1
+  conv = lambda v: jax.lax.conv_general_dilated(v, k, (1, 1), "SAME", dimension_numbers=dims)
+  f = jax.jit(lambda v: jax.value_and_grad(lambda u: jnp.sum(conv(u) ** 2))(v))
+  return lambda: jax.block_until_ready(f(x))
+
+
+def exp_layout(args) -> None:
+  for shape, features in (((args.batch, 32, 32, 32), 32), ((args.batch, 32, 32, 64), 64),
+                          ((args.batch, 8, 8, 256), 256)):
+    times = {layout: median_ms(conv_grad_fn(shape, features, layout), args.repeats)
+             for layout in ("NHWC", "NCHW")}
+    torch_x = torch.randn(shape[0], shape[3], shape[1], shape[2])
+    torch_k = torch.randn(features, shape[3], 3, 3) * 0.1
+
+    def torch_conv():
+      xg = torch_x.clone().requires_grad_(True)
+      return torch.autograd.grad((F.conv2d(xg, torch_k, padding=1) ** 2).sum(), xg)
+
+    t = median_ms(torch_conv, args.repeats)
+    print(f"conv3x3 {shape} -> {features}: lax NHWC {times['NHWC']:.1f} ms, lax NCHW "
+          f"{times['NCHW']:.1f} ms, torch NCHW {t:.1f} ms", flush=True)
+
+
+def exp_batch(args) -> None:
+  for name in args.models:
+    for batch in args.batches:
+      apply_fn, x, y, net, xt, yt = setup(name, batch)
+      j = median_ms(jax_pgd_fn(apply_fn, x, y, args.steps), args.repeats)
+      t = median_ms(torch_pgd_fn(net, xt, yt, args.steps), args.repeats)
+      print(f"{name} batch {batch} PGD-{args.steps}: jax {j / batch:.2f} ms/image, torch "
+            f"{t / batch:.2f} ms/image (ratio {j / t:.2f})", flush=True)
+
+
+def exp_jax_pgd(args) -> None:
+  """JAX PGD only; run by `flags` in a subprocess with XLA_FLAGS set."""
+  for name in args.models:
+    apply_fn, x, y, _, _, _ = setup(name, args.batch)
+    ms = median_ms(jax_pgd_fn(apply_fn, x, y, args.steps), args.repeats)
+    print(f"{name} batch {args.batch} PGD-{args.steps} XLA_FLAGS="
+          f"{os.environ.get('XLA_FLAGS', '')!r}: {ms:.0f} ms", flush=True)
+
+
+def exp_flags(args) -> None:
+  for flags in FLAG_SETS:
+    env = dict(os.environ, XLA_FLAGS=flags)
+    cmd = [sys.executable, __file__, "jax_pgd", "--models", ",".join(args.models), "--batch",
+           str(args.batch), "--steps", str(args.steps), "--repeats", str(args.repeats)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    out = proc.stdout.strip() or f"XLA_FLAGS={flags!r}: failed: {proc.stderr.strip()[-300:]}"
+    print(out, flush=True)
+
+
+EXPERIMENTS = {"ops": exp_ops, "jit": exp_jit, "dtype": exp_dtype, "layout": exp_layout,
+               "batch": exp_batch, "flags": exp_flags, "jax_pgd": exp_jax_pgd}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
+  parser.add_argument("--models", default="small_cnn,resnet18",
+                      type=lambda s: [m.strip() for m in s.split(",")])
+  parser.add_argument("--batch", type=int, default=128)
+  parser.add_argument("--batches", default="32,128,512",
+                      type=lambda s: [int(b) for b in s.split(",")])
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--repeats", type=int, default=3)
+  args = parser.parse_args()
+  torch.set_num_threads(os.cpu_count() or 1)
+  EXPERIMENTS[args.experiment](args)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,167 @@
+"""Experiment configuration: the base `ml_collections` schema, loading, overrides, validation.
+
+Every experiment config (`experiments/configs/<name>.py`, a `get_config()` function) starts
+from `base_config()`, whose fields and types are the schema: a config file or command-line
+override that adds an unknown field, or gives a field a value of another type, is rejected
+with a message naming the field. The base config is also the embedded default job: PGD
+adversarial training of a SmallCNN on scikit-learn's digits.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import pathlib
+
+import ml_collections
+
+from jaxadv import data, models, objectives
+from jaxadv.attacks import geometry
+from jaxadv.models import MODES
+from jaxadv.train.schedules import SCHEDULES
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults of every field: PGD-AT (L-inf, eps 0.3) of SmallCNN on digits, ~1 min on 2 cores."""
+  c = ml_collections.ConfigDict()
+  c.name = "digits_pgd_at"
+  c.seed = 0
+  c.dataset = ml_collections.ConfigDict(dict(
+      name="digits", data_dir="", download=False,
+      num_train=0,  # 0: the whole training split.
+      num_test=0,   # 0: the whole test split.
+  ))
+  c.model = ml_collections.ConfigDict(dict(name="small_cnn", dtype="float32"))
+  eps = ml_collections.FieldReference(0.3)
+  norm = ml_collections.FieldReference("linf")
+  c.objective = ml_collections.ConfigDict(dict(name="pgd_at", attack_mode="batch_stats"))
+  # The training attack (inner maximisation).
+  c.attack = ml_collections.ConfigDict(dict(eps=eps, step_size=0.075, steps=7, norm=norm))
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=0.05, momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="cosine",
+      warmup_epochs=0.0, milestones=(0.5, 0.75), decay_factor=0.1,
+  ))
+  c.batch_size = 64
+  c.num_epochs = 30
+  c.log_every_steps = 20
+  c.checkpoint_every_steps = 200
+  c.keep_checkpoints = 3
+  # Evaluation attack: PGD-20 at the training eps unless overridden.
+  c.eval = ml_collections.ConfigDict(dict(
+      batch_size=500, num_examples=0, eps=eps, step_size=0.03, steps=20, norm=norm,
+  ))
+  return c
+
+
+def _check(condition: bool, message: str) -> None:
+  if not condition:
+    raise ValueError(f"invalid config: {message}")
+
+
+def _check_schema(config, reference, prefix: str = "") -> None:
+  """Rejects fields absent from the base config and values whose type differs."""
+  for key, value in config.items():
+    path = f"{prefix}{key}"
+    _check(key in reference, f"unknown field {path!r}; known fields here: {sorted(reference.keys())}.")
+    expected = reference[key]
+    if isinstance(expected, ml_collections.ConfigDict):
+      _check(isinstance(value, ml_collections.ConfigDict), f"{path} must be a group of fields.")
+      _check_schema(value, expected, path + ".")
+    elif isinstance(expected, bool):
+      _check(isinstance(value, bool), f"{path} must be a bool, got {value!r}.")
+    elif isinstance(expected, float):
+      _check(isinstance(value, (int, float)) and not isinstance(value, bool),
+             f"{path} must be a number, got {value!r}.")
+    elif isinstance(expected, (int, str, tuple)):
+      _check(isinstance(value, type(expected)) and not isinstance(value, bool),
+             f"{path} must be a {type(expected).__name__}, got {value!r}.")
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks field names, types and values; returns the config or raises ValueError."""
+  _check_schema(config, base_config())
+  _check(config.dataset.name in data.names(),
+         f"dataset.name {config.dataset.name!r} is unknown; choose one of {data.names()}.")
+  _check(config.model.name in models.names(),
+         f"model.name {config.model.name!r} is unknown; choose one of {models.names()}.")
+  _check(config.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16.")
+  _check(config.objective.name in objectives.OBJECTIVES,
+         f"objective.name {config.objective.name!r} is unknown; choose one of {list(objectives.OBJECTIVES)}.")
+  _check(config.objective.attack_mode in MODES[:2],
+         f"objective.attack_mode must be one of {list(MODES[:2])}.")
+  for group in ("attack", "eval"):
+    attack = config[group]
+    _check(attack.eps >= 0, f"{group}.eps must be >= 0, got {attack.eps}.")
+    _check(attack.step_size >= 0, f"{group}.step_size must be >= 0, got {attack.step_size}.")
+    _check(attack.steps >= 1, f"{group}.steps must be >= 1, got {attack.steps}.")
+    _check(attack.norm in geometry.NORMS, f"{group}.norm must be one of {list(geometry.NORMS)}.")
+  _check(config.optim.lr > 0, f"optim.lr must be > 0, got {config.optim.lr}.")
+  _check(config.optim.schedule in SCHEDULES,
+         f"optim.schedule {config.optim.schedule!r} is unknown; choose one of {list(SCHEDULES)}.")
+  _check(all(0 < m < 1 for m in config.optim.milestones),
+         "optim.milestones are fractions of training in (0, 1).")
+  for field in ("batch_size", "num_epochs", "log_every_steps", "checkpoint_every_steps",
+                "keep_checkpoints"):
+    _check(config[field] >= 1, f"{field} must be >= 1, got {config[field]}.")
+  _check(config.eval.batch_size >= 1, "eval.batch_size must be >= 1.")
+  return config
+
+
+def load_file(path: str) -> ml_collections.ConfigDict:
+  """Calls `get_config()` of the Python file at `path` (`path:arg` passes `arg` to it)."""
+  path, _, arg = str(path).partition(":")
+  file = pathlib.Path(path)
+  if not file.is_file():
+    raise FileNotFoundError(f"config file {path} not found.")
+  spec = importlib.util.spec_from_file_location(f"jaxadv_config_{file.stem}", file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"config file {path} defines no get_config().")
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _parse_value(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
+  """Applies "a.b=value" strings (Python literals; bare words are strings) to `config`."""
+  for item in overrides:
+    field, sep, text = item.partition("=")
+    _check(bool(sep), f"override {item!r} is not of the form field=value.")
+    *parents, leaf = field.split(".")
+    node = config
+    for part in parents:
+      _check(part in node and isinstance(node[part], ml_collections.ConfigDict),
+             f"unknown field {field!r}.")
+      node = node[part]
+    _check(leaf in node, f"unknown field {field!r}; known fields here: {sorted(node.keys())}.")
+    value = _parse_value(text)
+    if isinstance(node[leaf], float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    if isinstance(node[leaf], tuple) and isinstance(value, list):
+      value = tuple(value)
+    try:
+      node[leaf] = value
+    except TypeError as error:
+      raise ValueError(f"invalid config: {field} cannot be set to {text!r}: {error}") from None
+  return config
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  """The config as JSON (references resolved)."""
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """Inverse of `to_json`, validated; lists become tuples as in the base config."""
+  def tuples(value):
+    if isinstance(value, dict):
+      return {k: tuples(v) for k, v in value.items()}
+    return tuple(value) if isinstance(value, list) else value
+  return validate(ml_collections.ConfigDict(tuples(json.loads(text))))

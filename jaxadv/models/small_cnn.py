@@ -1,0 +1,38 @@
+"""SmallCNN: the 4-conv, 3-dense network used for MNIST in the TRADES line of work."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxadv.models.layers import Normalize
+
+
+class SmallCNN(nn.Module):
+  """conv32-conv32-pool-conv64-conv64-pool-fc200-fc200-fc(num_classes), ReLU, no BatchNorm.
+
+  Input (B, H, W, C) in [0, 1]; output logits (B, num_classes) in float32. `train` is accepted
+  for a uniform model interface; the network has no train-mode behaviour.
+  """
+  num_classes: int = 10
+  mean: Sequence[float] = (0.5,)
+  std: Sequence[float] = (0.5,)
+  width: int = 32
+  hidden: int = 200
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    x = Normalize(self.mean, self.std)(x).astype(self.dtype)
+    conv = lambda features: nn.Conv(features, (3, 3), padding="SAME", dtype=self.dtype)
+    for features in (self.width, 2 * self.width):
+      x = nn.relu(conv(features)(x))
+      x = nn.relu(conv(features)(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
+    x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

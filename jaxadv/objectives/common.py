@@ -1,0 +1,40 @@
+"""Pieces every training objective shares: the forward pass in train mode, and metrics.
+
+An objective is a pure function
+
+    objective(params, batch_stats, batch, key) -> (loss, (new_batch_stats, metrics))
+
+where `batch` = {"image": (B, H, W, C) in [0, 1], "label": (B,)} and `metrics` is a dict of
+scalars. Objectives are built by `jaxadv.objectives.build`, which binds the model and the
+hyper-parameters, so the train step only ever sees this signature.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxadv.attacks import losses
+from jaxadv.models import BoundModel, apply_model
+
+
+def train_forward(model, params, batch_stats, x):
+  """Logits of x (B, ...) in train mode, and the updated BatchNorm statistics."""
+  return apply_model(model, {"params": params, "batch_stats": batch_stats}, x, "train")
+
+
+def frozen_model(model, params, batch_stats, mode: str) -> BoundModel:
+  """`x -> logits` for an inner attack: parameters carry no gradient, BN stats not updated."""
+  variables = {"params": jax.lax.stop_gradient(params), "batch_stats": batch_stats}
+  return BoundModel(model, variables, mode)
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Fraction of rows whose arg-max equals the label; (B, K), (B,) -> ()."""
+  return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
+def ce_metrics(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict]:
+  """Mean cross-entropy over the batch, with {"loss", "accuracy"} metrics."""
+  loss = jnp.mean(losses.cross_entropy(logits, labels))
+  return loss, {"loss": loss, "accuracy": accuracy(logits, labels)}

@@ -1,0 +1,143 @@
+"""The training run and the evaluation of a run's workdir, as importable functions.
+
+`train(config, workdir)` resumes from the latest checkpoint in `workdir` when there is one:
+batches, randomness and the schedule are functions of the step, so a resumed run computes
+exactly what an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+from tqdm import tqdm
+
+from jaxadv import config as config_lib
+from jaxadv import data, models, objectives
+from jaxadv.attacks import pgd
+from jaxadv.eval import report, robustness
+from jaxadv.train import mesh as mesh_lib
+from jaxadv.train import state as state_lib
+from jaxadv.train.checkpoint import Checkpointer
+from jaxadv.train.metrics import MetricsLog
+from jaxadv.train.step import make_optimizer, make_train_step
+
+
+def load_dataset(config, split: str) -> data.ArrayDataset:
+  """The configured dataset split, cut to dataset.num_train / num_test examples."""
+  dataset = data.load(config.dataset.name, split, data_dir=config.dataset.data_dir or None,
+                      download=config.dataset.download)
+  return dataset.take(config.dataset.num_train if split == "train" else config.dataset.num_test)
+
+
+def build_model(config, dataset: data.ArrayDataset):
+  """The configured model, normalising with the dataset's channel statistics."""
+  return models.get(config.model.name, num_classes=dataset.num_classes, mean=dataset.mean,
+                    std=dataset.std, dtype=jnp.dtype(config.model.dtype))
+
+
+def eval_attacks(config) -> dict:
+  """name -> attack(apply_fn, x, y, key) for the configured evaluation (PGD-k)."""
+  e = config.eval
+  return {f"pgd{e.steps}": functools.partial(pgd, eps=e.eps, step_size=e.step_size,
+                                             steps=e.steps, norm=e.norm)}
+
+
+def _write_config(config, workdir: pathlib.Path) -> None:
+  path = workdir / "config.json"
+  text = config_lib.to_json(config)
+  if path.exists() and path.read_text() != text:
+    raise ValueError(f"{workdir} holds a run with a different config ({path}); resume it with "
+                     "the same config or choose a new workdir.")
+  path.write_text(text)
+
+
+def train(config, workdir, *, stop_after_step: int | None = None, progress: bool = True):
+  """Trains (or resumes) the run in `workdir`; returns the final TrainState.
+
+  `stop_after_step` ends the run after that step without a final save, as a preemption
+  would (for tests of resumption).
+  """
+  config_lib.validate(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  _write_config(config, workdir)
+  train_ds = load_dataset(config, "train")
+  model = build_model(config, train_ds)
+  mesh = mesh_lib.data_mesh()
+  mesh_lib.check_divisible(config.batch_size, mesh)
+  steps_per_epoch = data.steps_per_epoch(train_ds, config.batch_size)
+  total_steps = steps_per_epoch * config.num_epochs
+  tx, schedule = make_optimizer(config.optim, total_steps, steps_per_epoch)
+  state = state_lib.create(model, tx, train_ds.image_shape, config.seed)
+  state = jax.device_put(state, mesh_lib.replicated(mesh))
+  checkpointer = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+  state = checkpointer.restore(state) or state
+  start = int(state.step)
+  objective = objectives.build(config.objective.name, model, config.attack,
+                               config.objective.attack_mode)
+  train_step = make_train_step(objective, tx, mesh)
+  batches = data.train_batches(train_ds, config.batch_size, config.seed, start,
+                               jax.process_index(), jax.process_count())
+  log = MetricsLog(workdir)
+  end = total_steps if stop_after_step is None else min(total_steps, stop_after_step)
+  sync_each_step = mesh_lib.must_sync_each_step(mesh)
+  bar = tqdm(range(start, end), initial=start, total=total_steps, disable=not progress,
+             desc=config.name, unit="step")
+  for step in bar:
+    state, metrics = train_step(state, mesh_lib.put_batch(next(batches), mesh))
+    if sync_each_step:
+      jax.block_until_ready(metrics)
+    log.add(metrics)
+    done = step + 1
+    if done % config.log_every_steps == 0 or done == total_steps:
+      row = log.flush(done, epoch=done / steps_per_epoch, lr=float(schedule(step)))
+      bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}")
+    if done % config.checkpoint_every_steps == 0 or done == total_steps:
+      checkpointer.save(done, state)
+  bar.close()
+  checkpointer.close()
+  return state
+
+
+def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None):
+  """Clean and PGD accuracy of `variables` on the test split; prints the table, writes JSON."""
+  test_ds = load_dataset(config, "test")
+  model = build_model(config, test_ds)
+  attacks = eval_attacks(config)
+  result = robustness.evaluate(model, variables, test_ds, attacks,
+                               batch_size=config.eval.batch_size, seed=config.seed)
+  e = config.eval
+  record = report.to_record(
+      result, dataset=config.dataset.name, threat_model=e.norm.capitalize(), eps=e.eps,
+      model=config.model.name, checkpoint_step=checkpoint_step,
+      attacks={name: f"PGD-{e.steps} ({e.norm}, eps={e.eps:g}, step={e.step_size:g}, "
+                     "random start, 1 restart, CE loss)" for name in attacks})
+  print(f"\n{config.name}: {record['n_ex']} test points of {config.dataset.name}, "
+        f"{e.norm} eps={e.eps:g}, model in eval mode\n")
+  print(report.markdown_table(result))
+  if workdir is not None:
+    report.write_json(record, pathlib.Path(workdir) / "eval.json")
+  return record
+
+
+def evaluate_workdir(workdir):
+  """Evaluates the latest checkpoint of the run in `workdir` (its config.json decides how)."""
+  workdir = pathlib.Path(workdir)
+  config_path = workdir / "config.json"
+  if not config_path.is_file():
+    raise FileNotFoundError(f"{workdir} is not a jaxadv run directory: {config_path} is missing.")
+  config = config_lib.from_json(config_path.read_text())
+  train_like = load_dataset(config, "test")
+  model = build_model(config, train_like)
+  tx, _ = make_optimizer(config.optim, 1, 1)
+  target = state_lib.create(model, tx, train_like.image_shape, config.seed)
+  checkpointer = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+  step = checkpointer.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}; train first.")
+  state = checkpointer.restore(target, step)
+  checkpointer.close()
+  return evaluate_state(config, state_lib.variables(state), checkpoint_step=step, workdir=workdir)

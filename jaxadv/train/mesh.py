@@ -1,0 +1,47 @@
+"""One sharding story: a 1-D `data` mesh over all devices; batches split, state replicated."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def data_mesh(devices=None) -> Mesh:
+  """A 1-D mesh named "data" over `devices` (default: every device of every process)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Sharding of parameters and optimizer state: a full copy on every device."""
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """Sharding of a batch: the leading axis split over the data axis."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def put_batch(batch: dict, mesh: Mesh) -> dict:
+  """Places this process's rows of a global batch on the mesh (single- and multi-host)."""
+  sharding = batch_sharded(mesh)
+  return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, a), batch)
+
+
+def check_divisible(batch_size: int, mesh: Mesh, what: str = "batch size") -> None:
+  """Raises ValueError unless `batch_size` splits evenly over the mesh's devices."""
+  if batch_size % mesh.size:
+    raise ValueError(f"{what} {batch_size} must be divisible by the {mesh.size} devices.")
+
+
+def must_sync_each_step(mesh: Mesh) -> bool:
+  """True for a multi-device CPU mesh, where the loop must wait for each step to finish.
+
+  XLA:CPU runs all devices of a mesh on one shared thread pool; when several steps with
+  collectives are queued by asynchronous dispatch, a rendezvous can starve and abort the
+  process (seen with 8 fake devices on 2 cores). Accelerators keep asynchronous dispatch.
+  """
+  return mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"

@@ -1,0 +1,47 @@
+"""The step factory: objective + optimizer + mesh -> one jitted, sharded train step."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import optax
+
+from jaxadv.train import mesh as mesh_lib
+from jaxadv.train import schedules
+from jaxadv.train.state import TrainState
+
+
+def make_train_step(objective: Callable, tx: optax.GradientTransformation, mesh) -> Callable:
+  """Returns `step(state, batch) -> (state, metrics)` jitted over `mesh`.
+
+  `objective(params, batch_stats, batch, key) -> (loss, (batch_stats, metrics))`; the step
+  takes its gradient in `params`, applies `tx`, and keys the objective with
+  `fold_in(state.rng, state.step)`, so step t's randomness is fixed whatever the device count
+  or resumption. The state is replicated and donated (updated in place); the batch is split
+  over the data axis. The same code runs on 1 or N devices and on several hosts.
+  """
+  def step(state: TrainState, batch: dict):
+    key = jax.random.fold_in(state.rng, state.step)
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    (_, (batch_stats, metrics)), grads = grad_fn(state.params, state.batch_stats, batch, key)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    return new_state, metrics
+
+  replicated = mesh_lib.replicated(mesh)
+  return jax.jit(step, in_shardings=(replicated, mesh_lib.batch_sharded(mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def make_optimizer(optim, total_steps: int, steps_per_epoch: int):
+  """SGD with momentum and the configured schedule; weight decay is added to the gradient
+  before momentum, as PyTorch's SGD does. Returns (tx, schedule)."""
+  schedule = schedules.build(optim.schedule, lr=optim.lr, total_steps=total_steps,
+                             warmup_steps=int(optim.warmup_epochs * steps_per_epoch),
+                             milestones=optim.milestones, decay_factor=optim.decay_factor)
+  tx = optax.chain(optax.add_decayed_weights(optim.weight_decay),
+                   optax.sgd(schedule, momentum=optim.momentum, nesterov=optim.nesterov))
+  return tx, schedule

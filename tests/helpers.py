@@ -1,0 +1,39 @@
+"""Small models and data that tests build themselves."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxadv import config as config_lib
+
+
+def linear_apply_fn(num_features: int, num_classes: int = 3, seed: int = 0):
+  """A fixed random linear classifier on flattened inputs: x (B, ...) -> logits (B, K)."""
+  w = jax.random.normal(jax.random.PRNGKey(seed), (num_features, num_classes))
+  return lambda x: x.reshape(x.shape[0], -1) @ w
+
+
+def random_images(shape, seed: int = 0) -> jnp.ndarray:
+  return jnp.asarray(np.random.default_rng(seed).uniform(0, 1, shape).astype(np.float32))
+
+
+def tiny_config(**overrides):
+  """A digits config that trains in seconds: 2 epochs of 256 examples, PGD-2."""
+  c = config_lib.base_config()
+  c.name = "tiny"
+  c.dataset.num_train = 256
+  c.dataset.num_test = 64
+  c.batch_size = 32
+  c.num_epochs = 2
+  c.attack.steps = 2
+  c.eval.steps = 3
+  c.eval.batch_size = 64
+  c.log_every_steps = 4
+  c.checkpoint_every_steps = 4
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return config_lib.validate(c)
