@@ -30,8 +30,12 @@ from jaxadv.attacks import losses
 ApplyFn = Callable[[jax.Array], jax.Array]
 
 
-def _as_partial(apply_fn: ApplyFn) -> Partial:
-  return apply_fn if isinstance(apply_fn, Partial) else Partial(apply_fn)
+def as_pytree(apply_fn: ApplyFn):
+  """`apply_fn` as a valid jit argument: pytree callables (Partial, BoundModel) pass through,
+  a plain function becomes a leaf-less Partial (compiled once per function object)."""
+  if jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(apply_fn)):
+    return Partial(apply_fn)
+  return apply_fn
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "norm", "random_start", "loss"))
@@ -87,7 +91,7 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     raise ValueError("pgd needs a PRNG key when random_start=True.")
   if key is None:
     key = jax.random.key(0)
-  return _pgd(_as_partial(apply_fn), x, y, key, eps, step_size, steps=steps, norm=norm,
+  return _pgd(as_pytree(apply_fn), x, y, key, eps, step_size, steps=steps, norm=norm,
               random_start=random_start, loss=loss)
 
 

@@ -1,0 +1,31 @@
+"""PGD-AT of SmallCNN on the fixed 8k/2k MNIST split (shared/data/mnist), L-inf eps 0.3.
+
+Training attack PGD-20, step 0.025, random start; evaluation PGD-20, step 0.03, random start.
+docs/results.md has the measured accuracies and the command that produced them.
+"""
+
+from jaxadv import config as config_lib
+
+
+def get_config(variant: str = ""):
+  config = config_lib.base_config()
+  config.name = "mnist_pgd_at"
+  config.dataset.name = "mnist_idx"
+  config.attack.eps = 0.3  # also the evaluation eps (a shared reference)
+  config.attack.steps = 20
+  config.attack.step_size = 0.025
+  config.eval.steps = 20
+  config.eval.step_size = 0.03
+  config.batch_size = 128
+  config.num_epochs = 30
+  config.optim.lr = 0.05
+  config.optim.weight_decay = 5e-4
+  config.optim.schedule = "cosine"
+  config.checkpoint_every_steps = 250
+  if variant == "smoke":
+    config.dataset.num_train = 512
+    config.dataset.num_test = 200
+    config.num_epochs = 1
+    config.attack.steps = 2
+    config.eval.steps = 5
+  return config

@@ -1,0 +1,73 @@
+"""Config schema: unknown or ill-typed fields, bad values, overrides, shipped config files."""
+
+import pathlib
+
+import pytest
+
+from jaxadv import config as config_lib
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
+
+
+def test_base_config_is_valid():
+  config_lib.validate(config_lib.base_config())
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=-1", "optim.lr must be > 0"),
+    ("attack.eps=-0.1", "attack.eps must be >= 0"),
+    ("attack.steps=0", "attack.steps must be >= 1"),
+    ("attack.norm=l7", "attack.norm must be one of"),
+    ("model.name=vgg99", "model.name 'vgg99' is unknown"),
+    ("dataset.name=imagenet", "dataset.name 'imagenet' is unknown"),
+    ("objective.name=magic", "objective.name 'magic' is unknown"),
+    ("optim.schedule=exp", "optim.schedule 'exp' is unknown"),
+    ("batch_size=0", "batch_size must be >= 1"),
+    ("optim.learning_rate=0.1", "unknown field 'optim.learning_rate'"),
+    ("lr=0.1", "unknown field 'lr'"),
+    ("num_epochs=ten", "num_epochs cannot be set"),
+    ("optim.lr=fast", "optim.lr cannot be set"),
+    ("seed", "not of the form field=value"),
+])
+def test_bad_overrides_are_rejected(override, message):
+  with pytest.raises(ValueError, match=message):
+    config_lib.validate(config_lib.apply_overrides(config_lib.base_config(), [override]))
+
+
+def test_unknown_and_ill_typed_fields_in_a_config_are_rejected():
+  config = config_lib.base_config()
+  config.optim.momentum_typo = 0.9
+  with pytest.raises(ValueError, match="unknown field 'optim.momentum_typo'"):
+    config_lib.validate(config)
+  config = config_lib.base_config()
+  config.dataset = config.dataset.to_dict() | {"num_train": "all"}
+  with pytest.raises(ValueError, match="dataset.num_train must be a int"):
+    config_lib.validate(config)
+
+
+def test_overrides_parse_literals_and_follow_references():
+  config = config_lib.apply_overrides(config_lib.base_config(),
+                                      ["attack.eps=0.1", "optim.lr=1", "model.name=resnet18",
+                                       "optim.milestones=[0.3, 0.6]"])
+  assert config.attack.eps == config.eval.eps == 0.1  # the eval eps follows the training eps
+  assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
+  assert config.optim.milestones == (0.3, 0.6)
+  assert config.model.name == "resnet18"
+
+
+def test_json_round_trip():
+  config = config_lib.base_config()
+  assert config_lib.to_json(config_lib.from_json(config_lib.to_json(config))) == config_lib.to_json(config)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.py")), ids=lambda p: p.stem)
+def test_shipped_configs_are_valid(path):
+  config = config_lib.validate(config_lib.load_file(str(path)))
+  assert config.name == path.stem
+  smoke = config_lib.validate(config_lib.load_file(f"{path}:smoke"))
+  assert smoke.num_epochs <= 2
+
+
+def test_missing_config_file():
+  with pytest.raises(FileNotFoundError, match="not found"):
+    config_lib.load_file("experiments/configs/nope.py")
