@@ -3,16 +3,16 @@
 Each experiment prints one line per configuration, wall-clock milliseconds as the median over
 `--repeats` calls after one warm-up call (JAX: `block_until_ready`).
 
-  ops      one forward and one forward + input gradient (the PGD step's work), JAX vs torch
-  jit      the whole attack in one jit (`jaxadv.attacks.pgd`) vs a Python loop over a jitted
-           step
-  dtype    JAX PGD with the model in float32 vs bfloat16 (`dtype=` of the Flax module), and
-           torch PGD under bfloat16 autocast
+  ops      one forward and one forward + input gradient (one PGD step's work), JAX vs torch
+  jit      PGD as shipped (`jaxadv.attacks.pgd`, a `lax.fori_loop`), the same loop with
+           `unroll=True`, and a Python loop over a jitted step
+  dtype    forward + input gradient with the Flax model in float32 vs bfloat16 (the module's
+           `dtype=`), and torch in float32 vs bfloat16 autocast
   layout   one 3x3 conv (forward + input gradient) through `lax.conv_general_dilated` in NHWC
-           vs NCHW, at SmallCNN's and ResNet-18's widest shapes
-  batch    PGD milliseconds per image at several batch sizes, JAX vs torch
-  flags    JAX PGD under several XLA_FLAGS, each in a fresh subprocess (flags are read once,
-           when the backend starts)
+           vs NCHW, and torch's NCHW conv, at SmallCNN's and ResNet-18's shapes
+  batch    forward + input gradient, ms per image at several batch sizes, JAX vs torch
+  flags    forward + input gradient and jaxadv PGD under several XLA_FLAGS, each in a fresh
+           subprocess (XLA reads the flags once, when the backend starts)
 
 Usage:
   python benchmarks/pgd_profile.py ops [--models small_cnn,resnet18] [--batch 128]
@@ -54,15 +54,22 @@ FLAG_SETS = (
 )
 
 
-def median_ms(fn, repeats: int) -> float:
-  """Median wall time of `fn()` in ms over `repeats` calls, after one warm-up call."""
+def first_and_median(fn, repeats: int) -> tuple[float, float]:
+  """(seconds of the first call, median ms of `repeats` later calls) of `fn()`."""
+  start = time.perf_counter()
   fn()
+  first = time.perf_counter() - start
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
     fn()
     times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
+  return first, 1e3 * statistics.median(times)
+
+
+def median_ms(fn, repeats: int) -> float:
+  """Median wall time of `fn()` in ms over `repeats` calls, after one warm-up call."""
+  return first_and_median(fn, repeats)[1]
 
 
 def setup(name: str, batch: int, dtype=jnp.float32):
@@ -92,31 +99,31 @@ def torch_pgd_fn(net, xt, yt, steps):
                                      generator=gen)
 
 
+def jax_grad_fn(apply_fn, x, y):
+  """Jitted input gradient of the summed CE, the work of one PGD step."""
+  grad = jax.jit(lambda f, v: jax.grad(lambda u: jnp.sum(losses.cross_entropy(f(u), y)))(v))
+  return lambda: grad(apply_fn, x).block_until_ready()
+
+
+def torch_grad_fn(net, xt, yt):
+  def grad():
+    xg = xt.clone().requires_grad_(True)
+    return torch.autograd.grad(F.cross_entropy(net(xg), yt, reduction="sum"), xg)
+  return grad
+
+
 def exp_ops(args) -> None:
   for name in args.models:
     apply_fn, x, y, net, xt, yt = setup(name, args.batch)
     fwd = jax.jit(lambda f, v: f(v))
-    grad = jax.jit(lambda f, v: jax.grad(lambda u: jnp.sum(losses.cross_entropy(f(u), y)))(v))
-
-    def torch_grad():
-      xg = xt.clone().requires_grad_(True)
-      return torch.autograd.grad(F.cross_entropy(net(xg), yt, reduction="sum"), xg)
-
     with torch.no_grad():
       t_fwd = median_ms(lambda: net(xt), args.repeats)
-    t_grad = median_ms(torch_grad, args.repeats)
+    t_grad = median_ms(torch_grad_fn(net, xt, yt), args.repeats)
     j_fwd = median_ms(lambda: fwd(apply_fn, x).block_until_ready(), args.repeats)
-    j_grad = median_ms(lambda: grad(apply_fn, x).block_until_ready(), args.repeats)
+    j_grad = median_ms(jax_grad_fn(apply_fn, x, y), args.repeats)
     print(f"{name} batch {args.batch}: forward jax {j_fwd:.0f} ms, torch {t_fwd:.0f} ms "
           f"(ratio {j_fwd / t_fwd:.2f}); forward+input grad jax {j_grad:.0f} ms, torch "
           f"{t_grad:.0f} ms (ratio {j_grad / t_grad:.2f})", flush=True)
-
-
-@jax.jit
-def _jitted_step(apply_fn, x_adv, x, y):
-  """One PGD L-inf step: ascent on sum CE, then projection; x_adv, x (B, H, W, C)."""
-  g = jax.grad(lambda u: jnp.sum(losses.cross_entropy(apply_fn(u), y)))(x_adv)
-  return geometry.project(x_adv + STEP_SIZE * jnp.sign(g), x, EPS, "linf", 1)
 
 
 def exp_jit(args) -> None:
@@ -127,13 +134,19 @@ def exp_jit(args) -> None:
     def per_step():
       x_adv = geometry.random_start(key, x, EPS, "linf", 1)
       for _ in range(args.steps):
-        x_adv = _jitted_step(apply_fn, x_adv, x, y)
+        x_adv = pgd_speed.pgd_step(apply_fn, x_adv, x, y)
       return x_adv.block_until_ready()
 
-    whole = median_ms(jax_pgd_fn(apply_fn, x, y, args.steps), args.repeats)
-    stepped = median_ms(per_step, args.repeats)
-    print(f"{name} batch {args.batch} PGD-{args.steps}: one jit (fori_loop) {whole:.0f} ms, "
-          f"jitted step in a Python loop {stepped:.0f} ms", flush=True)
+    rows = [("jaxadv pgd (fori_loop)", jax_pgd_fn(apply_fn, x, y, args.steps)),
+            ("fori_loop unroll=1", lambda: pgd_speed.fori_pgd(apply_fn, x, y, key, steps=args.steps,
+                                                     unroll=1).block_until_ready()),
+            ("fori_loop unroll=True", lambda: pgd_speed.fori_pgd(apply_fn, x, y, key, steps=args.steps,
+                                                        unroll=True).block_until_ready()),
+            ("jitted step in a Python loop", per_step)]
+    for label, fn in rows:
+      first, ms = first_and_median(fn, args.repeats)
+      print(f"{name} batch {args.batch} PGD-{args.steps} {label}: {ms:.0f} ms "
+            f"(first call {first:.1f} s)", flush=True)
 
 
 def exp_dtype(args) -> None:
@@ -142,12 +155,12 @@ def exp_dtype(args) -> None:
     for dtype in (jnp.float32, jnp.bfloat16):
       apply_fn, x, y, net, xt, yt = setup(name, args.batch, dtype)
       row.append(f"jax {jnp.dtype(dtype).name} "
-                 f"{median_ms(jax_pgd_fn(apply_fn, x, y, args.steps), args.repeats):.0f} ms")
-    torch_fn = torch_pgd_fn(net, xt, yt, args.steps)
+                 f"{median_ms(jax_grad_fn(apply_fn, x, y), args.repeats):.0f} ms")
+    torch_fn = torch_grad_fn(net, xt, yt)
     row.append(f"torch float32 {median_ms(torch_fn, args.repeats):.0f} ms")
     with torch.autocast("cpu", dtype=torch.bfloat16):
       row.append(f"torch bf16 autocast {median_ms(torch_fn, args.repeats):.0f} ms")
-    print(f"{name} batch {args.batch} PGD-{args.steps}: " + ", ".join(row), flush=True)
+    print(f"{name} batch {args.batch} forward+input grad: " + ", ".join(row), flush=True)
 
 
 def conv_grad_fn(shape_nhwc, features, layout):
@@ -185,9 +198,9 @@ def exp_batch(args) -> None:
   for name in args.models:
     for batch in args.batches:
       apply_fn, x, y, net, xt, yt = setup(name, batch)
-      j = median_ms(jax_pgd_fn(apply_fn, x, y, args.steps), args.repeats)
-      t = median_ms(torch_pgd_fn(net, xt, yt, args.steps), args.repeats)
-      print(f"{name} batch {batch} PGD-{args.steps}: jax {j / batch:.2f} ms/image, torch "
+      j = median_ms(jax_grad_fn(apply_fn, x, y), args.repeats)
+      t = median_ms(torch_grad_fn(net, xt, yt), args.repeats)
+      print(f"{name} batch {batch} forward+input grad: jax {j / batch:.2f} ms/image, torch "
             f"{t / batch:.2f} ms/image (ratio {j / t:.2f})", flush=True)
 
 
@@ -195,9 +208,11 @@ def exp_jax_pgd(args) -> None:
   """JAX PGD only; run by `flags` in a subprocess with XLA_FLAGS set."""
   for name in args.models:
     apply_fn, x, y, _, _, _ = setup(name, args.batch)
-    ms = median_ms(jax_pgd_fn(apply_fn, x, y, args.steps), args.repeats)
-    print(f"{name} batch {args.batch} PGD-{args.steps} XLA_FLAGS="
-          f"{os.environ.get('XLA_FLAGS', '')!r}: {ms:.0f} ms", flush=True)
+    grad_ms = median_ms(jax_grad_fn(apply_fn, x, y), args.repeats)
+    pgd_ms = median_ms(jax_pgd_fn(apply_fn, x, y, args.steps), args.repeats)
+    print(f"{name} batch {args.batch} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}: "
+          f"forward+input grad {grad_ms:.0f} ms, jaxadv PGD-{args.steps} {pgd_ms:.0f} ms",
+          flush=True)
 
 
 def exp_flags(args) -> None:

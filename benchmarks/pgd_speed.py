@@ -11,14 +11,19 @@ Timing: the first call (JAX: tracing + XLA compilation + one run; PyTorch: one r
 reported separately as warm-up; the table reports the median wall time over `repeats`
 further calls (JAX: `block_until_ready`). PyTorch uses one intra-op thread per core.
 
+`--unrolled` also times the same attack with its `lax.fori_loop` unrolled (see
+docs/performance.md: XLA:CPU runs the input-gradient convolutions inside a while loop on a
+slow path).
+
 Usage:
   python benchmarks/pgd_speed.py [--batch 128] [--steps 10] [--repeats 3]
-                                 [--models small_cnn,resnet18]
+                                 [--models small_cnn,resnet18] [--unrolled]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -33,6 +38,8 @@ from torch.nn import functional as F
 
 import jaxadv
 from jaxadv import models
+from jaxadv.attacks import geometry
+from jaxadv.attacks import losses
 from jaxadv.attacks.pgd import pgd
 
 EPS = 8 / 255
@@ -191,6 +198,26 @@ def torch_resnet18(variables) -> TorchResNet18:
 TORCH_BUILDERS = {"small_cnn": torch_small_cnn, "resnet18": torch_resnet18}
 
 
+# ------------------------------------------------------------------------- PGD with loop unrolled
+
+
+@jax.jit
+def pgd_step(apply_fn, x_adv, x, y):
+  """One L-inf PGD step x_adv <- Proj(x_adv + step * sign(grad sum CE)); all (B, H, W, C)."""
+  grad = jax.grad(lambda u: jnp.sum(losses.cross_entropy(apply_fn(u), y)))(x_adv)
+  return geometry.project(x_adv + STEP_SIZE * jnp.sign(grad), x, EPS, "linf", 1)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "unroll"))
+def fori_pgd(apply_fn, x, y, key, *, steps, unroll):
+  """The computation of `jaxadv.attacks.pgd` (L-inf, random start, CE), `unroll` passed to
+  `lax.fori_loop`: `unroll=True` emits `steps` straight-line copies of the step instead of an
+  XLA while loop (the proposed fix measured by `--unrolled`)."""
+  x_adv = geometry.random_start(key, x, EPS, "linf", 1)
+  return jax.lax.fori_loop(0, steps, lambda _, x_adv: pgd_step(apply_fn, x_adv, x, y), x_adv,
+                           unroll=unroll)
+
+
 # ----------------------------------------------------------------------------------- PGD in torch
 
 
@@ -276,7 +303,14 @@ def bench_model(name: str, x_np: np.ndarray, y_np: np.ndarray, args) -> dict:
   jax_first, jax_times = time_calls(jax_attack, args.repeats)
   torch_first, torch_times = time_calls(torch_attack, args.repeats)
   jax_ms, torch_ms = 1e3 * statistics.median(jax_times), 1e3 * statistics.median(torch_times)
-  return dict(name=name, params_flax=n_flax, params_torch=n_torch, logits_diff=logits_diff, jax_ms=jax_ms,
+  unrolled = {}
+  if args.unrolled:
+    unrolled_attack = lambda: fori_pgd(apply_fn, x, y, key, steps=args.steps,
+                                       unroll=True).block_until_ready()
+    first, times = time_calls(unrolled_attack, args.repeats)
+    unrolled = dict(unrolled_ms=1e3 * statistics.median(times), unrolled_first_s=first,
+                    unrolled_times=times)
+  return unrolled | dict(name=name, params_flax=n_flax, params_torch=n_torch, logits_diff=logits_diff, jax_ms=jax_ms,
               torch_ms=torch_ms, jax_first_s=jax_first, torch_first_s=torch_first,
               jax_times=jax_times, torch_times=torch_times)
 
@@ -288,6 +322,8 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--models", default="small_cnn,resnet18",
                       help="comma-separated names from jaxadv.models")
+  parser.add_argument("--unrolled", action="store_true",
+                      help="also time the same PGD with lax.fori_loop(..., unroll=True)")
   args = parser.parse_args()
 
   cores = os.cpu_count() or 1
@@ -316,6 +352,11 @@ def main() -> None:
     print(f"{'':<10} runs ms: jax {[round(1e3 * t) for t in r['jax_times']]}, torch "
           f"{[round(1e3 * t) for t in r['torch_times']]}; max |logits diff| "
           f"{r['logits_diff']:.1e}", flush=True)
+    if args.unrolled:
+      print(f"{'':<10} unrolled loop: {r['unrolled_ms']:.0f} ms (runs "
+            f"{[round(1e3 * t) for t in r['unrolled_times']]}), jax/torch "
+            f"{r['unrolled_ms'] / r['torch_ms']:.2f}, compile+1st {r['unrolled_first_s']:.1f} s",
+            flush=True)
   print(f"\nload average at the end {load_average()} (other processes share the cores)")
 
 

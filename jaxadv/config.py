@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
       warmup_epochs=0.0, milestones=(0.5, 0.75), decay_factor=0.1,
   ))
   c.batch_size = 64
-  c.num_epochs = 30
+  c.num_epochs = 20
   c.log_every_steps = 20
   c.checkpoint_every_steps = 200
   c.keep_checkpoints = 3

@@ -9,42 +9,32 @@ batch size. The loop is a `lax.fori_loop`; shapes are fixed, so the attack jits 
 (shape, steps, norm) and runs under `vmap` and on sharded batches.
 
 `apply_fn(x) -> logits` closes over the parameters *and the model mode* (eval, train, or
-batch statistics without update): the attack never decides the mode for you. Pass a
-`jax.tree_util.Partial` (e.g. `Partial(model.apply, variables)`) to reuse the compiled attack
-across calls with new parameters; a plain Python closure works too but compiles per closure.
+batch statistics without update): the attack never decides the mode for you. Pass a pytree
+callable (`jaxadv.models.BoundModel(model, variables, mode)` or a `jax.tree_util.Partial`) to
+reuse the compiled attack across calls with new parameters; a plain Python closure works too
+but compiles once per closure.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from jax.tree_util import Partial
 
 from jaxadv import validation
 from jaxadv.attacks import geometry
 from jaxadv.attacks import losses
-
-ApplyFn = Callable[[jax.Array], jax.Array]
-
-
-def as_pytree(apply_fn: ApplyFn):
-  """`apply_fn` as a valid jit argument: pytree callables (Partial, BoundModel) pass through,
-  a plain function becomes a leaf-less Partial (compiled once per function object)."""
-  if jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(apply_fn)):
-    return Partial(apply_fn)
-  return apply_fn
+from jaxadv.attacks.base import ApplyFn, as_pytree, check_attack_inputs
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "norm", "random_start", "loss"))
-def _pgd(apply_fn, x, y, key, eps, step_size, *, steps, norm, random_start, loss):
+def _pgd(apply_fn, x, y, targets, key, eps, step_size, *, steps, norm, random_start, loss):
   """Jitted PGD core; arguments as in `pgd`, already validated."""
   loss_fn = losses.get(loss)
   batch_ndim = y.ndim
   step = geometry.per_example(step_size, x, batch_ndim)
-  total_loss = lambda x_adv: jnp.sum(loss_fn(apply_fn(x_adv), y))
+  total_loss = lambda x_adv: jnp.sum(loss_fn(apply_fn(x_adv), y, targets))
 
   def update(_, x_adv):
     grad = jax.grad(total_loss)(x_adv)
@@ -58,8 +48,8 @@ def _pgd(apply_fn, x, y, key, eps, step_size, *, steps, norm, random_start, loss
 
 def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
         eps, step_size, steps: int, norm: str = "linf", random_start: bool = True,
-        loss: str = "ce") -> jax.Array:
-  """Untargeted PGD attack; returns `x_adv` with ||x_adv - x|| <= eps and x_adv in [0, 1].
+        loss: str = "ce", targets: jax.Array | None = None) -> jax.Array:
+  """PGD attack; returns `x_adv` with ||x_adv - x|| <= eps and x_adv in [0, 1].
 
   Args:
     apply_fn: `x -> logits`, shape (B, ...) -> (B, K), with parameters and model mode fixed.
@@ -71,36 +61,34 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     steps: number of iterations (`nb_iter` in CleverHans), static.
     norm: "linf" or "l2".
     random_start: start from a uniform point of the ball instead of `x`.
-    loss: name of a per-example attack loss in `jaxadv.attacks.losses` ("ce").
+    loss: name of a per-example attack loss in `jaxadv.attacks.losses` ("ce", "cw", "dlr",
+      or a targeted one: "ce_targeted", "cw_targeted", "dlr_targeted").
+    targets: integer target classes (B,), required by targeted losses.
 
   Returns:
     Adversarial images, same shape and dtype as `x`, carrying no gradient.
 
   Example:
-    >>> apply_fn = jax.tree_util.Partial(model.apply, variables)   # doctest: +SKIP
+    >>> apply_fn = jaxadv.models.BoundModel(model, variables, "eval")   # doctest: +SKIP
     >>> x_adv = pgd(apply_fn, x, y, key, eps=8/255, step_size=2/255, steps=10)  # doctest: +SKIP
   """
-  validation.check_images(x, "x", min_rank=1)
-  validation.check_labels(y, x, "y")
-  validation.check_nonnegative(eps, "eps")
+  check_attack_inputs(x, y, eps=eps, norm=norm, loss=loss, targets=targets)
   validation.check_nonnegative(step_size, "step_size")
   validation.check_positive_int(steps, "steps")
-  validation.check_choice(norm, "norm", geometry.NORMS)
-  validation.check_choice(loss, "attack loss", losses.ATTACK_LOSSES)
   if random_start and key is None:
     raise ValueError("pgd needs a PRNG key when random_start=True.")
   if key is None:
-    key = jax.random.key(0)
-  return _pgd(as_pytree(apply_fn), x, y, key, eps, step_size, steps=steps, norm=norm,
+    key = jax.random.PRNGKey(0)
+  return _pgd(as_pytree(apply_fn), x, y, targets, key, eps, step_size, steps=steps, norm=norm,
               random_start=random_start, loss=loss)
 
 
 def fgsm(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, *, eps, norm: str = "linf",
-         loss: str = "ce") -> jax.Array:
+         loss: str = "ce", targets: jax.Array | None = None) -> jax.Array:
   """Fast gradient (sign) method (Goodfellow et al., 2015): one PGD step of length eps from x.
 
   `x_adv = clip(x + eps * sign(∇_x L(f(x), y)), 0, 1)` for L-inf (the normalised gradient for
   L2). Shapes and arguments as in `pgd`.
   """
   return pgd(apply_fn, x, y, None, eps=eps, step_size=eps, steps=1, norm=norm,
-             random_start=False, loss=loss)
+             random_start=False, loss=loss, targets=targets)
