@@ -25,18 +25,23 @@ def _norms(delta):
 
 
 @hypothesis.given(eps=st.floats(0.0, 1.0), step_size=st.floats(0.0, 0.5),
-                  steps=st.integers(1, 4), norm=st.sampled_from(["linf", "l2"]),
-                  seed=st.integers(0, 2**16), random_start=st.booleans())
-def test_pgd_stays_in_ball_and_box(eps, step_size, steps, norm, seed, random_start):
+                  steps=st.integers(1, 4), norm=st.sampled_from(["linf", "l2", "l1"]),
+                  seed=st.integers(0, 2**16), random_start=st.booleans(),
+                  restarts=st.integers(1, 2), schedule=st.sampled_from(["constant", "cosine"]),
+                  momentum=st.sampled_from([0.0, 1.0]))
+def test_pgd_stays_in_ball_and_box(eps, step_size, steps, norm, seed, random_start, restarts,
+                                   schedule, momentum):
   x = random_images((5, 4, 4, 2), seed)
   y = jnp.arange(5) % 3
   x_adv = attacks.pgd(linear_apply_fn(32), x, y, jax.random.PRNGKey(seed), eps=eps,
-                      step_size=step_size, steps=steps, norm=norm, random_start=random_start)
+                      step_size=step_size, steps=steps, norm=norm, random_start=random_start,
+                      restarts=restarts, step_schedule=schedule, momentum=momentum)
   chex.assert_equal_shape([x, x_adv])
   linf, l2 = _norms(x_adv - x)
+  l1 = np.abs(np.asarray(x_adv - x)).reshape(5, -1).sum(axis=1)
   assert np.all(np.asarray(x_adv) >= 0.0) and np.all(np.asarray(x_adv) <= 1.0)
-  bound = linf if norm == "linf" else l2
-  assert np.all(bound <= eps + 1e-5), (bound, eps)
+  bound = {"linf": linf, "l2": l2, "l1": l1}[norm]
+  assert np.all(bound <= eps * (1 + 1e-5) + 1e-5), (bound, eps)
 
 
 def test_pgd_per_example_eps():
@@ -56,6 +61,51 @@ def test_fgsm_is_one_signed_step():
   grad = jax.grad(lambda v: jnp.sum(attacks.losses.cross_entropy(apply_fn(v), y)))(x)
   expected = jnp.clip(x + 0.1 * jnp.sign(grad), 0, 1)
   np.testing.assert_allclose(attacks.fgsm(apply_fn, x, y, eps=0.1), expected, atol=1e-6)
+
+
+def test_restarts_keep_each_examples_worst_case():
+  x = random_images((32, 4, 4, 1), 7)
+  y = jnp.arange(32) % 3
+  apply_fn = linear_apply_fn(16, seed=3)
+  fooled = lambda v: np.asarray(jnp.argmax(apply_fn(v), -1) != y)
+  kwargs = dict(eps=0.15, step_size=0.05, steps=3)
+  single = fooled(attacks.pgd(apply_fn, x, y, jax.random.PRNGKey(0), **kwargs))
+  several = fooled(attacks.pgd(apply_fn, x, y, jax.random.PRNGKey(0), restarts=4, **kwargs))
+  assert np.all(several >= single)  # restart 0 is the single run; others only add successes
+  assert several.sum() >= single.sum()
+
+
+def test_early_stop_freezes_examples_already_fooled():
+  x = random_images((16, 4, 4, 1), 8)
+  apply_fn = linear_apply_fn(16, seed=4)
+  y = (jnp.argmax(apply_fn(x), -1) + jnp.arange(16) % 2) % 3  # half already misclassified
+  x_adv = attacks.pgd(apply_fn, x, y, None, eps=0.2, step_size=0.05, steps=4,
+                      random_start=False, early_stop=True)
+  wrong = np.asarray(jnp.argmax(apply_fn(x), -1) != y)
+  np.testing.assert_array_equal(np.asarray(x_adv)[wrong], np.asarray(x)[wrong])
+  assert not np.allclose(np.asarray(x_adv)[~wrong], np.asarray(x)[~wrong])
+
+
+def test_targeted_pgd_reaches_the_target():
+  x = random_images((12, 4, 4, 1), 9)
+  y = jnp.arange(12) % 3
+  targets = (y + 1) % 3
+  x_adv = attacks.pgd(linear_apply_fn(16), x, y, jax.random.PRNGKey(0), eps=1.0,
+                      step_size=0.2, steps=10, loss="ce_targeted", targets=targets)
+  np.testing.assert_array_equal(jnp.argmax(linear_apply_fn(16)(x_adv), -1), targets)
+  with pytest.raises(ValueError, match="targeted: pass targets"):
+    attacks.pgd(linear_apply_fn(16), x, y, None, eps=0.1, step_size=0.1, steps=1,
+                random_start=False, loss="dlr_targeted")
+
+
+def test_mi_fgsm_without_momentum_is_pgd_from_x():
+  x = random_images((4, 4, 4, 1), 10)
+  y = jnp.arange(4) % 3
+  apply_fn = linear_apply_fn(16)
+  np.testing.assert_allclose(
+      attacks.mi_fgsm(apply_fn, x, y, eps=0.1, steps=4, decay=0.0),
+      attacks.pgd(apply_fn, x, y, None, eps=0.1, step_size=0.025, steps=4, random_start=False),
+      atol=1e-6)
 
 
 def test_pgd_increases_loss():
@@ -104,6 +154,9 @@ def test_pgd_on_sharded_batch_matches_unsharded():
     (dict(step_size=-1.0), "step_size must be >= 0"),
     (dict(steps=0), "steps must be an integer >= 1"),
     (dict(norm="l3"), "unknown norm"),
+    (dict(restarts=0), "restarts must be an integer >= 1"),
+    (dict(loss="hinge"), "unknown attack loss"),
+    (dict(step_schedule="exp"), "unknown step_schedule"),
 ])
 def test_pgd_rejects_bad_hyperparameters(kwargs, message):
   args = dict(eps=0.1, step_size=0.01, steps=2) | kwargs

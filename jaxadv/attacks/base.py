@@ -22,7 +22,7 @@ def as_pytree(apply_fn: ApplyFn):
   return apply_fn
 
 
-def check_attack_inputs(x, y, *, eps, norm: str, norms=geometry.NORMS, loss: str | None = None,
+def check_attack_inputs(x, y, *, eps, norm: str, norms=("linf", "l2"), loss: str | None = None,
                         targets=None) -> None:
   """Validates the arguments common to all attacks; raises ValueError naming the problem.
 

@@ -54,7 +54,7 @@ def cw_margin(logits, labels, targets=None):
 def cw_margin_targeted(logits, labels, targets):
   """Targeted margin `z_t - max_{j != t} z_j`; > 0 exactly when the target wins."""
   del labels
-  return cw_margin(logits, targets)
+  return -cw_margin(logits, targets)
 
 
 def dlr(logits, labels, targets=None):

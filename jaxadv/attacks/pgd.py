@@ -28,27 +28,76 @@ from jaxadv.attacks import losses
 from jaxadv.attacks.base import ApplyFn, as_pytree, check_attack_inputs
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "norm", "random_start", "loss"))
-def _pgd(apply_fn, x, y, targets, key, eps, step_size, *, steps, norm, random_start, loss):
+STEP_SCHEDULES = ("constant", "cosine")
+
+
+def _step_multiplier(schedule: str, iteration, steps: int):
+  """Factor of the step size at `iteration`: 1, or ½(1 + cos(π t / steps))."""
+  if schedule == "constant":
+    return 1.0
+  return 0.5 * (1.0 + jnp.cos(jnp.pi * iteration / steps))
+
+
+def _succeeded(logits, y, targets, targeted: bool):
+  """bool (B,): the attack's goal is met (target reached, or label no longer predicted)."""
+  prediction = jnp.argmax(logits, axis=-1)
+  return prediction == targets if targeted else prediction != y
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "norm", "random_start", "loss",
+                                             "restarts", "early_stop", "step_schedule",
+                                             "l1_sparsity"))
+def _pgd(apply_fn, x, y, targets, key, eps, step_size, momentum, *, steps, norm, random_start,
+         loss, restarts, early_stop, step_schedule, l1_sparsity):
   """Jitted PGD core; arguments as in `pgd`, already validated."""
   loss_fn = losses.get(loss)
+  targeted = loss in losses.TARGETED_LOSSES
   batch_ndim = y.ndim
   step = geometry.per_example(step_size, x, batch_ndim)
-  total_loss = lambda x_adv: jnp.sum(loss_fn(apply_fn(x_adv), y, targets))
 
-  def update(_, x_adv):
-    grad = jax.grad(total_loss)(x_adv)
-    x_adv = x_adv + step * geometry.ascent_direction(grad, norm, batch_ndim)
-    return geometry.project(x_adv, x, eps, norm, batch_ndim)
+  def loss_and_logits(x_adv):
+    logits = apply_fn(x_adv)
+    per_example = loss_fn(logits, y, targets)
+    return jnp.sum(per_example), (per_example, logits)
 
-  x_init = geometry.random_start(key, x, eps, norm, batch_ndim) if random_start else x
-  x_adv = jax.lax.fori_loop(0, steps, update, x_init)
-  return jax.lax.stop_gradient(x_adv)
+  def update(iteration, carry):
+    x_adv, velocity = carry
+    (_, (_, logits)), grad = jax.value_and_grad(loss_and_logits, has_aux=True)(x_adv)
+    # MI-FGSM accumulation; with momentum 0 the direction is exactly that of the gradient.
+    velocity = momentum * velocity + grad / jnp.maximum(geometry.l1_norm(grad, batch_ndim), 1e-12)
+    direction = geometry.ascent_direction(velocity, norm, batch_ndim, l1_sparsity)
+    scale = step * _step_multiplier(step_schedule, iteration, steps)
+    moved = geometry.project(x_adv + scale * direction, x, eps, norm, batch_ndim)
+    if early_stop:
+      done = _succeeded(logits, y, targets, targeted)
+      moved = jnp.where(geometry.per_example(done, x, batch_ndim) > 0, x_adv, moved)
+    return moved, velocity
+
+  def run(restart_key):
+    start = geometry.random_start(restart_key, x, eps, norm, batch_ndim) if random_start else x
+    x_adv, _ = jax.lax.fori_loop(0, steps, update, (start, jnp.zeros_like(x)))
+    per_example, logits = loss_and_logits(x_adv)[1]
+    return x_adv, per_example, _succeeded(logits, y, targets, targeted)
+
+  def keep_worst(best, restart_key):
+    best_x, best_loss, best_done = best
+    new_x, new_loss, new_done = run(restart_key)
+    better = (new_done & ~best_done) | ((new_done == best_done) & (new_loss > best_loss))
+    chosen_x = jnp.where(geometry.per_example(better, x, batch_ndim) > 0, new_x, best_x)
+    return (chosen_x, jnp.where(better, new_loss, best_loss), best_done | new_done), None
+
+  keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(restarts))
+  best = run(keys[0])  # restart r is keyed fold_in(key, r) whatever the number of restarts
+  if restarts > 1:
+    best, _ = jax.lax.scan(keep_worst, best, keys[1:])
+  return jax.lax.stop_gradient(best[0])
 
 
 def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
         eps, step_size, steps: int, norm: str = "linf", random_start: bool = True,
-        loss: str = "ce", targets: jax.Array | None = None) -> jax.Array:
+        loss: str = "ce", targets: jax.Array | None = None, restarts: int = 1,
+        early_stop: bool = False, step_schedule: str = "constant", momentum: float = 0.0,
+        l1_sparsity: float = 0.95) -> jax.Array:
   """PGD attack; returns `x_adv` with ||x_adv - x|| <= eps and x_adv in [0, 1].
 
   Args:
@@ -57,13 +106,20 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     y: integer labels, shape (B,).
     key: PRNG key for the random start (unused, may be None, when `random_start=False`).
     eps: radius, a scalar or per-example array of shape (B,), >= 0.
-    step_size: step length (`alpha` in torchattacks), scalar or shape (B,), >= 0.
+    step_size: step length (`alpha` in torchattacks), scalar or shape (B,), >= 0; in L1
+      units for norm="l1".
     steps: number of iterations (`nb_iter` in CleverHans), static.
-    norm: "linf" or "l2".
+    norm: "linf", "l2" or "l1" (sparse L1 steps, see `geometry.ascent_direction`).
     random_start: start from a uniform point of the ball instead of `x`.
     loss: name of a per-example attack loss in `jaxadv.attacks.losses` ("ce", "cw", "dlr",
       or a targeted one: "ce_targeted", "cw_targeted", "dlr_targeted").
     targets: integer target classes (B,), required by targeted losses.
+    restarts: independent random starts; each example keeps its worst case (a successful
+      run first, else the highest final loss).
+    early_stop: freeze each example once the attack succeeds on it.
+    step_schedule: "constant" or "cosine" decay of the step size over the iterations.
+    momentum: MI-FGSM decay mu: g_t = mu g_{t-1} + ∇/||∇||_1, stepping along g_t (0: PGD).
+    l1_sparsity: quantile of |∇| above which coordinates move in an L1 step.
 
   Returns:
     Adversarial images, same shape and dtype as `x`, carrying no gradient.
@@ -72,15 +128,32 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     >>> apply_fn = jaxadv.models.BoundModel(model, variables, "eval")   # doctest: +SKIP
     >>> x_adv = pgd(apply_fn, x, y, key, eps=8/255, step_size=2/255, steps=10)  # doctest: +SKIP
   """
-  check_attack_inputs(x, y, eps=eps, norm=norm, loss=loss, targets=targets)
+  check_attack_inputs(x, y, eps=eps, norm=norm, norms=geometry.NORMS, loss=loss,
+                      targets=targets)
   validation.check_nonnegative(step_size, "step_size")
+  validation.check_nonnegative(momentum, "momentum")
   validation.check_positive_int(steps, "steps")
+  validation.check_positive_int(restarts, "restarts")
+  validation.check_choice(step_schedule, "step_schedule", STEP_SCHEDULES)
+  if not 0.0 <= l1_sparsity < 1.0:
+    raise ValueError(f"l1_sparsity must lie in [0, 1), got {l1_sparsity}.")
   if random_start and key is None:
     raise ValueError("pgd needs a PRNG key when random_start=True.")
   if key is None:
     key = jax.random.PRNGKey(0)
-  return _pgd(as_pytree(apply_fn), x, y, targets, key, eps, step_size, steps=steps, norm=norm,
-              random_start=random_start, loss=loss)
+  return _pgd(as_pytree(apply_fn), x, y, targets, key, eps, step_size, momentum, steps=steps,
+              norm=norm, random_start=random_start, loss=loss, restarts=restarts,
+              early_stop=early_stop, step_schedule=step_schedule, l1_sparsity=l1_sparsity)
+
+
+def mi_fgsm(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, *, eps, steps: int = 10,
+            decay: float = 1.0, norm: str = "linf", loss: str = "ce",
+            targets: jax.Array | None = None) -> jax.Array:
+  """Momentum iterative FGSM (Dong et al., 2018): `steps` steps of eps/steps from x along
+  g_t = decay * g_{t-1} + ∇/||∇||_1. Shapes and arguments as in `pgd`."""
+  validation.check_nonnegative(eps, "eps")
+  return pgd(apply_fn, x, y, None, eps=eps, step_size=eps / steps, steps=steps, norm=norm,
+             random_start=False, loss=loss, targets=targets, momentum=decay)
 
 
 def fgsm(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, *, eps, norm: str = "linf",
