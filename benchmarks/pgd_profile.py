@@ -4,15 +4,15 @@ Each experiment prints one line per configuration, wall-clock milliseconds as th
 `--repeats` calls after one warm-up call (JAX: `block_until_ready`).
 
   ops      one forward and one forward + input gradient (one PGD step's work), JAX vs torch
-  jit      PGD as shipped (`jaxadv.attacks.pgd`, a `lax.fori_loop`), the same loop with
-           `unroll=True`, and a Python loop over a jitted step
+  jit      `jaxadv.attacks.pgd` as installed, the same attack as a `lax.fori_loop` with
+           `unroll=1` (an XLA while loop) and `unroll=True`, and a Python loop over a jitted step
   dtype    forward + input gradient with the Flax model in float32 vs bfloat16 (the module's
            `dtype=`), and torch in float32 vs bfloat16 autocast
   layout   one 3x3 conv (forward + input gradient) through `lax.conv_general_dilated` in NHWC
            vs NCHW, and torch's NCHW conv, at SmallCNN's and ResNet-18's shapes
   batch    forward + input gradient, ms per image at several batch sizes, JAX vs torch
-  flags    forward + input gradient and jaxadv PGD under several XLA_FLAGS, each in a fresh
-           subprocess (XLA reads the flags once, when the backend starts)
+  flags    forward + input gradient and the looped PGD (`unroll=1`) under several XLA_FLAGS,
+           each in a fresh subprocess (XLA reads the flags once, when the backend starts)
 
 Usage:
   python benchmarks/pgd_profile.py ops [--models small_cnn,resnet18] [--batch 128]
@@ -137,11 +137,13 @@ def exp_jit(args) -> None:
         x_adv = pgd_speed.pgd_step(apply_fn, x_adv, x, y)
       return x_adv.block_until_ready()
 
-    rows = [("jaxadv pgd (fori_loop)", jax_pgd_fn(apply_fn, x, y, args.steps)),
-            ("fori_loop unroll=1", lambda: pgd_speed.fori_pgd(apply_fn, x, y, key, steps=args.steps,
-                                                     unroll=1).block_until_ready()),
-            ("fori_loop unroll=True", lambda: pgd_speed.fori_pgd(apply_fn, x, y, key, steps=args.steps,
-                                                        unroll=True).block_until_ready()),
+    def looped(unroll):
+      return lambda: pgd_speed.fori_pgd(apply_fn, x, y, key, steps=args.steps,
+                                        unroll=unroll).block_until_ready()
+
+    rows = [("jaxadv pgd (as installed)", jax_pgd_fn(apply_fn, x, y, args.steps)),
+            ("fori_loop unroll=1", looped(1)),
+            ("fori_loop unroll=True", looped(True)),
             ("jitted step in a Python loop", per_step)]
     for label, fn in rows:
       first, ms = first_and_median(fn, args.repeats)
@@ -205,13 +207,16 @@ def exp_batch(args) -> None:
 
 
 def exp_jax_pgd(args) -> None:
-  """JAX PGD only; run by `flags` in a subprocess with XLA_FLAGS set."""
+  """JAX gradient and looped PGD only; run by `flags` in a subprocess with XLA_FLAGS set."""
   for name in args.models:
     apply_fn, x, y, _, _, _ = setup(name, args.batch)
+    key = jax.random.key(1)
+    looped = lambda: pgd_speed.fori_pgd(apply_fn, x, y, key, steps=args.steps,
+                                        unroll=1).block_until_ready()
     grad_ms = median_ms(jax_grad_fn(apply_fn, x, y), args.repeats)
-    pgd_ms = median_ms(jax_pgd_fn(apply_fn, x, y, args.steps), args.repeats)
+    pgd_ms = median_ms(looped, args.repeats)
     print(f"{name} batch {args.batch} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}: "
-          f"forward+input grad {grad_ms:.0f} ms, jaxadv PGD-{args.steps} {pgd_ms:.0f} ms",
+          f"forward+input grad {grad_ms:.0f} ms, looped PGD-{args.steps} {pgd_ms:.0f} ms",
           flush=True)
 
 

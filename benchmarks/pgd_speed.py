@@ -9,11 +9,12 @@ compute the same function; the script checks that the logits agree before timing
 
 Timing: the first call (JAX: tracing + XLA compilation + one run; PyTorch: one run) is
 reported separately as warm-up; the table reports the median wall time over `repeats`
-further calls (JAX: `block_until_ready`). PyTorch uses one intra-op thread per core.
+further calls (JAX: `block_until_ready`), JAX and PyTorch calls interleaved so both see the
+same background load. PyTorch uses one intra-op thread per core.
 
-`--unrolled` also times the same attack with its `lax.fori_loop` unrolled (see
-docs/performance.md: XLA:CPU runs the input-gradient convolutions inside a while loop on a
-slow path).
+`--unrolled` also times the same attack written here as a `lax.fori_loop(..., unroll=True)`
+(see docs/performance.md: XLA:CPU runs the input-gradient convolutions inside a while loop on
+a slow path; `jaxadv.attacks.pgd` now unrolls on CPU by itself).
 
 Usage:
   python benchmarks/pgd_speed.py [--batch 128] [--steps 10] [--repeats 3]
@@ -242,16 +243,22 @@ def torch_pgd(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
 # -------------------------------------------------------------------------------------- harness
 
 
-def time_calls(fn, repeats: int) -> tuple[float, list[float]]:
-  """Returns (first-call seconds, [seconds of each of `repeats` later calls])."""
-  start = time.perf_counter()
-  fn()
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
+def time_interleaved(fns: dict, repeats: int) -> tuple[dict, dict]:
+  """Times each of `fns` (name -> callable): one first call each, then `repeats` rounds that
+  call every function once in turn, so that all see the same background load.
+
+  Returns ({name: first-call seconds}, {name: [seconds of each round]}).
+  """
+  first, times = {}, {name: [] for name in fns}
+  for name, fn in fns.items():
     start = time.perf_counter()
     fn()
-    times.append(time.perf_counter() - start)
+    first[name] = time.perf_counter() - start
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
   return first, times
 
 
@@ -300,19 +307,14 @@ def bench_model(name: str, x_np: np.ndarray, y_np: np.ndarray, args) -> dict:
   gen = torch.Generator().manual_seed(1)
   torch_attack = lambda: torch_pgd(net, xt, yt, eps=EPS, step_size=STEP_SIZE,
                                    steps=args.steps, generator=gen)
-  jax_first, jax_times = time_calls(jax_attack, args.repeats)
-  torch_first, torch_times = time_calls(torch_attack, args.repeats)
-  jax_ms, torch_ms = 1e3 * statistics.median(jax_times), 1e3 * statistics.median(torch_times)
-  unrolled = {}
+  fns = {"jax": jax_attack, "torch": torch_attack}
   if args.unrolled:
-    unrolled_attack = lambda: fori_pgd(apply_fn, x, y, key, steps=args.steps,
+    fns["unrolled"] = lambda: fori_pgd(apply_fn, x, y, key, steps=args.steps,
                                        unroll=True).block_until_ready()
-    first, times = time_calls(unrolled_attack, args.repeats)
-    unrolled = dict(unrolled_ms=1e3 * statistics.median(times), unrolled_first_s=first,
-                    unrolled_times=times)
-  return unrolled | dict(name=name, params_flax=n_flax, params_torch=n_torch, logits_diff=logits_diff, jax_ms=jax_ms,
-              torch_ms=torch_ms, jax_first_s=jax_first, torch_first_s=torch_first,
-              jax_times=jax_times, torch_times=torch_times)
+  first, times = time_interleaved(fns, args.repeats)
+  ms = {fn_name: 1e3 * statistics.median(t) for fn_name, t in times.items()}
+  return dict(name=name, params_flax=n_flax, params_torch=n_torch, logits_diff=logits_diff,
+              ms=ms, first=first, times=times)
 
 
 def main() -> None:
@@ -340,23 +342,23 @@ def main() -> None:
   x_np = rng.random((args.batch, *IMAGE_SHAPE), dtype=np.float32)
   y_np = rng.integers(0, NUM_CLASSES, args.batch).astype(np.int32)
 
-  header = (f"{'model':<10} {'params flax':>11} {'params torch':>12} {'jaxadv ms':>10} {'torch ms':>10} "
-            f"{'jax/torch':>9} {'jax compile+1st s':>17} {'torch 1st s':>11}")
+  header = (f"{'model':<10} {'params flax':>11} {'params torch':>12} {'jaxadv ms':>10} "
+            f"{'torch ms':>10} {'jax/torch':>9} {'jax compile+1st s':>17} {'torch 1st s':>11}")
   print(header)
   print("-" * len(header))
   for name in args.models.split(","):
     r = bench_model(name.strip(), x_np, y_np, args)
-    print(f"{r['name']:<10} {r['params_flax']:>11,} {r['params_torch']:>12,} {r['jax_ms']:>10.0f} {r['torch_ms']:>10.0f} "
-          f"{r['jax_ms'] / r['torch_ms']:>9.2f} {r['jax_first_s']:>17.1f} "
-          f"{r['torch_first_s']:>11.2f}", flush=True)
-    print(f"{'':<10} runs ms: jax {[round(1e3 * t) for t in r['jax_times']]}, torch "
-          f"{[round(1e3 * t) for t in r['torch_times']]}; max |logits diff| "
+    ms, first = r["ms"], r["first"]
+    print(f"{r['name']:<10} {r['params_flax']:>11,} {r['params_torch']:>12,} {ms['jax']:>10.0f} "
+          f"{ms['torch']:>10.0f} {ms['jax'] / ms['torch']:>9.2f} {first['jax']:>17.1f} "
+          f"{first['torch']:>11.2f}", flush=True)
+    runs = {k: [round(1e3 * t) for t in v] for k, v in r["times"].items()}
+    print(f"{'':<10} runs ms: jax {runs['jax']}, torch {runs['torch']}; max |logits diff| "
           f"{r['logits_diff']:.1e}", flush=True)
     if args.unrolled:
-      print(f"{'':<10} unrolled loop: {r['unrolled_ms']:.0f} ms (runs "
-            f"{[round(1e3 * t) for t in r['unrolled_times']]}), jax/torch "
-            f"{r['unrolled_ms'] / r['torch_ms']:.2f}, compile+1st {r['unrolled_first_s']:.1f} s",
-            flush=True)
+      print(f"{'':<10} unrolled loop: {ms['unrolled']:.0f} ms (runs {runs['unrolled']}), "
+            f"jax/torch {ms['unrolled'] / ms['torch']:.2f}, compile+1st "
+            f"{first['unrolled']:.1f} s", flush=True)
   print(f"\nload average at the end {load_average()} (other processes share the cores)")
 
 

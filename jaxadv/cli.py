@@ -1,7 +1,7 @@
 """`jaxadv` command line: `train` and `eval`.
 
     jaxadv train [--config experiments/configs/NAME.py[:variant]] [--workdir W] [field=value ...]
-    jaxadv eval --workdir W
+    jaxadv eval --workdir W [--suite clean,pgd20,cw30,autoattack] [--num-examples N]
 
 With no --config, `train` runs the embedded default (PGD-AT of SmallCNN on scikit-learn's
 digits). Overrides are `field=value` pairs (or `--config.field=value`, as in absl).
@@ -26,6 +26,12 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument("overrides", nargs="*", help="field=value config overrides")
   evaluate = commands.add_parser("eval", help="evaluate the latest checkpoint of a run")
   evaluate.add_argument("--workdir", required=True)
+  evaluate.add_argument("--suite", default=None,
+                        help="comma-separated attacks (fgsm, pgd20, cw30, apgd-ce, apgd-t, fab-t, "
+                             "square, autoattack); default: the run's eval.suite")
+  evaluate.add_argument("--num-examples", type=int, default=0,
+                        help="evaluate the first N test points (default: all)")
+  evaluate.add_argument("--no-checks", action="store_true", help="skip gradient-masking checks")
   return parser
 
 
@@ -51,12 +57,12 @@ def main(argv=None) -> int:
       config = config_lib.validate(config_lib.apply_overrides(config, overrides + args.overrides))
       workdir = args.workdir or f"runs/{config.name}"
       print(f"jaxadv train: {config.name} -> {workdir}", flush=True)
-      state = loop.train(config, workdir, progress=not args.no_progress)
-      loop.evaluate_state(config, loop.state_lib.variables(state),
-                          checkpoint_step=int(state.step), workdir=workdir)
+      loop.train_and_evaluate(config, workdir, progress=not args.no_progress)
     else:
       from jaxadv.train import loop  # pylint: disable=import-outside-toplevel
-      loop.evaluate_workdir(args.workdir)
+      suite = tuple(args.suite.split(",")) if args.suite else None
+      loop.evaluate_workdir(args.workdir, suite=suite, num_examples=args.num_examples,
+                            checks=False if args.no_checks else None)
   except (ValueError, FileNotFoundError, RuntimeError) as error:
     print(f"jaxadv {args.command}: error: {error}", file=sys.stderr)
     return 2

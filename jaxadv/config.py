@@ -18,6 +18,7 @@ import ml_collections
 
 from jaxadv import data, models, objectives
 from jaxadv.attacks import geometry
+from jaxadv.eval import suites
 from jaxadv.models import MODES
 from jaxadv.train.schedules import SCHEDULES
 
@@ -37,7 +38,8 @@ def base_config() -> ml_collections.ConfigDict:
   norm = ml_collections.FieldReference("linf")
   c.objective = ml_collections.ConfigDict(dict(name="pgd_at", attack_mode="batch_stats"))
   # The training attack (inner maximisation).
-  c.attack = ml_collections.ConfigDict(dict(eps=eps, step_size=0.05, steps=7, norm=norm))
+  c.attack = ml_collections.ConfigDict(dict(eps=eps, step_size=0.05, steps=7, norm=norm,
+                                             warmup_epochs=0.0))
   c.optim = ml_collections.ConfigDict(dict(
       lr=0.05, momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="cosine",
       warmup_epochs=0.0, milestones=(0.5, 0.75), decay_factor=0.1,
@@ -47,9 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 20
   c.checkpoint_every_steps = 200
   c.keep_checkpoints = 3
-  # Evaluation attack: PGD-20 at the training eps unless overridden.
+  # Evaluation: clean and the named attacks (jaxadv.eval.suites) at the training eps unless
+  # overridden; step_size is that of the PGD-type attacks (pgdN, cwN).
   c.eval = ml_collections.ConfigDict(dict(
-      batch_size=500, eps=eps, step_size=0.02, steps=20, norm=norm,
+      batch_size=500, eps=eps, step_size=0.02, norm=norm, suite=("pgd20",), masking_checks=True,
   ))
   return c
 
@@ -94,8 +97,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     attack = config[group]
     _check(attack.eps >= 0, f"{group}.eps must be >= 0, got {attack.eps}.")
     _check(attack.step_size >= 0, f"{group}.step_size must be >= 0, got {attack.step_size}.")
-    _check(attack.steps >= 1, f"{group}.steps must be >= 1, got {attack.steps}.")
     _check(attack.norm in geometry.NORMS, f"{group}.norm must be one of {list(geometry.NORMS)}.")
+  _check(config.attack.steps >= 1, f"attack.steps must be >= 1, got {config.attack.steps}.")
+  _check(config.attack.warmup_epochs >= 0, "attack.warmup_epochs must be >= 0.")
+  try:
+    suites.check_names(config.eval.suite)
+  except ValueError as error:
+    _check(False, f"eval.suite: {error}")
   _check(config.optim.lr > 0, f"optim.lr must be > 0, got {config.optim.lr}.")
   _check(config.optim.schedule in SCHEDULES,
          f"optim.schedule {config.optim.schedule!r} is unknown; choose one of {list(SCHEDULES)}.")

@@ -5,8 +5,15 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 
+import collections  # pylint: disable=wrong-import-position
+
 import hypothesis  # pylint: disable=wrong-import-position
+import jax  # pylint: disable=wrong-import-position
+import jax.numpy as jnp  # pylint: disable=wrong-import-position
+import optax  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=wrong-import-position
+
+from jaxadv import data, models  # pylint: disable=wrong-import-position
 
 hypothesis.settings.register_profile("jaxadv", max_examples=20, deadline=None, derandomize=True,
                                      print_blob=True)
@@ -24,3 +31,33 @@ def pytest_collection_modifyitems(config, items):
   for item in items:
     if "slow" in item.keywords:
       item.add_marker(skip_slow)
+
+
+DigitsModel = collections.namedtuple("DigitsModel", "apply_fn model variables images labels")
+
+
+@pytest.fixture(scope="session")
+def digits_cnn() -> DigitsModel:
+  """An undefended narrow SmallCNN (width 16) trained with CE on digits: 150 SGD steps, ~94%
+  test accuracy. Returns its eval-mode BoundModel, module, variables and the 360 test points.
+
+  The "rbg" key only makes the initialisation compile in seconds instead of tens of seconds.
+  """
+  train, test = data.load("digits", "train"), data.load("digits", "test")
+  model = models.get("small_cnn", num_classes=10, mean=train.mean, std=train.std, width=16,
+                     hidden=64)
+  variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), train.images[:1])
+  tx = optax.sgd(0.05, momentum=0.9)
+
+  @jax.jit
+  def step(variables, opt_state, images, labels):
+    loss = lambda v: optax.softmax_cross_entropy_with_integer_labels(
+        model.apply(v, images), labels).mean()
+    updates, opt_state = tx.update(jax.grad(loss)(variables), opt_state)
+    return optax.apply_updates(variables, updates), opt_state
+
+  opt_state = tx.init(variables)
+  for _, batch in zip(range(150), data.train_batches(train, 64, seed=0)):
+    variables, opt_state = step(variables, opt_state, batch["image"], batch["label"])
+  return DigitsModel(models.BoundModel(model, variables, "eval"), model, variables,
+                     jnp.asarray(test.images), jnp.asarray(test.labels))

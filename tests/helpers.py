@@ -26,7 +26,8 @@ def tiny_config(**overrides):
   c.batch_size = 32
   c.num_epochs = 2
   c.attack.steps = 2
-  c.eval.steps = 3
+  c.eval.suite = ("pgd3",)
+  c.eval.masking_checks = False
   c.eval.batch_size = 64
   c.log_every_steps = 4
   c.checkpoint_every_steps = 4

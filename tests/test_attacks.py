@@ -1,7 +1,5 @@
 """PGD and FGSM: threat-model constraints, strength, transforms, and input checks."""
 
-import functools
-
 import chex
 import hypothesis
 import hypothesis.strategies as st
@@ -10,11 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxadv import attacks, data, models, objectives
+from jaxadv import attacks
 from jaxadv.train import mesh as mesh_lib
-from jaxadv.train import state as state_lib
-from jaxadv.train.step import make_train_step
-import optax
 
 from helpers import linear_apply_fn, random_images
 
@@ -108,6 +103,14 @@ def test_mi_fgsm_without_momentum_is_pgd_from_x():
       atol=1e-6)
 
 
+def test_unrolled_and_looped_pgd_agree():
+  x = random_images((4, 4, 4, 1), 11)
+  y = jnp.arange(4) % 3
+  run = lambda unroll: attacks.pgd(linear_apply_fn(16), x, y, jax.random.PRNGKey(0), eps=0.1,
+                                   step_size=0.03, steps=4, unroll=unroll)
+  np.testing.assert_allclose(run(True), run(False), atol=1e-6)
+
+
 def test_pgd_increases_loss():
   x = random_images((8, 4, 4, 1), 3)
   y = jnp.arange(8) % 3
@@ -180,27 +183,8 @@ def test_pgd_rejects_bad_inputs(x, y, message):
                 steps=1)
 
 
-@pytest.fixture(scope="module")
-def undefended_digits_model():
-  """SmallCNN trained with ERM on the digits training split: 100 steps, ~98% test accuracy."""
-  train = data.load("digits", "train")
-  model = models.get("small_cnn", num_classes=10, mean=train.mean, std=train.std)
-  tx = optax.sgd(0.05, momentum=0.9)
-  mesh = mesh_lib.data_mesh()
-  state = jax.device_put(state_lib.create(model, tx, train.image_shape, 0),
-                         mesh_lib.replicated(mesh))
-  step = make_train_step(objectives.build("erm", model), tx, mesh)
-  for _, batch in zip(range(100), data.train_batches(train, 64, seed=0)):
-    state, metrics = step(state, mesh_lib.put_batch(batch, mesh))
-    jax.block_until_ready(metrics)  # See mesh_lib.must_sync_each_step.
-  return model, state_lib.variables(state)
-
-
-def test_pgd_breaks_undefended_model(undefended_digits_model):
-  model, variables = undefended_digits_model
-  test = data.load("digits", "test")
-  x, y = jnp.asarray(test.images), jnp.asarray(test.labels)
-  apply_fn = models.BoundModel(model, variables, "eval")
+def test_pgd_breaks_undefended_model(digits_cnn):
+  apply_fn, x, y = digits_cnn.apply_fn, digits_cnn.images, digits_cnn.labels
   accuracy = lambda v: float(jnp.mean(jnp.argmax(apply_fn(v), -1) == y))
   assert accuracy(x) > 0.9
   x_adv = attacks.pgd(apply_fn, x, y, jax.random.PRNGKey(0), eps=0.3, step_size=0.03, steps=20)

@@ -56,3 +56,13 @@ def test_bound_model_is_a_pytree_that_reuses_compilation():
     variables = model.init(jax.random.PRNGKey(seed), x)
     logits(models.BoundModel(model, variables), x)
   assert len(traces) == 1
+
+
+def test_small_cnn_max_pool_matches_flax_max_pool_and_its_gradient():
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  from jaxadv.models.small_cnn import max_pool_2x2  # pylint: disable=import-outside-toplevel
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 9, 3))
+  reference = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(max_pool_2x2(x), reference(x))
+  grad = lambda pool: jax.grad(lambda v: jnp.sum(jnp.sin(pool(v))))(x)
+  np.testing.assert_array_equal(grad(max_pool_2x2), grad(reference))

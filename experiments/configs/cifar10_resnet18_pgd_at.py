@@ -19,7 +19,6 @@ def get_config(variant: str = ""):
   config.attack.step_size = 2 / 255
   config.attack.steps = 10
   config.eval.step_size = 2 / 255
-  config.eval.steps = 20
   config.batch_size = 128
   config.num_epochs = 200
   config.optim.lr = 0.1
@@ -33,6 +32,6 @@ def get_config(variant: str = ""):
     config.batch_size = 32
     config.num_epochs = 1
     config.attack.steps = 1
-    config.eval.steps = 2
+    config.eval.suite = ("pgd2",)
     config.eval.batch_size = 32
   return config

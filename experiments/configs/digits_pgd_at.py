@@ -10,5 +10,5 @@ def get_config(variant: str = ""):
     config.dataset.num_test = 100
     config.num_epochs = 1
     config.attack.steps = 2
-    config.eval.steps = 5
+    config.eval.suite = ("pgd5",)
   return config

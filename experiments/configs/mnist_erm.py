@@ -17,5 +17,5 @@ def get_config(variant: str = ""):
     config.dataset.num_train = 512
     config.dataset.num_test = 200
     config.num_epochs = 1
-    config.eval.steps = 5
+    config.eval.suite = ("pgd5",)
   return config

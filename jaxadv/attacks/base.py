@@ -8,7 +8,6 @@ import jax
 from jax.tree_util import Partial
 
 from jaxadv import validation
-from jaxadv.attacks import geometry
 from jaxadv.attacks import losses
 
 ApplyFn = Callable[[jax.Array], jax.Array]

@@ -1,89 +1,147 @@
-"""Robust accuracy of a model under a set of attacks, per example, overall and per class.
+"""Robust accuracy of a model under attacks, per example, overall and per class.
 
-Each attack is `attack(apply_fn, x, y, key) -> x_adv`; the model is attacked and scored in
-eval mode (BatchNorm running averages). Batches are padded to a fixed size and split over
-the data mesh; padded rows are masked out, so every example of the dataset counts once.
+An attack is `attack(apply_fn, x, y, key) -> x_adv`; a `Cascade` is a sequence of named
+attacks run one after another, each only on the points that every earlier stage left
+correctly classified (AutoAttack's protocol). Every attack runs only on clean-correct points:
+a point counts as robust when it is classified correctly clean *and* after each attack.
+
+Model calls are in eval mode (BatchNorm running averages). Points are gathered into
+fixed-size batches (padded, masked) split over the data mesh, so one compilation serves
+every batch; the host decides which points go to the next stage, between attacks only.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxadv.data import ArrayDataset, eval_batches
+from jaxadv.data import ArrayDataset
 from jaxadv.models import BoundModel
 from jaxadv.train import mesh as mesh_lib
 
 Attack = Callable[..., jax.Array]
 
 
+@dataclasses.dataclass(frozen=True)
+class Cascade:
+  """Named attacks run in order, each on the points still robust after the previous ones."""
+  stages: Sequence[tuple[str, Attack]]
+
+
 @dataclasses.dataclass
 class RobustnessResult:
-  """correct[name]: bool (N,) per attack ("clean" first); labels: int (N,)."""
+  """Per-point outcomes of an evaluation.
+
+  correct: name -> bool (N,), "clean" first, then one entry per attack or cascade.
+  stages: cascade name -> {stage name -> bool (N,) robust after that stage}.
+  labels: int (N,); num_classes: K.
+  """
   correct: dict[str, np.ndarray]
   labels: np.ndarray
   num_classes: int
+  stages: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
   @property
   def worst_case(self) -> np.ndarray:
-    """bool (N,): correct under every entry (clean and all attacks)."""
+    """bool (N,): correct clean and under every attack."""
     return np.logical_and.reduce(list(self.correct.values()))
 
+  def _rows(self) -> dict[str, np.ndarray]:
+    rows = dict(self.correct)
+    if len(rows) > 2:
+      rows["worst_case"] = self.worst_case
+    return rows
+
   def accuracy(self) -> dict[str, float]:
-    """Overall accuracy (in %) per attack, plus "worst_case"."""
-    rows = dict(self.correct, worst_case=self.worst_case)
-    return {name: 100.0 * float(np.mean(c)) for name, c in rows.items()}
+    """Overall accuracy (%) per attack, plus "worst_case" when there are several attacks."""
+    return {name: 100.0 * float(np.mean(c)) for name, c in self._rows().items()}
 
   def per_class(self) -> dict[str, list[float]]:
-    """Accuracy (in %) per class and attack; NaN for a class absent from the data."""
-    rows = dict(self.correct, worst_case=self.worst_case)
+    """Accuracy (%) per class and attack; NaN for a class absent from the data."""
     out = {}
-    for name, c in rows.items():
+    for name, c in self._rows().items():
       out[name] = [100.0 * float(np.mean(c[self.labels == k])) if np.any(self.labels == k)
                    else float("nan") for k in range(self.num_classes)]
     return out
 
 
-def evaluate(model, variables, dataset: ArrayDataset, attacks: Mapping[str, Attack], *,
-             batch_size: int, seed: int = 0, mesh=None) -> RobustnessResult:
-  """Scores `model` with `variables` on `dataset`, clean and under each attack.
+class _Scorer:
+  """Runs `attack` + prediction on chosen points in fixed-size, mesh-sharded batches."""
+
+  def __init__(self, model, variables, dataset: ArrayDataset, batch_size: int, mesh):
+    self.dataset = dataset
+    self.mesh = mesh
+    self.batch_size = -(-batch_size // mesh.size) * mesh.size
+    self.variables = jax.device_put(variables, mesh_lib.replicated(mesh))
+    self.model = model
+    self._compiled = {}
+
+  def _compile(self, attack: Attack | None):
+    model = self.model
+
+    def still_correct(variables, batch, key):
+      apply_fn = BoundModel(model, variables, "eval")
+      x, y = batch["image"], batch["label"]
+      if attack is not None:
+        x = attack(apply_fn, x, y, key)
+      return jnp.argmax(apply_fn(x), -1) == y
+
+    replicated = mesh_lib.replicated(self.mesh)
+    return jax.jit(still_correct,
+                   in_shardings=(replicated, mesh_lib.batch_sharded(self.mesh), replicated),
+                   out_shardings=replicated)
+
+  def __call__(self, attack: Attack | None, indices: np.ndarray, key) -> np.ndarray:
+    """bool (len(indices),): correct after `attack` (None: clean) on dataset[indices]."""
+    if id(attack) not in self._compiled:
+      self._compiled[id(attack)] = self._compile(attack)
+    score = self._compiled[id(attack)]
+    out = np.zeros(len(indices), bool)
+    for start in range(0, len(indices), self.batch_size):
+      chunk = indices[start:start + self.batch_size]
+      rows = np.resize(chunk, self.batch_size)  # pad by repeating points; results cut below
+      batch = {"image": self.dataset.images[rows], "label": self.dataset.labels[rows]}
+      batch_key = jax.random.fold_in(key, start // self.batch_size)
+      result = score(self.variables, mesh_lib.put_batch(batch, self.mesh), batch_key)
+      out[start:start + len(chunk)] = np.asarray(result)[:len(chunk)]
+    return out
+
+
+def evaluate(model, variables, dataset: ArrayDataset,
+             attacks: Mapping[str, Union[Attack, Cascade]], *, batch_size: int, seed: int = 0,
+             mesh=None) -> RobustnessResult:
+  """Scores `model` with `variables` on `dataset`, clean and under each attack or cascade.
 
   Args:
     model: Flax module; variables: {"params", "batch_stats"}.
     dataset: images (N, H, W, C) in [0, 1] and labels (N,).
-    attacks: name -> attack(apply_fn, x, y, key) -> x_adv. The name "clean" is reserved.
+    attacks: name -> attack(apply_fn, x, y, key) -> x_adv, or a Cascade. "clean" is reserved.
     batch_size: evaluation batch size (rounded up to a multiple of the device count).
-    seed: randomness of the attacks (random starts), fixed per batch.
+    seed: randomness of the attacks, fixed per (attack, stage, batch).
     mesh: data mesh (default: all devices).
   """
   if "clean" in attacks:
     raise ValueError("the attack name 'clean' is reserved for the unattacked accuracy.")
-  mesh = mesh_lib.data_mesh() if mesh is None else mesh
-  batch_size = -(-batch_size // mesh.size) * mesh.size
-  names = ("clean", *attacks)
-
-  def score(variables, batch, key):
-    apply_fn = BoundModel(model, variables, "eval")
-    x, y = batch["image"], batch["label"]
-    correct = [jnp.argmax(apply_fn(x), -1) == y]
-    for index, attack in enumerate(attacks.values()):
-      x_adv = attack(apply_fn, x, y, jax.random.fold_in(key, index))
-      correct.append(jnp.argmax(apply_fn(x_adv), -1) == y)
-    return jnp.stack(correct)
-
-  score = jax.jit(score, in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh),
-                                       mesh_lib.replicated(mesh)),
-                  out_shardings=mesh_lib.replicated(mesh))
-  variables = jax.device_put(variables, mesh_lib.replicated(mesh))
+  scorer = _Scorer(model, variables, dataset, batch_size,
+                   mesh_lib.data_mesh() if mesh is None else mesh)
   base_key = jax.random.PRNGKey(seed)
-  chunks = []
-  for index, batch in enumerate(eval_batches(dataset, batch_size)):
-    mask = batch.pop("mask").astype(bool)
-    result = score(variables, mesh_lib.put_batch(batch, mesh), jax.random.fold_in(base_key, index))
-    chunks.append(np.asarray(result)[:, mask])
-  stacked = np.concatenate(chunks, axis=1)
-  return RobustnessResult(dict(zip(names, stacked)), dataset.labels.copy(), dataset.num_classes)
+  clean = scorer(None, np.arange(len(dataset)), base_key)
+  result = RobustnessResult({"clean": clean}, dataset.labels.copy(), dataset.num_classes)
+  for attack_index, (name, attack) in enumerate(attacks.items()):
+    cascade = attack if isinstance(attack, Cascade) else Cascade(((name, attack),))
+    robust = clean.copy()
+    after_stage = {}
+    for stage_index, (stage_name, stage) in enumerate(cascade.stages):
+      indices = np.flatnonzero(robust)
+      if indices.size:
+        key = jax.random.fold_in(jax.random.fold_in(base_key, attack_index + 1), stage_index)
+        robust[indices] = scorer(stage, indices, key)
+      after_stage[stage_name] = robust.copy()
+    result.correct[name] = robust
+    if isinstance(attack, Cascade):
+      result.stages[name] = after_stage
+  return result

@@ -10,6 +10,18 @@ import jax.numpy as jnp
 from jaxadv.models.layers import Normalize
 
 
+def max_pool_2x2(x):
+  """2x2 max-pool with stride 2 (odd trailing rows/columns dropped, as VALID pooling does).
+
+  Written as reshape + max: same values and gradient as `nn.max_pool`, but its gradient is an
+  elementwise mask instead of XLA's argmax-and-scatter, 27% faster per gradient step on CPU
+  (docs/performance.md). x: (B, H, W, C) -> (B, H // 2, W // 2, C).
+  """
+  b, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2]
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class SmallCNN(nn.Module):
   """conv32-conv32-pool-conv64-conv64-pool-fc200-fc200-fc(num_classes), ReLU, no BatchNorm.
 
@@ -31,7 +43,7 @@ class SmallCNN(nn.Module):
     for features in (self.width, 2 * self.width):
       x = nn.relu(conv(features)(x))
       x = nn.relu(conv(features)(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool_2x2(x)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
     x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))

@@ -2,10 +2,10 @@
 
 An objective is a pure function
 
-    objective(params, batch_stats, batch, key) -> (loss, (new_batch_stats, metrics))
+    objective(params, batch_stats, batch, key, step) -> (loss, (new_batch_stats, metrics))
 
-where `batch` = {"image": (B, H, W, C) in [0, 1], "label": (B,)} and `metrics` is a dict of
-scalars. Objectives are built by `jaxadv.objectives.build`, which binds the model and the
+where `batch` = {"image": (B, H, W, C) in [0, 1], "label": (B,)}, `step` is the int32 optimizer
+step (for schedules such as an eps warm-up) and `metrics` is a dict of scalars. Objectives are built by `jaxadv.objectives.build`, which binds the model and the
 hyper-parameters, so the train step only ever sees this signature.
 """
 
@@ -27,6 +27,13 @@ def frozen_model(model, params, batch_stats, mode: str) -> BoundModel:
   """`x -> logits` for an inner attack: parameters carry no gradient, BN stats not updated."""
   variables = {"params": jax.lax.stop_gradient(params), "batch_stats": batch_stats}
   return BoundModel(model, variables, mode)
+
+
+def linear_warmup(value, step, warmup_steps: int):
+  """`value * min(1, (step + 1) / warmup_steps)`; `value` itself when warmup_steps is 0."""
+  if warmup_steps <= 0:
+    return value
+  return value * jnp.minimum(1.0, (step + 1) / warmup_steps)
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:

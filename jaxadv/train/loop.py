@@ -7,7 +7,6 @@ exactly what an uninterrupted run would have.
 
 from __future__ import annotations
 
-import functools
 import pathlib
 
 import jax
@@ -16,8 +15,7 @@ from tqdm import tqdm
 
 from jaxadv import config as config_lib
 from jaxadv import data, models, objectives
-from jaxadv.attacks import pgd
-from jaxadv.eval import report, robustness
+from jaxadv.eval import runner
 from jaxadv.train import mesh as mesh_lib
 from jaxadv.train import state as state_lib
 from jaxadv.train.checkpoint import Checkpointer
@@ -36,13 +34,6 @@ def build_model(config, dataset: data.ArrayDataset):
   """The configured model, normalising with the dataset's channel statistics."""
   return models.get(config.model.name, num_classes=dataset.num_classes, mean=dataset.mean,
                     std=dataset.std, dtype=jnp.dtype(config.model.dtype))
-
-
-def eval_attacks(config) -> dict:
-  """name -> attack(apply_fn, x, y, key) for the configured evaluation (PGD-k)."""
-  e = config.eval
-  return {f"pgd{e.steps}": functools.partial(pgd, eps=e.eps, step_size=e.step_size,
-                                             steps=e.steps, norm=e.norm)}
 
 
 def _write_config(config, workdir: pathlib.Path) -> None:
@@ -77,7 +68,8 @@ def train(config, workdir, *, stop_after_step: int | None = None, progress: bool
   state = checkpointer.restore(state) or state
   start = int(state.step)
   objective = objectives.build(config.objective.name, model, config.attack,
-                               config.objective.attack_mode)
+                               config.objective.attack_mode,
+                               int(config.attack.warmup_epochs * steps_per_epoch))
   train_step = make_train_step(objective, tx, mesh)
   batches = data.train_batches(train_ds, config.batch_size, config.seed, start,
                                jax.process_index(), jax.process_count())
@@ -102,42 +94,51 @@ def train(config, workdir, *, stop_after_step: int | None = None, progress: bool
   return state
 
 
-def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None):
-  """Clean and PGD accuracy of `variables` on the test split; prints the table, writes JSON."""
+def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None, suite=None,
+                   num_examples: int = 0, checks=None):
+  """Evaluates `variables` on the test split with the configured (or given) suite; prints
+  the table and, with a workdir, writes eval.json and per_class.png there."""
   test_ds = load_dataset(config, "test")
-  model = build_model(config, test_ds)
-  attacks = eval_attacks(config)
-  result = robustness.evaluate(model, variables, test_ds, attacks,
-                               batch_size=config.eval.batch_size, seed=config.seed)
+  if num_examples > 0:
+    test_ds = test_ds.take(num_examples)
   e = config.eval
-  record = report.to_record(
-      result, dataset=config.dataset.name, threat_model=e.norm.capitalize(), eps=e.eps,
-      model=config.model.name, checkpoint_step=checkpoint_step,
-      attacks={name: f"PGD-{e.steps} ({e.norm}, eps={e.eps:g}, step={e.step_size:g}, "
-                     "random start, 1 restart, CE loss)" for name in attacks})
-  print(f"\n{config.name}: {record['n_ex']} test points of {config.dataset.name}, "
-        f"{e.norm} eps={e.eps:g}, model in eval mode\n")
-  print(report.markdown_table(result))
-  if workdir is not None:
-    report.write_json(record, pathlib.Path(workdir) / "eval.json")
-  return record
+  return runner.evaluate_suite(
+      build_model(config, test_ds), variables, test_ds, suite=suite or e.suite, eps=e.eps,
+      norm=e.norm, step_size=e.step_size, batch_size=e.batch_size, seed=config.seed,
+      model_name=f"{config.name} ({config.model.name})", checkpoint_step=checkpoint_step,
+      checks=e.masking_checks if checks is None else checks, out_dir=workdir)
 
 
-def evaluate_workdir(workdir):
-  """Evaluates the latest checkpoint of the run in `workdir` (its config.json decides how)."""
+def train_and_evaluate(config, workdir, *, progress: bool = True):
+  """`train`, then `evaluate_state` of the final parameters; returns the eval record."""
+  state = train(config, workdir, progress=progress)
+  return evaluate_state(config, state_lib.variables(state), checkpoint_step=int(state.step),
+                        workdir=workdir)
+
+
+def restore_variables(workdir):
+  """(config, variables, step) of the latest checkpoint of the run in `workdir`."""
   workdir = pathlib.Path(workdir)
   config_path = workdir / "config.json"
   if not config_path.is_file():
     raise FileNotFoundError(f"{workdir} is not a jaxadv run directory: {config_path} is missing.")
   config = config_lib.from_json(config_path.read_text())
-  train_like = load_dataset(config, "test")
-  model = build_model(config, train_like)
+  test_ds = load_dataset(config, "test")
+  model = build_model(config, test_ds)
   tx, _ = make_optimizer(config.optim, 1, 1)
-  target = state_lib.create(model, tx, train_like.image_shape, config.seed)
+  target = state_lib.create(model, tx, test_ds.image_shape, config.seed)
   checkpointer = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
   step = checkpointer.latest_step()
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}; train first.")
   state = checkpointer.restore(target, step)
   checkpointer.close()
-  return evaluate_state(config, state_lib.variables(state), checkpoint_step=step, workdir=workdir)
+  return config, state_lib.variables(state), step
+
+
+def evaluate_workdir(workdir, *, suite=None, num_examples: int = 0, checks=None):
+  """Evaluates the latest checkpoint of the run in `workdir` (its config.json decides how,
+  unless `suite`, `num_examples` or `checks` override it)."""
+  config, variables, step = restore_variables(workdir)
+  return evaluate_state(config, variables, checkpoint_step=step, workdir=workdir, suite=suite,
+                        num_examples=num_examples, checks=checks)

@@ -15,8 +15,8 @@ from jaxadv.train.state import TrainState
 def make_train_step(objective: Callable, tx: optax.GradientTransformation, mesh) -> Callable:
   """Returns `step(state, batch) -> (state, metrics)` jitted over `mesh`.
 
-  `objective(params, batch_stats, batch, key) -> (loss, (batch_stats, metrics))`; the step
-  takes its gradient in `params`, applies `tx`, and keys the objective with
+  `objective(params, batch_stats, batch, key, step) -> (loss, (batch_stats, metrics))`; the
+  step takes its gradient in `params`, applies `tx`, and keys the objective with
   `fold_in(state.rng, state.step)`, so step t's randomness is fixed whatever the device count
   or resumption. The state is replicated and donated (updated in place); the batch is split
   over the data axis. The same code runs on 1 or N devices and on several hosts.
@@ -24,7 +24,8 @@ def make_train_step(objective: Callable, tx: optax.GradientTransformation, mesh)
   def step(state: TrainState, batch: dict):
     key = jax.random.fold_in(state.rng, state.step)
     grad_fn = jax.value_and_grad(objective, has_aux=True)
-    (_, (batch_stats, metrics)), grads = grad_fn(state.params, state.batch_stats, batch, key)
+    (_, (batch_stats, metrics)), grads = grad_fn(state.params, state.batch_stats, batch, key,
+                                                      state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,

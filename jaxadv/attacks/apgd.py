@@ -1,0 +1,329 @@
+"""Auto-PGD (Croce & Hein, ICML 2020): step-size-free PGD with momentum and restarts.
+
+One run of APGD on a per-example loss L (to be maximised) over S = ball(x, eps) ∩ [0,1]^d:
+
+    x_0     = x + U(ball(eps)),                       eta_0 = 2 * eps
+    x_1     = P_S( x_0 + eta * dir(∇L(x_0)) )
+    z_{k+1} = P_S( x_k + eta * dir(∇L(x_k)) )
+    x_{k+1} = P_S( x_k + a * (z_{k+1} - x_k) + (1 - a) * (x_k - x_{k-1}) ),      a = momentum
+
+with dir(g) = sign(g) for L-inf and g / ||g||_2 for L2. The step size eta is per example and
+is only ever halved, at the checkpoints w_j = ceil(p_j * steps) with p_0 = 0, p_1 = 0.22 and
+p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06). At w_j an example halves eta and restarts from
+its best point x_max (the iterate of highest loss so far, with its gradient, and no momentum)
+when either
+
+    1. #{k in [w_{j-1}, w_j) : L(x_{k+1}) > L(x_k)} < rho * (w_j - w_{j-1})   (few increases), or
+    2. eta was not halved at w_{j-1} and max_k L(x_k) has not grown since w_{j-1}  (stalled).
+
+Besides x_max, each example keeps the last iterate that fooled the model (misclassified, or
+classified as the target for a targeted loss in `apgd`): the attack returns that point if one
+exists and x_max otherwise, so an example broken at any iteration (or already misclassified
+when clean) stays broken. Restarts and targets fold in the same way: an example keeps the
+point of the first run that fooled the model, else the point of highest loss over all runs.
+
+Everything is one `jax.jit` per (shape, steps, norm, loss, restarts): iterations k = 0..steps
+are one `lax.fori_loop` (k = 0 only evaluates x_0, so the network is traced once), restarts and
+targets a `lax.scan`, and all state has fixed shape. A run costs steps + 1 forward-backward
+passes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxadv import validation
+from jaxadv.attacks import geometry
+from jaxadv.attacks import losses
+from jaxadv.attacks.base import ApplyFn, as_pytree, check_attack_inputs
+
+_FIRST_CHECKPOINT = 0.22
+_CHECKPOINT_DECAY = 0.03
+_MIN_CHECKPOINT_GAP = 0.06
+
+
+class _Candidate(NamedTuple):
+  """A per-example attack result: images (B, ...), success flags (B,), losses (B,)."""
+  x: jax.Array
+  fooled: jax.Array
+  loss: jax.Array
+
+
+class _State(NamedTuple):
+  """APGD loop state; images and gradients (B, ...), the rest per example (B,)."""
+  x: jax.Array
+  x_prev: jax.Array
+  grad: jax.Array
+  loss: jax.Array
+  x_best: jax.Array
+  grad_best: jax.Array
+  loss_best: jax.Array
+  x_fooled: jax.Array
+  fooled: jax.Array
+  step_size: jax.Array
+  increases: jax.Array
+  reduced_last: jax.Array
+  loss_best_last: jax.Array
+
+
+def checkpoints(steps: int) -> tuple[int, ...]:
+  """Iterations 0 = w_0 < w_1 < w_2 < ... <= steps at which APGD may halve its step size.
+
+  w_j = ceil(p_j * steps) with p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03,
+  0.06), keeping the distinct values in [0, steps]. For steps=100: (0, 22, 41, 57, 70, 80, 87,
+  93, 99).
+  """
+  fractions = [0.0, _FIRST_CHECKPOINT]
+  while fractions[-1] <= 1.0:
+    gap = max(fractions[-1] - fractions[-2] - _CHECKPOINT_DECAY, _MIN_CHECKPOINT_GAP)
+    fractions.append(fractions[-1] + gap)
+  # Round away float noise (0.22 + 0.19 = 0.41000000000000003) before the ceiling.
+  return tuple(sorted({math.ceil(round(p * steps, 6)) for p in fractions if p <= 1.0}))
+
+
+def _checkpoint_tables(steps: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per iteration k in [0, steps]: whether k is a checkpoint w_j, and w_j - w_{j-1} (0 at w_0)."""
+  is_checkpoint = np.zeros(steps + 1, dtype=bool)
+  interval = np.zeros(steps + 1, dtype=np.float32)
+  previous = 0
+  for w in checkpoints(steps):
+    is_checkpoint[w] = True
+    interval[w] = w - previous
+    previous = w
+  return is_checkpoint, interval
+
+
+def _where(mask: jax.Array, a, b):
+  """Per-example select: `mask` has the batch shape, `a` and `b` are pytrees of (B, ...)."""
+  def select(u, v):
+    return jnp.where(mask.reshape(mask.shape + (1,) * (u.ndim - mask.ndim)), u, v)
+  return jax.tree_util.tree_map(select, a, b)
+
+
+def _succeeded(logits: jax.Array, y: jax.Array, targets, hit_target: bool) -> jax.Array:
+  """Success per example (B,): argmax == target if `hit_target`, else argmax != y."""
+  prediction = jnp.argmax(logits, axis=-1)
+  return prediction == targets if hit_target else prediction != y
+
+
+def _keep_worst(old: _Candidate, new: _Candidate) -> _Candidate:
+  """Per example: keep `old` if it fooled the model, else `new` if it did or has higher loss."""
+  take_new = ~old.fooled & (new.fooled | (new.loss > old.loss))
+  return _Candidate(*_where(take_new, tuple(new), tuple(old)))._replace(
+      fooled=old.fooled | new.fooled)
+
+
+def _apgd_run(apply_fn, x, y, targets, key, eps, rho, momentum, *, steps, norm, loss,
+              hit_target) -> _Candidate:
+  """One APGD run from a random start; traced inside the jitted callers."""
+  loss_fn = losses.get(loss)
+  batch_ndim = y.ndim
+  is_checkpoint, interval = map(jnp.asarray, _checkpoint_tables(steps))
+
+  def evaluate(x_adv):
+    """Per-example loss (B,), success (B,) and ∇ of the summed loss (B, ...) at x_adv."""
+    def total(v):
+      logits = apply_fn(v)
+      per_example = loss_fn(logits, y, targets)
+      return jnp.sum(per_example), (per_example, logits)
+    (_, (value, logits)), grad = jax.value_and_grad(total, has_aux=True)(x_adv)
+    return value, _succeeded(logits, y, targets, hit_target), grad
+
+  def halve_where_stuck(s: _State, at_checkpoint, since_last) -> _State:
+    """At a checkpoint, halves eta and restarts from x_max where condition 1 or 2 holds."""
+    few_increases = s.increases < rho * since_last
+    stalled = ~s.reduced_last & (s.loss_best <= s.loss_best_last)
+    reduce = at_checkpoint & (few_increases | stalled)
+    x, x_prev, grad, value = _where(reduce, (s.x_best, s.x_best, s.grad_best, s.loss_best),
+                                    (s.x, s.x_prev, s.grad, s.loss))
+    return s._replace(
+        x=x, x_prev=x_prev, grad=grad, loss=value,
+        step_size=jnp.where(reduce, s.step_size / 2, s.step_size),
+        increases=jnp.where(at_checkpoint, 0, s.increases),
+        reduced_last=jnp.where(at_checkpoint, reduce, s.reduced_last),
+        loss_best_last=jnp.where(at_checkpoint, s.loss_best, s.loss_best_last))
+
+  def step(k, s: _State) -> _State:
+    """Iteration k: x_k from x_{k-1} and x_{k-2} (k = 0 evaluates the start x_0)."""
+    step_size = geometry.per_example(s.step_size, x, batch_ndim)
+    z = geometry.project(s.x + step_size * geometry.ascent_direction(s.grad, norm, batch_ndim),
+                         x, eps, norm, batch_ndim)
+    a = jnp.where(k == 1, 1.0, momentum).astype(x.dtype)
+    x_new = geometry.project(s.x + a * (z - s.x) + (1 - a) * (s.x - s.x_prev), x, eps, norm,
+                             batch_ndim)
+    x_new = jnp.where(k == 0, s.x, x_new)
+    value, fooled, grad = evaluate(x_new)
+    improved = value > s.loss_best
+    x_best, grad_best, loss_best = _where(improved, (x_new, grad, value),
+                                          (s.x_best, s.grad_best, s.loss_best))
+    s = s._replace(x=x_new, x_prev=s.x, grad=grad, loss=value, x_best=x_best,
+                   grad_best=grad_best, loss_best=loss_best,
+                   x_fooled=_where(fooled, x_new, s.x_fooled), fooled=s.fooled | fooled,
+                   increases=s.increases + (value > s.loss).astype(jnp.int32))
+    return halve_where_stuck(s, is_checkpoint[k], interval[k])
+
+  # The loss and gradient at x_0 come from iteration 0, so the network is traced only once.
+  x0 = geometry.random_start(key, x, eps, norm, batch_ndim)
+  unseen = jnp.full(y.shape, -jnp.inf, jnp.float32)
+  init = _State(x=x0, x_prev=x0, grad=jnp.zeros_like(x0), loss=unseen, x_best=x0,
+                grad_best=jnp.zeros_like(x0), loss_best=unseen, x_fooled=x0,
+                fooled=jnp.zeros(y.shape, bool),
+                step_size=jnp.broadcast_to(2 * jnp.asarray(eps, jnp.float32), y.shape),
+                increases=jnp.zeros(y.shape, jnp.int32), reduced_last=jnp.zeros(y.shape, bool),
+                loss_best_last=unseen)
+  s = jax.lax.fori_loop(0, steps + 1, step, init)
+  return _Candidate(_where(s.fooled, s.x_fooled, s.x_best), s.fooled, s.loss_best)
+
+
+def _clean_candidate(x, fooled) -> _Candidate:
+  """The clean input `x` (B, ...) as a candidate, kept only where `fooled` (B,) already."""
+  return _Candidate(x, fooled, jnp.full(fooled.shape, -jnp.inf, jnp.float32))
+
+
+def _run_keys(key: jax.Array, num_runs: int) -> jax.Array:
+  """Keys (num_runs, ...) with key_i = fold_in(key, i): a longer sequence of runs (more
+  restarts or targets) starts with the same runs as a shorter one, so it is never weaker."""
+  return jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(num_runs))
+
+
+def _fold_runs(run, initial: _Candidate, xs) -> _Candidate:
+  """`lax.scan` of `run(*xs_i) -> _Candidate` over the leading axis of `xs`, keeping each
+  example's worst case (`_keep_worst`)."""
+  body = lambda best, xs_i: (_keep_worst(best, run(*xs_i)), None)
+  return jax.lax.scan(body, initial, xs)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "norm", "loss", "restarts"))
+def _apgd(apply_fn, x, y, targets, key, eps, rho, momentum, *, steps, norm, loss, restarts):
+  """Jitted APGD over `restarts` random starts; arguments as in `apgd`, already validated."""
+  hit_target = loss in losses.TARGETED_LOSSES
+  run = functools.partial(_apgd_run, apply_fn, x, y, targets, eps=eps, rho=rho,
+                          momentum=momentum, steps=steps, norm=norm, loss=loss,
+                          hit_target=hit_target)
+  initial = _clean_candidate(x, _succeeded(apply_fn(x), y, targets, hit_target))
+  best = _fold_runs(run, initial, (_run_keys(key, restarts),))
+  return jax.lax.stop_gradient(best.x)
+
+
+@functools.partial(jax.jit,
+                   static_argnames=("steps", "norm", "loss", "restarts", "num_targets"))
+def _apgd_targeted(apply_fn, x, y, key, eps, rho, momentum, *, steps, norm, loss, restarts,
+                   num_targets):
+  """Jitted APGD-T over targets x restarts; arguments as in `apgd_targeted`, validated."""
+  logits = apply_fn(x)
+  ranked = jnp.argsort(-logits, axis=-1)  # (B, K): classes by decreasing clean logit.
+  run_for = lambda rank, k: _apgd_run(
+      apply_fn, x, y, jnp.take(ranked, rank, axis=-1), k, eps, rho, momentum, steps=steps,
+      norm=norm, loss=loss, hit_target=False)
+  ranks = jnp.repeat(jnp.arange(1, num_targets + 1), restarts)
+  initial = _clean_candidate(x, _succeeded(logits, y, None, hit_target=False))
+  best = _fold_runs(run_for, initial, (ranks, _run_keys(key, num_targets * restarts)))
+  return jax.lax.stop_gradient(best.x)
+
+
+def _check_common(key, steps, restarts, rho, momentum) -> None:
+  """Edge checks shared by `apgd` and `apgd_targeted`."""
+  if key is None:
+    raise ValueError("APGD needs a PRNG key for its random start.")
+  validation.check_positive_int(steps, "steps")
+  validation.check_positive_int(restarts, "restarts")
+  for value, name in ((rho, "rho"), (momentum, "momentum")):
+    validation.check_nonnegative(value, name)
+    if validation.is_concrete(value) and np.any(np.asarray(value) > 1):
+      raise ValueError(f"{name} must lie in [0, 1], got {value}.")
+
+
+def apgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array, *, eps,
+         norm: str = "linf", steps: int = 100, loss: str = "ce",
+         targets: jax.Array | None = None, restarts: int = 1, rho: float = 0.75,
+         momentum: float = 0.75) -> jax.Array:
+  """Auto-PGD; returns `x_adv` with ||x_adv - x|| <= eps and x_adv in [0, 1].
+
+  APGD-CE is `loss="ce"`, APGD-DLR `loss="dlr"`. Per example, the result is the last iterate
+  (over all restarts) that fooled the model if any did, else the iterate of highest loss.
+  "Fooled" means misclassified for untargeted losses and classified as `targets` for targeted
+  ones. Costs `restarts * (steps + 1)` forward-backward passes plus one forward pass.
+
+  Args:
+    apply_fn: `x -> logits`, shape (B, ...) -> (B, K), with parameters and model mode fixed.
+    x: clean images in [0, 1], shape (B, H, W, C) (any shape (B, ...) works).
+    y: integer labels, shape (B,).
+    key: PRNG key for the random starts.
+    eps: radius, a scalar or per-example array of shape (B,), >= 0. The initial step size is
+      2 * eps.
+    norm: "linf" or "l2".
+    steps: iterations per restart (N_iter in the paper), static.
+    loss: name of a per-example attack loss in `jaxadv.attacks.losses` ("ce", "dlr", "cw",
+      or a targeted one: "ce_targeted", "cw_targeted", "dlr_targeted").
+    targets: integer target classes (B,), required by targeted losses.
+    restarts: number of random restarts, static.
+    rho: condition-1 threshold, in [0, 1]: halve the step size when fewer than a fraction rho
+      of the steps since the last checkpoint increased the loss.
+    momentum: weight `a` of the gradient step against the previous displacement, in [0, 1].
+
+  Returns:
+    Adversarial images, same shape and dtype as `x`, carrying no gradient.
+
+  Example:
+    >>> apply_fn = jaxadv.models.BoundModel(model, variables, "eval")    # doctest: +SKIP
+    >>> x_adv = apgd(apply_fn, x, y, key, eps=8/255, loss="dlr")        # doctest: +SKIP
+  """
+  check_attack_inputs(x, y, eps=eps, norm=norm, loss=loss, targets=targets)
+  _check_common(key, steps, restarts, rho, momentum)
+  return _apgd(as_pytree(apply_fn), x, y, targets, key, eps, rho, momentum, steps=steps,
+               norm=norm, loss=loss, restarts=restarts)
+
+
+def apgd_targeted(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array, *, eps,
+                  norm: str = "linf", steps: int = 100, num_targets: int = 9,
+                  restarts: int = 1, loss: str = "dlr_targeted", rho: float = 0.75,
+                  momentum: float = 0.75) -> jax.Array:
+  """APGD-T: APGD on a targeted loss toward each of the runner-up classes in turn.
+
+  Target i (i = 1..num_targets) of an example is the class with the (i+1)-th largest clean
+  logit, so i = 1 is the clean runner-up when the clean prediction is y. Each target gets
+  `restarts` APGD runs of `steps` iterations maximising, for the default loss,
+
+      DLR_t(z) = -(z_y - z_t) / (z_(1) - (z_(3) + z_(4)) / 2).
+
+  This is an untargeted evaluation: per example, the result is a misclassified iterate of any
+  run if one exists (whatever the predicted class), else the iterate of highest targeted loss.
+  Costs `num_targets * restarts * (steps + 1)` forward-backward passes.
+
+  Args:
+    apply_fn: `x -> logits`, shape (B, ...) -> (B, K), K >= 4.
+    x: clean images in [0, 1], shape (B, ...).
+    y: integer labels, shape (B,).
+    key: PRNG key for the random starts.
+    eps: radius, a scalar or per-example array of shape (B,), >= 0.
+    norm: "linf" or "l2".
+    steps: iterations per run, static.
+    num_targets: number of target classes, 1 <= num_targets <= K - 1, static.
+    restarts: random restarts per target, static.
+    loss: a targeted attack loss ("dlr_targeted", "ce_targeted" or "cw_targeted").
+    rho, momentum: as in `apgd`.
+
+  Returns:
+    Adversarial images, same shape and dtype as `x`, carrying no gradient.
+
+  Example:
+    >>> x_adv = apgd_targeted(apply_fn, x, y, key, eps=8/255, num_targets=3)  # doctest: +SKIP
+  """
+  check_attack_inputs(x, y, eps=eps, norm=norm)
+  validation.check_choice(loss, "targeted attack loss", losses.TARGETED_LOSSES)
+  _check_common(key, steps, restarts, rho, momentum)
+  validation.check_positive_int(num_targets, "num_targets")
+  num_classes = jax.eval_shape(apply_fn, x).shape[-1]
+  if num_targets > num_classes - 1:
+    raise ValueError(f"num_targets must be <= num_classes - 1 = {num_classes - 1}, "
+                     f"got {num_targets}.")
+  if loss == "dlr_targeted" and num_classes < 4:
+    raise ValueError(f"the targeted DLR loss needs >= 4 classes, the model has {num_classes}.")
+  return _apgd_targeted(as_pytree(apply_fn), x, y, key, eps, rho, momentum, steps=steps,
+                        norm=norm, loss=loss, restarts=restarts, num_targets=num_targets)

@@ -1,0 +1,72 @@
+"""An evaluation run: a suite of attacks, the masking checks, and the reports on disk."""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxadv.attacks import pgd
+from jaxadv.data import ArrayDataset
+from jaxadv.eval import masking, report, robustness, suites
+from jaxadv.models import BoundModel
+
+EPS_SCALES = (0.25, 0.5, 1.0, 2.0)
+
+
+def masking_checks(model, variables, dataset: ArrayDataset, result: robustness.RobustnessResult,
+                   *, eps: float, norm: str, step_size: float, batch_size: int, seed: int,
+                   num_points: int = 256) -> list[masking.Flag]:
+  """Runs every check of `jaxadv.eval.masking` on the first `num_points` points."""
+  subset = dataset.take(num_points)
+  x, y = jnp.asarray(subset.images), jnp.asarray(subset.labels)
+  apply_fn = BoundModel(model, variables, "eval")
+  flags = [masking.check_randomness(apply_fn, x), masking.check_zero_gradients(apply_fn, x, y),
+           masking.check_softmax_outputs(apply_fn, x)]
+  if eps > 0:
+    sweep = {f"pgd@{s * eps:.4g}": functools.partial(pgd, eps=s * eps, step_size=s * step_size,
+                                                     steps=20, norm=norm) for s in EPS_SCALES}
+    swept = robustness.evaluate(model, variables, subset, sweep, batch_size=batch_size, seed=seed)
+    flags.append(masking.check_eps_monotonicity(
+        {s * eps: 100.0 * float(np.mean(swept.correct[name])) for s, name in zip(EPS_SCALES, sweep)}))
+  for stages in result.stages.values():
+    if "square" in stages and len(stages) > 1:
+      names = list(stages)
+      before = stages[names[names.index("square") - 1]]
+      flags.append(masking.check_black_box_gain(before, stages["square"]))
+  return flags
+
+
+def evaluate_suite(model, variables, dataset: ArrayDataset, *, suite, eps: float, norm: str,
+                   step_size: float | None, batch_size: int, seed: int = 0, model_name: str = "",
+                   checkpoint_step=None, checks: bool = True, out_dir=None, quiet: bool = False):
+  """Evaluates `suite` (attack names) on `dataset`; prints the table and writes
+  `eval.json` and `per_class.png` into `out_dir` when given. Returns the JSON record."""
+  step = eps / 4 if step_size is None else step_size
+  attacks = suites.build(suite, eps=eps, norm=norm, num_classes=dataset.num_classes,
+                         step_size=step)
+  result = robustness.evaluate(model, variables, dataset, attacks, batch_size=batch_size,
+                               seed=seed)
+  flags = masking_checks(model, variables, dataset, result, eps=eps, norm=norm, step_size=step,
+                         batch_size=batch_size, seed=seed) if checks else []
+  record = report.to_record(
+      result, dataset=dataset.name, norm=norm, eps=eps, model=model_name,
+      checkpoint_step=checkpoint_step, flags=flags,
+      attacks={name: suites.describe(name, eps=eps, norm=norm, step_size=step) for name in attacks})
+  if not quiet:
+    print(f"\n{model_name} on {record['n_ex']} test points of {dataset.name}, {norm} eps={eps:.4g}, "
+          "model in eval mode")
+    for name, text in record["attacks"].items():
+      print(f"  {name}: {text}")
+    print()
+    print(report.markdown_table(result))
+    if flags:
+      print("\nGradient-masking checks:\n" + report.flags_text(flags))
+  if out_dir is not None:
+    out_dir = pathlib.Path(out_dir)
+    report.write_json(record, out_dir / "eval.json")
+    report.per_class_bar_chart(result, out_dir / "per_class.png",
+                               title=f"{model_name} on {dataset.name}, {norm} eps={eps:.4g}")
+  return record
