@@ -126,6 +126,19 @@ def exp_ops(args) -> None:
           f"{t_grad:.0f} ms (ratio {j_grad / t_grad:.2f})", flush=True)
 
 
+@jax.jit
+def pgd_step(apply_fn, x_adv, x, y):
+  """One L-inf PGD step x_adv <- Proj(x_adv + step * sign(grad sum CE)); all (B, H, W, C)."""
+  grad = jax.grad(lambda u: jnp.sum(losses.cross_entropy(apply_fn(u), y)))(x_adv)
+  return geometry.project(x_adv + STEP_SIZE * jnp.sign(grad), x, EPS, "linf", 1)
+
+
+def looped_pgd(apply_fn, x, y, key, steps: int, unroll: bool):
+  """jaxadv's PGD with its step loop unrolled or kept as an XLA while loop."""
+  return lambda: pgd(apply_fn, x, y, key, eps=EPS, step_size=STEP_SIZE, steps=steps,
+                     unroll=unroll).block_until_ready()
+
+
 def exp_jit(args) -> None:
   for name in args.models:
     apply_fn, x, y, _, _, _ = setup(name, args.batch)
@@ -134,16 +147,12 @@ def exp_jit(args) -> None:
     def per_step():
       x_adv = geometry.random_start(key, x, EPS, "linf", 1)
       for _ in range(args.steps):
-        x_adv = pgd_speed.pgd_step(apply_fn, x_adv, x, y)
+        x_adv = pgd_step(apply_fn, x_adv, x, y)
       return x_adv.block_until_ready()
 
-    def looped(unroll):
-      return lambda: pgd_speed.fori_pgd(apply_fn, x, y, key, steps=args.steps,
-                                        unroll=unroll).block_until_ready()
-
     rows = [("jaxadv pgd (as installed)", jax_pgd_fn(apply_fn, x, y, args.steps)),
-            ("fori_loop unroll=1", looped(1)),
-            ("fori_loop unroll=True", looped(True)),
+            ("fori_loop unroll=False", looped_pgd(apply_fn, x, y, key, args.steps, False)),
+            ("fori_loop unroll=True", looped_pgd(apply_fn, x, y, key, args.steps, True)),
             ("jitted step in a Python loop", per_step)]
     for label, fn in rows:
       first, ms = first_and_median(fn, args.repeats)
@@ -211,8 +220,7 @@ def exp_jax_pgd(args) -> None:
   for name in args.models:
     apply_fn, x, y, _, _, _ = setup(name, args.batch)
     key = jax.random.key(1)
-    looped = lambda: pgd_speed.fori_pgd(apply_fn, x, y, key, steps=args.steps,
-                                        unroll=1).block_until_ready()
+    looped = looped_pgd(apply_fn, x, y, key, args.steps, False)
     grad_ms = median_ms(jax_grad_fn(apply_fn, x, y), args.repeats)
     pgd_ms = median_ms(looped, args.repeats)
     print(f"{name} batch {args.batch} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}: "

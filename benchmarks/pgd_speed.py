@@ -12,19 +12,18 @@ reported separately as warm-up; the table reports the median wall time over `rep
 further calls (JAX: `block_until_ready`), JAX and PyTorch calls interleaved so both see the
 same background load. PyTorch uses one intra-op thread per core.
 
-`--unrolled` also times the same attack written here as a `lax.fori_loop(..., unroll=True)`
-(see docs/performance.md: XLA:CPU runs the input-gradient convolutions inside a while loop on
-a slow path; `jaxadv.attacks.pgd` now unrolls on CPU by itself).
+`jaxadv.attacks.pgd` unrolls its step loop on CPU (docs/performance.md: XLA:CPU runs the
+input-gradient convolutions inside a while loop on a slow path); `--looped` also times it with
+`unroll=False`, the state before that change.
 
 Usage:
   python benchmarks/pgd_speed.py [--batch 128] [--steps 10] [--repeats 3]
-                                 [--models small_cnn,resnet18] [--unrolled]
+                                 [--models small_cnn,resnet18] [--looped]
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import platform
 import statistics
@@ -39,8 +38,6 @@ from torch.nn import functional as F
 
 import jaxadv
 from jaxadv import models
-from jaxadv.attacks import geometry
-from jaxadv.attacks import losses
 from jaxadv.attacks.pgd import pgd
 
 EPS = 8 / 255
@@ -199,26 +196,6 @@ def torch_resnet18(variables) -> TorchResNet18:
 TORCH_BUILDERS = {"small_cnn": torch_small_cnn, "resnet18": torch_resnet18}
 
 
-# ------------------------------------------------------------------------- PGD with loop unrolled
-
-
-@jax.jit
-def pgd_step(apply_fn, x_adv, x, y):
-  """One L-inf PGD step x_adv <- Proj(x_adv + step * sign(grad sum CE)); all (B, H, W, C)."""
-  grad = jax.grad(lambda u: jnp.sum(losses.cross_entropy(apply_fn(u), y)))(x_adv)
-  return geometry.project(x_adv + STEP_SIZE * jnp.sign(grad), x, EPS, "linf", 1)
-
-
-@functools.partial(jax.jit, static_argnames=("steps", "unroll"))
-def fori_pgd(apply_fn, x, y, key, *, steps, unroll):
-  """The computation of `jaxadv.attacks.pgd` (L-inf, random start, CE), `unroll` passed to
-  `lax.fori_loop`: `unroll=True` emits `steps` straight-line copies of the step instead of an
-  XLA while loop (the proposed fix measured by `--unrolled`)."""
-  x_adv = geometry.random_start(key, x, EPS, "linf", 1)
-  return jax.lax.fori_loop(0, steps, lambda _, x_adv: pgd_step(apply_fn, x_adv, x, y), x_adv,
-                           unroll=unroll)
-
-
 # ----------------------------------------------------------------------------------- PGD in torch
 
 
@@ -308,9 +285,9 @@ def bench_model(name: str, x_np: np.ndarray, y_np: np.ndarray, args) -> dict:
   torch_attack = lambda: torch_pgd(net, xt, yt, eps=EPS, step_size=STEP_SIZE,
                                    steps=args.steps, generator=gen)
   fns = {"jax": jax_attack, "torch": torch_attack}
-  if args.unrolled:
-    fns["unrolled"] = lambda: fori_pgd(apply_fn, x, y, key, steps=args.steps,
-                                       unroll=True).block_until_ready()
+  if args.looped:
+    fns["looped"] = lambda: pgd(apply_fn, x, y, key, eps=EPS, step_size=STEP_SIZE,
+                                steps=args.steps, unroll=False).block_until_ready()
   first, times = time_interleaved(fns, args.repeats)
   ms = {fn_name: 1e3 * statistics.median(t) for fn_name, t in times.items()}
   return dict(name=name, params_flax=n_flax, params_torch=n_torch, logits_diff=logits_diff,
@@ -324,8 +301,8 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--models", default="small_cnn,resnet18",
                       help="comma-separated names from jaxadv.models")
-  parser.add_argument("--unrolled", action="store_true",
-                      help="also time the same PGD with lax.fori_loop(..., unroll=True)")
+  parser.add_argument("--looped", action="store_true",
+                      help="also time jaxadv's PGD with unroll=False (an XLA while loop)")
   args = parser.parse_args()
 
   cores = os.cpu_count() or 1
@@ -355,10 +332,10 @@ def main() -> None:
     runs = {k: [round(1e3 * t) for t in v] for k, v in r["times"].items()}
     print(f"{'':<10} runs ms: jax {runs['jax']}, torch {runs['torch']}; max |logits diff| "
           f"{r['logits_diff']:.1e}", flush=True)
-    if args.unrolled:
-      print(f"{'':<10} unrolled loop: {ms['unrolled']:.0f} ms (runs {runs['unrolled']}), "
-            f"jax/torch {ms['unrolled'] / ms['torch']:.2f}, compile+1st "
-            f"{first['unrolled']:.1f} s", flush=True)
+    if args.looped:
+      print(f"{'':<10} looped (unroll=False): {ms['looped']:.0f} ms (runs {runs['looped']}), "
+            f"jax/torch {ms['looped'] / ms['torch']:.2f}, compile+1st "
+            f"{first['looped']:.1f} s", flush=True)
   print(f"\nload average at the end {load_average()} (other processes share the cores)")
 
 
