@@ -42,17 +42,12 @@ from jaxadv import validation
 from jaxadv.attacks import geometry
 from jaxadv.attacks import losses
 from jaxadv.attacks.base import ApplyFn, as_pytree, check_attack_inputs
+from jaxadv.attacks.worst_case import (Candidate, clean_candidate, fold_runs, run_keys, select,
+                                       succeeded)
 
 _FIRST_CHECKPOINT = 0.22
 _CHECKPOINT_DECAY = 0.03
 _MIN_CHECKPOINT_GAP = 0.06
-
-
-class _Candidate(NamedTuple):
-  """A per-example attack result: images (B, ...), success flags (B,), losses (B,)."""
-  x: jax.Array
-  fooled: jax.Array
-  loss: jax.Array
 
 
 class _State(NamedTuple):
@@ -99,28 +94,8 @@ def _checkpoint_tables(steps: int) -> tuple[np.ndarray, np.ndarray]:
   return is_checkpoint, interval
 
 
-def _where(mask: jax.Array, a, b):
-  """Per-example select: `mask` has the batch shape, `a` and `b` are pytrees of (B, ...)."""
-  def select(u, v):
-    return jnp.where(mask.reshape(mask.shape + (1,) * (u.ndim - mask.ndim)), u, v)
-  return jax.tree_util.tree_map(select, a, b)
-
-
-def _succeeded(logits: jax.Array, y: jax.Array, targets, hit_target: bool) -> jax.Array:
-  """Success per example (B,): argmax == target if `hit_target`, else argmax != y."""
-  prediction = jnp.argmax(logits, axis=-1)
-  return prediction == targets if hit_target else prediction != y
-
-
-def _keep_worst(old: _Candidate, new: _Candidate) -> _Candidate:
-  """Per example: keep `old` if it fooled the model, else `new` if it did or has higher loss."""
-  take_new = ~old.fooled & (new.fooled | (new.loss > old.loss))
-  return _Candidate(*_where(take_new, tuple(new), tuple(old)))._replace(
-      fooled=old.fooled | new.fooled)
-
-
 def _apgd_run(apply_fn, x, y, targets, key, eps, rho, momentum, *, steps, norm, loss,
-              hit_target) -> _Candidate:
+              hit_target) -> Candidate:
   """One APGD run from a random start; traced inside the jitted callers."""
   loss_fn = losses.get(loss)
   batch_ndim = y.ndim
@@ -133,14 +108,14 @@ def _apgd_run(apply_fn, x, y, targets, key, eps, rho, momentum, *, steps, norm, 
       per_example = loss_fn(logits, y, targets)
       return jnp.sum(per_example), (per_example, logits)
     (_, (value, logits)), grad = jax.value_and_grad(total, has_aux=True)(x_adv)
-    return value, _succeeded(logits, y, targets, hit_target), grad
+    return value, succeeded(logits, y, targets, hit_target), grad
 
   def halve_where_stuck(s: _State, at_checkpoint, since_last) -> _State:
     """At a checkpoint, halves eta and restarts from x_max where condition 1 or 2 holds."""
     few_increases = s.increases < rho * since_last
     stalled = ~s.reduced_last & (s.loss_best <= s.loss_best_last)
     reduce = at_checkpoint & (few_increases | stalled)
-    x, x_prev, grad, value = _where(reduce, (s.x_best, s.x_best, s.grad_best, s.loss_best),
+    x, x_prev, grad, value = select(reduce, (s.x_best, s.x_best, s.grad_best, s.loss_best),
                                     (s.x, s.x_prev, s.grad, s.loss))
     return s._replace(
         x=x, x_prev=x_prev, grad=grad, loss=value,
@@ -160,11 +135,11 @@ def _apgd_run(apply_fn, x, y, targets, key, eps, rho, momentum, *, steps, norm, 
     x_new = jnp.where(k == 0, s.x, x_new)
     value, fooled, grad = evaluate(x_new)
     improved = value > s.loss_best
-    x_best, grad_best, loss_best = _where(improved, (x_new, grad, value),
+    x_best, grad_best, loss_best = select(improved, (x_new, grad, value),
                                           (s.x_best, s.grad_best, s.loss_best))
     s = s._replace(x=x_new, x_prev=s.x, grad=grad, loss=value, x_best=x_best,
                    grad_best=grad_best, loss_best=loss_best,
-                   x_fooled=_where(fooled, x_new, s.x_fooled), fooled=s.fooled | fooled,
+                   x_fooled=select(fooled, x_new, s.x_fooled), fooled=s.fooled | fooled,
                    increases=s.increases + (value > s.loss).astype(jnp.int32))
     return halve_where_stuck(s, is_checkpoint[k], interval[k])
 
@@ -178,25 +153,7 @@ def _apgd_run(apply_fn, x, y, targets, key, eps, rho, momentum, *, steps, norm, 
                 increases=jnp.zeros(y.shape, jnp.int32), reduced_last=jnp.zeros(y.shape, bool),
                 loss_best_last=unseen)
   s = jax.lax.fori_loop(0, steps + 1, step, init)
-  return _Candidate(_where(s.fooled, s.x_fooled, s.x_best), s.fooled, s.loss_best)
-
-
-def _clean_candidate(x, fooled) -> _Candidate:
-  """The clean input `x` (B, ...) as a candidate, kept only where `fooled` (B,) already."""
-  return _Candidate(x, fooled, jnp.full(fooled.shape, -jnp.inf, jnp.float32))
-
-
-def _run_keys(key: jax.Array, num_runs: int) -> jax.Array:
-  """Keys (num_runs, ...) with key_i = fold_in(key, i): a longer sequence of runs (more
-  restarts or targets) starts with the same runs as a shorter one, so it is never weaker."""
-  return jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(num_runs))
-
-
-def _fold_runs(run, initial: _Candidate, xs) -> _Candidate:
-  """`lax.scan` of `run(*xs_i) -> _Candidate` over the leading axis of `xs`, keeping each
-  example's worst case (`_keep_worst`)."""
-  body = lambda best, xs_i: (_keep_worst(best, run(*xs_i)), None)
-  return jax.lax.scan(body, initial, xs)[0]
+  return Candidate(select(s.fooled, s.x_fooled, s.x_best), s.fooled, s.loss_best)
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "norm", "loss", "restarts"))
@@ -206,8 +163,8 @@ def _apgd(apply_fn, x, y, targets, key, eps, rho, momentum, *, steps, norm, loss
   run = functools.partial(_apgd_run, apply_fn, x, y, targets, eps=eps, rho=rho,
                           momentum=momentum, steps=steps, norm=norm, loss=loss,
                           hit_target=hit_target)
-  initial = _clean_candidate(x, _succeeded(apply_fn(x), y, targets, hit_target))
-  best = _fold_runs(run, initial, (_run_keys(key, restarts),))
+  initial = clean_candidate(x, succeeded(apply_fn(x), y, targets, hit_target))
+  best = fold_runs(run, initial, (run_keys(key, restarts),))
   return jax.lax.stop_gradient(best.x)
 
 
@@ -222,8 +179,8 @@ def _apgd_targeted(apply_fn, x, y, key, eps, rho, momentum, *, steps, norm, loss
       apply_fn, x, y, jnp.take(ranked, rank, axis=-1), k, eps, rho, momentum, steps=steps,
       norm=norm, loss=loss, hit_target=False)
   ranks = jnp.repeat(jnp.arange(1, num_targets + 1), restarts)
-  initial = _clean_candidate(x, _succeeded(logits, y, None, hit_target=False))
-  best = _fold_runs(run_for, initial, (ranks, _run_keys(key, num_targets * restarts)))
+  initial = clean_candidate(x, succeeded(logits, y, None, hit_target=False))
+  best = fold_runs(run_for, initial, (ranks, run_keys(key, num_targets * restarts)))
   return jax.lax.stop_gradient(best.x)
 
 

@@ -26,6 +26,7 @@ from jaxadv import validation
 from jaxadv.attacks import geometry
 from jaxadv.attacks import losses
 from jaxadv.attacks.base import ApplyFn, as_pytree, check_attack_inputs
+from jaxadv.attacks.worst_case import Candidate, fold_runs, run_keys, select, succeeded
 
 
 STEP_SCHEDULES = ("constant", "cosine")
@@ -48,12 +49,6 @@ def _step_multiplier(schedule: str, iteration, steps: int):
   if schedule == "constant":
     return 1.0
   return 0.5 * (1.0 + jnp.cos(jnp.pi * iteration / steps))
-
-
-def _succeeded(logits, y, targets, targeted: bool):
-  """bool (B,): the attack's goal is met (target reached, or label no longer predicted)."""
-  prediction = jnp.argmax(logits, axis=-1)
-  return prediction == targets if targeted else prediction != y
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "norm", "random_start", "loss",
@@ -81,28 +76,21 @@ def _pgd(apply_fn, x, y, targets, key, eps, step_size, momentum, *, steps, norm,
     scale = step * _step_multiplier(step_schedule, iteration, steps)
     moved = geometry.project(x_adv + scale * direction, x, eps, norm, batch_ndim)
     if early_stop:
-      done = _succeeded(logits, y, targets, targeted)
-      moved = jnp.where(geometry.per_example(done, x, batch_ndim) > 0, x_adv, moved)
+      done = succeeded(logits, y, targets, targeted)
+      moved = select(done, x_adv, moved)
     return moved, velocity
 
-  def run(restart_key):
+  def run(restart_key) -> Candidate:
     start = geometry.random_start(restart_key, x, eps, norm, batch_ndim) if random_start else x
     x_adv, _ = jax.lax.fori_loop(0, steps, update, (start, jnp.zeros_like(x)), unroll=unroll)
     per_example, logits = loss_and_logits(x_adv)[1]
-    return x_adv, per_example, _succeeded(logits, y, targets, targeted)
+    return Candidate(x_adv, succeeded(logits, y, targets, targeted), per_example)
 
-  def keep_worst(best, restart_key):
-    best_x, best_loss, best_done = best
-    new_x, new_loss, new_done = run(restart_key)
-    better = (new_done & ~best_done) | ((new_done == best_done) & (new_loss > best_loss))
-    chosen_x = jnp.where(geometry.per_example(better, x, batch_ndim) > 0, new_x, best_x)
-    return (chosen_x, jnp.where(better, new_loss, best_loss), best_done | new_done), None
-
-  keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(restarts))
-  best = run(keys[0])  # restart r is keyed fold_in(key, r) whatever the number of restarts
+  keys = run_keys(key, restarts)  # restart r is keyed fold_in(key, r) whatever their number
+  best = run(keys[0])
   if restarts > 1:
-    best, _ = jax.lax.scan(keep_worst, best, keys[1:], unroll=unroll)
-  return jax.lax.stop_gradient(best[0])
+    best = fold_runs(run, best, (keys[1:],), unroll=unroll)
+  return jax.lax.stop_gradient(best.x)
 
 
 def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
@@ -126,8 +114,8 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     loss: name of a per-example attack loss in `jaxadv.attacks.losses` ("ce", "cw", "dlr",
       or a targeted one: "ce_targeted", "cw_targeted", "dlr_targeted").
     targets: integer target classes (B,), required by targeted losses.
-    restarts: independent random starts; each example keeps its worst case (a successful
-      run first, else the highest final loss).
+    restarts: independent random starts; each example keeps its worst case (the first run
+      that fooled the model, else the highest final loss; `jaxadv.attacks.worst_case`).
     early_stop: freeze each example once the attack succeeds on it.
     step_schedule: "constant" or "cosine" decay of the step size over the iterations.
     momentum: MI-FGSM decay mu: g_t = mu g_{t-1} + ∇/||∇||_1, stepping along g_t (0: PGD).

@@ -39,6 +39,7 @@ from jaxadv import validation
 from jaxadv.attacks import geometry
 from jaxadv.attacks import losses
 from jaxadv.attacks.base import ApplyFn, as_pytree, check_attack_inputs
+from jaxadv.attacks.worst_case import select
 
 # Per-example objectives that the search increases: "margin" is -m above, "ce" the
 # cross-entropy of the true class.
@@ -210,21 +211,16 @@ def _evaluate(apply_fn, x_adv, y, loss: str):
   return SQUARE_LOSSES[loss](logits, y), losses.cw_margin(logits, y)
 
 
-def _select(mask, a, b):
-  """Per-example `where`: a[i] where mask[i], else b[i]; mask (B,), a and b (B, ...)."""
-  return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
-
-
 def _accept(better, new: _State, old: _State) -> _State:
   """Fields of `new` for the examples where `better` (B,), those of `old` elsewhere."""
-  return jax.tree.map(functools.partial(_select, better), new, old)
+  return select(better, new, old)
 
 
 def _initial_state(apply_fn, x, y, key, eps, *, norm: str, loss: str) -> _State:
   """Query 0: the stripes (L-inf) or grid (L2) start, or x itself where x is misclassified."""
   start = (_linf_init if norm == "linf" else _l2_init)(jax.random.fold_in(key, 0), x, eps)
   misclassified = losses.cw_margin(apply_fn(x), y) > 0
-  x_init = _select(misclassified, x, start)
+  x_init = select(misclassified, x, start)
   return _State(x_init, *_evaluate(apply_fn, x_init, y, loss))
 
 
