@@ -43,6 +43,7 @@ import numpy as np
 from jaxadv import validation
 from jaxadv.attacks import geometry
 from jaxadv.attacks.base import ApplyFn, as_pytree, check_attack_inputs
+from jaxadv.attacks.worst_case import select, succeeded
 
 _TINY = 1e-12
 _DUAL_ORD = {"linf": 1, "l2": 2}
@@ -57,11 +58,6 @@ def _norm(v: jax.Array, norm: str, batch_ndim: int) -> jax.Array:
   """Per-example L-inf or L2 norm of `v` (B, ...), shape (B,)."""
   ord_ = jnp.inf if norm == "linf" else 2
   return jnp.linalg.norm(_flatten(v, batch_ndim), ord=ord_, axis=-1)
-
-
-def _where(mask: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
-  """Per-example select: `mask` (B,) chooses between examples of `a` and `b` (B, ...)."""
-  return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim)), a, b)
 
 
 def project_onto_hyperplane_box(z: jax.Array, w: jax.Array, c: jax.Array, norm: str,
@@ -162,12 +158,12 @@ def _fab_run(apply_fn, x, y, target, start, best, best_norm, alpha_max, eta, bet
     alpha = geometry.per_example(alpha, x, batch_ndim)
     x_next = jnp.clip((1 - alpha) * (x_i + eta * delta_i) + alpha * (x + eta * delta_0), 0, 1)
 
-    adversarial = jnp.argmax(apply_fn(x_next), axis=-1) != y
+    adversarial = succeeded(apply_fn(x_next), y, None, hit_target=False)
     distance = _norm(x_next - x, norm, batch_ndim)
     improved = adversarial & (distance < best_norm)
-    best = _where(improved, x_next, best)
+    best = select(improved, x_next, best)
     best_norm = jnp.where(improved, distance, best_norm)
-    x_next = _where(adversarial, x + beta * (x_next - x), x_next)
+    x_next = select(adversarial, x + beta * (x_next - x), x_next)
     return x_next, best, best_norm
 
   _, best, best_norm = jax.lax.fori_loop(0, steps, step, (start, best, best_norm))
@@ -182,7 +178,7 @@ def _fab(apply_fn, x, y, targets, key, eps, alpha_max, eta, beta, *, steps, rest
   Returns the per-example smallest adversarial example found if its norm is <= eps, else x.
   """
   batch_ndim = y.ndim
-  misclassified = jnp.argmax(apply_fn(x), axis=-1) != y
+  misclassified = succeeded(apply_fn(x), y, None, hit_target=False)
   best_norm = jnp.where(misclassified, 0.0, jnp.inf).astype(x.dtype)
   num_runs = restarts * (1 if targets is None else targets.shape[0])
 
@@ -203,7 +199,7 @@ def _fab(apply_fn, x, y, targets, key, eps, alpha_max, eta, beta, *, steps, rest
                     alpha_max, eta, beta, steps=steps, norm=norm, batch_ndim=batch_ndim)
 
   best, best_norm = jax.lax.fori_loop(0, num_runs, run, (x, best_norm))
-  return jax.lax.stop_gradient(_where(best_norm <= eps, best, x))
+  return jax.lax.stop_gradient(select(best_norm <= eps, best, x))
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "restarts", "norm", "num_targets"))
