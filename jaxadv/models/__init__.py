@@ -6,13 +6,22 @@ from typing import Callable
 
 import flax.linen as nn
 
+from jaxadv.models.layers import BN_ROUTES, AuxBatchNorm
 from jaxadv.models.modes import MODES, BoundModel, apply_model
+from jaxadv.models.preact_resnet import PreActResNet, PreActResNet18
 from jaxadv.models.resnet import ResNet, ResNet18
 from jaxadv.models.small_cnn import SmallCNN
+from jaxadv.models.vit import ViT, ViTSmall, ViTTiny
+from jaxadv.models.wide_resnet import WRN28_10, WRN34_10, WideResNet
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": SmallCNN,
     "resnet18": ResNet18,
+    "preact_resnet18": PreActResNet18,
+    "wrn34_10": WRN34_10,
+    "wrn28_10": WRN28_10,
+    "vit_tiny": ViTTiny,
+    "vit_small": ViTSmall,
 }
 
 
@@ -24,7 +33,8 @@ def names() -> list[str]:
 def get(name: str, *, num_classes: int, **kwargs) -> nn.Module:
   """Builds the model registered as `name` with `num_classes` outputs.
 
-  Extra keyword arguments (mean, std, dtype, width, ...) go to the module's constructor.
+  Extra keyword arguments (mean, std, dtype, width, aux_bn, depth, ...) go to the module's
+  constructor and override the registered ones.
   """
   if name not in _REGISTRY:
     raise ValueError(f"unknown model {name!r}; choose one of {names()}.")
@@ -33,4 +43,6 @@ def get(name: str, *, num_classes: int, **kwargs) -> nn.Module:
   return _REGISTRY[name](num_classes=num_classes, **kwargs)
 
 
-__all__ = ["MODES", "BoundModel", "ResNet", "ResNet18", "SmallCNN", "apply_model", "get", "names"]
+__all__ = ["BN_ROUTES", "MODES", "AuxBatchNorm", "BoundModel", "PreActResNet", "PreActResNet18",
+           "ResNet", "ResNet18", "SmallCNN", "ViT", "ViTSmall", "ViTTiny", "WRN28_10", "WRN34_10",
+           "WideResNet", "apply_model", "get", "names"]

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxadv.models.layers import Normalize
+from jaxadv.models.layers import Normalize, batch_norm
 
 
 class BasicBlock(nn.Module):
@@ -24,7 +24,7 @@ class BasicBlock(nn.Module):
     y = conv(self.features, (3, 3), self.strides, padding=1)(x)
     y = nn.relu(self.norm()(y))
     y = conv(self.features, (3, 3), padding=1)(y)
-    y = self.norm(scale_init=nn.initializers.ones)(y)
+    y = self.norm()(y)
     if x.shape != y.shape:
       x = conv(self.features, (1, 1), self.strides)(x)
       x = self.norm()(x)
@@ -36,7 +36,8 @@ class ResNet(nn.Module):
 
   Input (B, H, W, C) in [0, 1]; logits (B, num_classes) in float32. `train=True` uses batch
   statistics and returns updated running averages through the `batch_stats` collection;
-  `train=False` uses the running averages.
+  `train=False` uses the running averages. With `aux_bn=True` every BatchNorm has an auxiliary
+  twin (`layers.AuxBatchNorm`) and `bn="aux"` routes the call through it.
   """
   stage_sizes: Sequence[int]
   num_classes: int = 10
@@ -44,11 +45,11 @@ class ResNet(nn.Module):
   std: Sequence[float] = (0.2471, 0.2435, 0.2616)
   width: int = 64
   dtype: Any = jnp.float32
+  aux_bn: bool = False
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+  def __call__(self, x, train: bool = False, bn: str = "main"):
+    norm = batch_norm(train=train, aux_bn=self.aux_bn, bn=bn, dtype=self.dtype)
     x = Normalize(self.mean, self.std)(x).astype(self.dtype)
     x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
     x = nn.relu(norm()(x))
