@@ -1,11 +1,22 @@
-"""Datasets and batching: fixed splits, determinism, padding, tfds mock data, clear errors."""
+"""Datasets and batching: fixed splits, determinism, padding, tfds mock data, clear errors;
+on-device augmentation, per-host sharding and prefetching to the mesh."""
 
+import chex
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import tensorflow_datasets as tfds
 
 from jaxadv import data
-from jaxadv.data import local
+from jaxadv.data import augment, local
+from jaxadv.train import loop
+from jaxadv.train import mesh as mesh_lib
+from jaxadv.train import state as state_lib
+from jaxadv.train.step import AUGMENT_STREAM, make_train_step
+
+from helpers import random_images, tiny_config
 
 
 def test_digits_split_is_fixed_and_disjoint():
@@ -51,11 +62,45 @@ def test_train_batches_are_deterministic_and_resumable():
   assert not np.array_equal(first[0], first[per_epoch])  # a new order each epoch
 
 
-def test_train_batches_split_over_processes():
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_train_batches_split_over_processes(process_count):
+  """Simulated multi-host: at every step the processes' local batches are disjoint and, in
+  process order, make up exactly the single-process global batch."""
   dataset = data.load("digits", "train")
-  whole = next(data.train_batches(dataset, 64, seed=0))
-  parts = [next(data.train_batches(dataset, 64, 0, 0, p, 4)) for p in range(4)]
-  np.testing.assert_array_equal(np.concatenate([p["label"] for p in parts]), whole["label"])
+  dataset = data.ArrayDataset(dataset.images, np.arange(len(dataset), dtype=np.int32), 10,
+                              "row ids", dataset.mean, dataset.std)  # label = row id
+  steps = data.steps_per_epoch(dataset, 64) + 2  # crosses an epoch boundary
+  whole = [b["label"] for _, b in zip(range(steps), data.train_batches(dataset, 64, seed=0))]
+  parts = [[b["label"] for _, b in zip(range(steps),
+                                        data.train_batches(dataset, 64, 0, 0, p, process_count))]
+           for p in range(process_count)]
+  for step in range(steps):
+    local_rows = [parts[p][step] for p in range(process_count)]
+    assert all(len(rows) == 64 // process_count for rows in local_rows)
+    np.testing.assert_array_equal(np.concatenate(local_rows), whole[step])
+    assert len(np.unique(np.concatenate(local_rows))) == 64
+
+
+def test_mesh_rows_of_each_process_match_train_batches():
+  """The data mesh orders devices by (process, id), so process p's devices hold rows
+  [p*B/P, (p+1)*B/P) of a sharded batch: the slice train_batches gives process p. Checked
+  with the 8 devices grouped into 4 simulated processes of 2 consecutive devices."""
+  devices = jax.devices()
+  mesh = mesh_lib.data_mesh(devices[::-1])
+  assert [d.id for d in mesh.devices] == sorted(d.id for d in devices)
+  rows = mesh_lib.batch_sharded(mesh).devices_indices_map((64,))
+  for p in range(4):
+    owned = np.concatenate([np.arange(64)[rows[d][0]] for d in mesh.devices[2 * p:2 * p + 2]])
+    np.testing.assert_array_equal(owned, np.arange(16 * p, 16 * (p + 1)))
+
+
+def test_put_batch_builds_the_global_sharded_batch():
+  mesh = mesh_lib.data_mesh()
+  batch = next(data.train_batches(data.load("digits", "train"), 16, seed=0))
+  placed = mesh_lib.put_batch(batch, mesh)
+  assert placed["image"].sharding == mesh_lib.batch_sharded(mesh)
+  assert [s.data.shape[0] for s in placed["image"].addressable_shards] == [2] * 8
+  chex.assert_trees_all_equal(jax.device_get(placed), batch)
 
 
 def test_eval_batches_cover_each_example_once():
@@ -67,7 +112,8 @@ def test_eval_batches_cover_each_example_once():
   np.testing.assert_array_equal(labels, dataset.labels)
 
 
-@pytest.mark.parametrize("name, shape", [("cifar10", (32, 32, 3)), ("mnist", (28, 28, 1))])
+@pytest.mark.parametrize("name, shape", [("cifar10", (32, 32, 3)), ("mnist", (28, 28, 1)),
+                                         ("svhn_cropped", (32, 32, 3))])
 def test_tfds_datasets_through_mock_data(name, shape):
   with tfds.testing.mock_data(num_examples=12):
     dataset = data.load(name, "train")
@@ -79,3 +125,130 @@ def test_tfds_datasets_through_mock_data(name, shape):
 def test_unprepared_tfds_dataset_says_how_to_prepare(tmp_path):
   with pytest.raises(data.DatasetNotFoundError, match="tfds build cifar10"):
     data.load("cifar10", "train", data_dir=str(tmp_path))
+
+
+def test_tfds_cifar10_through_load_and_augmentation():
+  with tfds.testing.mock_data(num_examples=8):
+    dataset = data.load("cifar10", "train")
+  out = augment.crop_flip(jax.random.PRNGKey(0), dataset.images)
+  assert out.shape == (8, 32, 32, 3) and out.dtype == jnp.float32
+  assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+
+
+def _offsets(key, num_examples, padding):
+  return [np.asarray(jax.random.randint(jax.random.fold_in(key, i), (2,), 0, 2 * padding + 1))
+          for i in range(num_examples)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_crop_is_a_window_of_the_zero_padded_image(seed):
+  images = np.asarray(random_images((16, 8, 6, 3), seed))
+  key = jax.random.PRNGKey(seed)
+  out = np.asarray(augment.random_crop(key, images, padding=2))
+  padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))
+  offsets = _offsets(key, 16, 2)
+  for i, (dy, dx) in enumerate(offsets):
+    np.testing.assert_array_equal(out[i], padded[i, dy:dy + 8, dx:dx + 6])
+  assert len({tuple(o) for o in offsets}) > 4  # the examples get different windows
+  np.testing.assert_array_equal(augment.random_crop(key, images, padding=0), images)
+
+
+def test_random_flip_flips_exactly_the_examples_whose_bit_is_set():
+  images = np.asarray(random_images((16, 5, 7, 2)))
+  key = jax.random.PRNGKey(3)
+  out = np.asarray(augment.random_flip(key, images))
+  bits = [bool(jax.random.bernoulli(jax.random.fold_in(key, i))) for i in range(16)]
+  assert 0 < sum(bits) < 16
+  for i, bit in enumerate(bits):
+    np.testing.assert_array_equal(out[i], images[i, :, ::-1] if bit else images[i])
+
+
+def test_augmentation_is_deterministic_per_key_and_per_example():
+  images = random_images((12, 8, 8, 3))
+  key = jax.random.PRNGKey(5)
+  out = augment.crop_flip(key, images)
+  np.testing.assert_array_equal(out, augment.crop_flip(key, images))
+  np.testing.assert_array_equal(out[:5], augment.crop_flip(key, images[:5]))  # keys by index
+  assert not np.array_equal(out, augment.crop_flip(jax.random.PRNGKey(6), images))
+
+
+def test_augmentation_rejects_bad_input():
+  with pytest.raises(ValueError, match=r"\(B, H, W, C\)"):
+    augment.random_flip(jax.random.PRNGKey(0), jnp.zeros((4, 8, 8)))
+  with pytest.raises(ValueError, match="padding"):
+    augment.random_crop(jax.random.PRNGKey(0), jnp.zeros((4, 8, 8, 1)), padding=-1)
+  with pytest.raises(ValueError, match="unknown augmentation"):
+    augment.get("mixup")
+
+
+def _augmented_step(mesh, augment_fn, images):
+  """One train step with a trivial objective that reports the images it was given and a draw
+  from its own key; returns those metrics."""
+  def objective(params, batch_stats, batch, key, step):
+    loss = params["w"] * jnp.mean(batch["image"])
+    return loss, (batch_stats, {"image": batch["image"], "draw": jax.random.uniform(key)})
+
+  tx = optax.sgd(0.1)
+  params = {"w": jnp.ones(())}
+  state = state_lib.TrainState(step=jnp.asarray(3, jnp.int32), params=params, batch_stats={},
+                               opt_state=tx.init(params), rng=jax.random.PRNGKey(7))
+  state = jax.device_put(state, mesh_lib.replicated(mesh))
+  step = make_train_step(objective, tx, mesh, augment=augment_fn)
+  batch = {"image": images, "label": np.zeros(len(images), np.int32)}
+  _, metrics = step(state, mesh_lib.put_batch(batch, mesh))
+  return jax.device_get(metrics)
+
+
+def test_train_step_augments_on_device_identically_on_1_and_8_devices():
+  images = np.asarray(random_images((16, 8, 8, 3)))
+  on_8 = _augmented_step(mesh_lib.data_mesh(), augment.crop_flip, images)
+  on_1 = _augmented_step(mesh_lib.data_mesh(jax.devices()[:1]), augment.crop_flip, images)
+  plain = _augmented_step(mesh_lib.data_mesh(), None, images)
+  step_key = jax.random.fold_in(jax.random.PRNGKey(7), 3)
+  expected = augment.crop_flip(jax.random.fold_in(step_key, AUGMENT_STREAM), images)
+  np.testing.assert_array_equal(on_8["image"], expected)
+  np.testing.assert_array_equal(on_1["image"], expected)
+  np.testing.assert_array_equal(plain["image"], images)
+  assert on_8["draw"] == on_1["draw"] == plain["draw"]  # the objective's key is unchanged
+
+
+def test_prefetch_yields_the_same_batches_in_order_on_the_mesh():
+  mesh = mesh_lib.data_mesh()
+  batches = [{"image": np.full((8, 2), i, np.float32)} for i in range(5)]
+  pulled = []
+
+  def source():
+    for b in batches:
+      pulled.append(b)
+      yield b
+
+  stream = data.prefetch(source(), lambda b: mesh_lib.put_batch(b, mesh), size=3)
+  first = next(stream)
+  assert len(pulled) == 3  # three batches were put before the first was used
+  out = [first, *stream]  # a finite source ends the stream after its last batch
+  assert len(out) == 5
+  for got, want in zip(out, batches):
+    assert got["image"].sharding == mesh_lib.batch_sharded(mesh)
+    np.testing.assert_array_equal(got["image"], want["image"])
+  with pytest.raises(ValueError, match="prefetch size"):
+    data.prefetch(batches, lambda b: b, size=0)
+
+
+@pytest.mark.slow
+def test_training_with_augmentation_resumes_identically(tmp_path):
+  """The loop end to end with crop_flip on: a killed and resumed run ends with the same
+  parameters (three compilations of the step: ~30 s on 2 cores, hence slow)."""
+  config = tiny_config(**{"dataset.augment": "crop_flip", "objective.name": "erm",
+                          "dataset.num_train": 128, "num_epochs": 1,
+                          "checkpoint_every_steps": 2})
+  reference = loop.train(config, tmp_path / "whole", progress=False)
+  loop.train(config, tmp_path / "split", stop_after_step=3, progress=False)
+  resumed = loop.train(config, tmp_path / "split", progress=False)
+  assert int(resumed.step) == int(reference.step) == 4
+  chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(reference.params))
+
+
+def test_config_augment_field_is_validated():
+  assert tiny_config().dataset.augment == "none"
+  with pytest.raises(ValueError, match="dataset.augment 'mixup' is unknown"):
+    tiny_config(**{"dataset.augment": "mixup"})

@@ -1,4 +1,5 @@
-"""Datasets for jaxadv: `load(name, split)` -> ArrayDataset, plus deterministic batching.
+"""Datasets for jaxadv: `load(name, split)` -> ArrayDataset, deterministic batching,
+prefetching to devices and on-device augmentation (`jaxadv.data.augment`).
 
 Names: "digits" (scikit-learn, bundled), "mnist_idx" (MNIST IDX files on disk, fixed 8k/2k
 split), and the tfds datasets "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped".
@@ -6,9 +7,11 @@ split), and the tfds datasets "mnist", "fashion_mnist", "cifar10", "cifar100", "
 
 from __future__ import annotations
 
+from jaxadv.data import augment
 from jaxadv.data.batching import eval_batches, steps_per_epoch, train_batches
 from jaxadv.data.dataset import ArrayDataset
 from jaxadv.data.local import load_digits, load_mnist_idx
+from jaxadv.data.prefetch import prefetch
 from jaxadv.data.tfds_source import TFDS_DATASETS, DatasetNotFoundError, load_tfds
 
 LOCAL_DATASETS = ("digits", "mnist_idx")
@@ -31,5 +34,5 @@ def load(name: str, split: str, *, data_dir: str | None = None,
   raise ValueError(f"unknown dataset {name!r}; choose one of {names()}.")
 
 
-__all__ = ["ArrayDataset", "DatasetNotFoundError", "eval_batches", "load", "names",
-           "steps_per_epoch", "train_batches"]
+__all__ = ["ArrayDataset", "DatasetNotFoundError", "augment", "eval_batches", "load", "names",
+           "prefetch", "steps_per_epoch", "train_batches"]
