@@ -3,8 +3,8 @@
 Training attack PGD-10, step 2/255; 200 epochs, batch 128, SGD lr 0.1 momentum 0.9,
 weight decay 5e-4, decayed x0.1 at 50% and 75%. Needs the tfds `cifar10` dataset prepared in
 ArrayRecord format (`tfds build cifar10 --file_format=array_record`). Expected (methods.md):
-clean 82-84, PGD-20 51-53. The on-device augmentation (crop + flip) arrives with the input
-pipeline; until then this config trains without augmentation.
+clean 82-84, PGD-20 51-53. Training images get the standard augmentation on device: pad-4
+random crop and random horizontal flip (`dataset.augment = "crop_flip"`).
 """
 
 from jaxadv import config as config_lib
@@ -14,6 +14,7 @@ def get_config(variant: str = ""):
   config = config_lib.base_config()
   config.name = "cifar10_resnet18_pgd_at"
   config.dataset.name = "cifar10"
+  config.dataset.augment = "crop_flip"
   config.model.name = "resnet18"
   config.attack.eps = 8 / 255
   config.attack.step_size = 2 / 255

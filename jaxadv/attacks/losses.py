@@ -16,6 +16,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import optax
+from jax.tree_util import Partial
 
 AttackLoss = Callable[..., jax.Array]
 _DLR_EPS = 1e-12
@@ -82,6 +83,21 @@ def kl_divergence(logits, reference_logits):
   reference = jax.nn.log_softmax(reference_logits.astype(jnp.float32), axis=-1)
   log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   return jnp.sum(jnp.exp(reference) * (reference - log_p), axis=-1)
+
+
+def _kl_from_reference(reference_logits, logits, labels, targets=None):
+  del labels, targets
+  return kl_divergence(logits, reference_logits)
+
+
+def kl_from(reference_logits: jax.Array) -> AttackLoss:
+  """The attack loss `(z, labels, targets) -> KL(softmax(reference) || softmax(z))`, (B,).
+
+  TRADES' inner objective (labels unused). `reference_logits` (B, K) is held fixed (no
+  gradient); the loss is a pytree callable, so `pgd` compiles once for every reference of
+  the same shape.
+  """
+  return Partial(_kl_from_reference, jax.lax.stop_gradient(reference_logits))
 
 
 ATTACK_LOSSES: dict[str, AttackLoss] = {

@@ -1,6 +1,6 @@
 """Projected gradient descent (Madry et al., 2018) and FGSM as its one-step case.
 
-    x_0     = x + U(ball(eps))            (or x when random_start=False)
+    x_0     = x + U(ball(eps))            (x when random_start=False, or a given `start`)
     x_{t+1} = Proj_{ball(x, eps) ∩ [0,1]^d}( x_t + step_size * dir_norm(∇_x L(f(x_t), y)) )
 
 with dir_linf(g) = sign(g) and dir_l2(g) = g / ||g||_2. L is a per-example loss from
@@ -51,14 +51,12 @@ def _step_multiplier(schedule: str, iteration, steps: int):
   return 0.5 * (1.0 + jnp.cos(jnp.pi * iteration / steps))
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "norm", "random_start", "loss",
+@functools.partial(jax.jit, static_argnames=("steps", "norm", "random_start", "targeted",
                                              "restarts", "early_stop", "step_schedule",
                                              "l1_sparsity", "unroll"))
-def _pgd(apply_fn, x, y, targets, key, eps, step_size, momentum, *, steps, norm, random_start,
-         loss, restarts, early_stop, step_schedule, l1_sparsity, unroll):
-  """Jitted PGD core; arguments as in `pgd`, already validated."""
-  loss_fn = losses.get(loss)
-  targeted = loss in losses.TARGETED_LOSSES
+def _pgd(apply_fn, loss_fn, x, y, targets, start, key, eps, step_size, momentum, *, steps, norm,
+         random_start, targeted, restarts, early_stop, step_schedule, l1_sparsity, unroll):
+  """Jitted PGD core; arguments as in `pgd`, already validated, the loss a pytree callable."""
   batch_ndim = y.ndim
   step = geometry.per_example(step_size, x, batch_ndim)
 
@@ -81,8 +79,11 @@ def _pgd(apply_fn, x, y, targets, key, eps, step_size, momentum, *, steps, norm,
     return moved, velocity
 
   def run(restart_key) -> Candidate:
-    start = geometry.random_start(restart_key, x, eps, norm, batch_ndim) if random_start else x
-    x_adv, _ = jax.lax.fori_loop(0, steps, update, (start, jnp.zeros_like(x)), unroll=unroll)
+    if start is not None:
+      x_0 = start
+    else:
+      x_0 = geometry.random_start(restart_key, x, eps, norm, batch_ndim) if random_start else x
+    x_adv, _ = jax.lax.fori_loop(0, steps, update, (x_0, jnp.zeros_like(x)), unroll=unroll)
     per_example, logits = loss_and_logits(x_adv)[1]
     return Candidate(x_adv, succeeded(logits, y, targets, targeted), per_example)
 
@@ -95,9 +96,10 @@ def _pgd(apply_fn, x, y, targets, key, eps, step_size, momentum, *, steps, norm,
 
 def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
         eps, step_size, steps: int, norm: str = "linf", random_start: bool = True,
-        loss: str = "ce", targets: jax.Array | None = None, restarts: int = 1,
-        early_stop: bool = False, step_schedule: str = "constant", momentum: float = 0.0,
-        l1_sparsity: float = 0.95, unroll: bool | None = None) -> jax.Array:
+        loss: str | losses.AttackLoss = "ce", targets: jax.Array | None = None,
+        restarts: int = 1, early_stop: bool = False, step_schedule: str = "constant",
+        momentum: float = 0.0, l1_sparsity: float = 0.95, unroll: bool | None = None,
+        start: jax.Array | None = None) -> jax.Array:
   """PGD attack; returns `x_adv` with ||x_adv - x|| <= eps and x_adv in [0, 1].
 
   Args:
@@ -112,7 +114,8 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     norm: "linf", "l2" or "l1" (sparse L1 steps, see `geometry.ascent_direction`).
     random_start: start from a uniform point of the ball instead of `x`.
     loss: name of a per-example attack loss in `jaxadv.attacks.losses` ("ce", "cw", "dlr",
-      or a targeted one: "ce_targeted", "cw_targeted", "dlr_targeted").
+      or a targeted one: "ce_targeted", "cw_targeted", "dlr_targeted"), or an untargeted
+      pytree callable `(logits, y, targets) -> (B,)` such as `losses.kl_from(clean_logits)`.
     targets: integer target classes (B,), required by targeted losses.
     restarts: independent random starts; each example keeps its worst case (the first run
       that fooled the model, else the highest final loss; `jaxadv.attacks.worst_case`).
@@ -122,6 +125,9 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     l1_sparsity: quantile of |∇| above which coordinates move in an L1 step.
     unroll: unroll the step loop (None: automatically on CPU, see CPU_UNROLL_MAX_STEPS);
       a speed choice only, the result is the same.
+    start: the first iterate x_0, shape of `x` (e.g. TRADES' x + 0.001 N(0, I)), used as
+      given: the first step's projection brings it into the ball. Needs random_start=False
+      and restarts=1.
 
   Returns:
     Adversarial images, same shape and dtype as `x`, carrying no gradient.
@@ -130,8 +136,9 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     >>> apply_fn = jaxadv.models.BoundModel(model, variables, "eval")   # doctest: +SKIP
     >>> x_adv = pgd(apply_fn, x, y, key, eps=8/255, step_size=2/255, steps=10)  # doctest: +SKIP
   """
-  check_attack_inputs(x, y, eps=eps, norm=norm, norms=geometry.NORMS, loss=loss,
-                      targets=targets)
+  named_loss = isinstance(loss, str)
+  check_attack_inputs(x, y, eps=eps, norm=norm, norms=geometry.NORMS,
+                      loss=loss if named_loss else None, targets=targets)
   validation.check_nonnegative(step_size, "step_size")
   validation.check_nonnegative(momentum, "momentum")
   validation.check_positive_int(steps, "steps")
@@ -141,10 +148,18 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     raise ValueError(f"l1_sparsity must lie in [0, 1), got {l1_sparsity}.")
   if random_start and key is None:
     raise ValueError("pgd needs a PRNG key when random_start=True.")
+  if start is not None:
+    if random_start or restarts > 1:
+      raise ValueError("pgd with a given start needs random_start=False and restarts=1.")
+    if tuple(start.shape) != tuple(x.shape):
+      raise ValueError(f"start of shape {tuple(start.shape)} does not match x of shape "
+                       f"{tuple(x.shape)}.")
   if key is None:
     key = jax.random.PRNGKey(0)
-  return _pgd(as_pytree(apply_fn), x, y, targets, key, eps, step_size, momentum, steps=steps,
-              norm=norm, random_start=random_start, loss=loss, restarts=restarts,
+  loss_fn = losses.get(loss) if named_loss else loss
+  return _pgd(as_pytree(apply_fn), as_pytree(loss_fn), x, y, targets, start, key, eps,
+              step_size, momentum, steps=steps, norm=norm, random_start=random_start,
+              targeted=named_loss and loss in losses.TARGETED_LOSSES, restarts=restarts,
               early_stop=early_stop, step_schedule=step_schedule, l1_sparsity=l1_sparsity,
               unroll=_unroll(unroll, steps))
 

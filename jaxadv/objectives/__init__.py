@@ -1,35 +1,105 @@
-"""Training objectives: pure losses `(params, batch_stats, batch, key, step) -> (loss, (stats, metrics))`."""
+"""Training objectives: pure losses `(params, batch_stats, batch, key, step) -> (loss, (stats, metrics))`.
+
+| objective | module | paper |
+|---|---|---|
+| ERM (clean CE) | `erm` | - |
+| PGD-AT | `pgd_at` | Madry et al., 2018 |
+| TRADES | `trades` | Zhang et al., 2019 |
+| MART | `mart` | Wang et al., 2020 |
+| AWP on PGD-AT, TRADES or MART | `awp` | Wu et al., 2020 |
+| fast FGSM-RS | `fgsm_rs` | Wong et al., 2020 |
+
+docs/objectives.md states each one's maths and defaults.
+"""
 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+import math
+from typing import Callable, Mapping
 
+from jaxadv.objectives.awp import BASES as AWP_BASES
+from jaxadv.objectives.awp import awp, awp_on, weight_perturbation
 from jaxadv.objectives.erm import erm
+from jaxadv.objectives.fgsm_rs import fgsm_rs
+from jaxadv.objectives.mart import boosted_cross_entropy, mart, mart_risk
 from jaxadv.objectives.pgd_at import pgd_at
+from jaxadv.objectives.trades import trades, trades_risk
 
-OBJECTIVES = ("erm", "pgd_at")
+# The objectives' constants (the config's `objective` group holds the same fields).
+DEFAULTS = {
+    "beta": 6.0,              # TRADES / MART weight of the KL term (also for AWP on them)
+    "awp_gamma": 5e-3,        # AWP's relative weight-perturbation size
+    "awp_base": "pgd_at",     # the objective AWP perturbs the weights of
+    "fgsm_step_ratio": 1.25,  # FGSM-RS step alpha = ratio * eps
+}
+
+# name -> builder(model, attack keywords, options) -> objective
+_BUILDERS: dict[str, Callable] = {
+    "erm": lambda model, attack, o: functools.partial(erm, model=model),
+    "pgd_at": lambda model, attack, o: functools.partial(pgd_at, model=model, **attack),
+    "trades": lambda model, attack, o: functools.partial(trades, model=model, beta=o["beta"],
+                                                         **attack),
+    "mart": lambda model, attack, o: functools.partial(mart, model=model, beta=o["beta"],
+                                                       **attack),
+    "awp": lambda model, attack, o: awp_on(o["awp_base"], model=model, gamma=o["awp_gamma"],
+                                           beta=o["beta"], **attack),
+    "fgsm_rs": lambda model, attack, o: functools.partial(
+        fgsm_rs, model=model, step_ratio=o["fgsm_step_ratio"],
+        **{k: v for k, v in attack.items() if k not in ("step_size", "steps")}),
+}
+OBJECTIVES = tuple(_BUILDERS)
+
+
+def _check_number(options, name: str, *, positive: bool = False) -> None:
+  value = options[name]
+  valid = (isinstance(value, (int, float)) and not isinstance(value, bool)
+           and math.isfinite(value) and (value > 0 if positive else value >= 0))
+  if not valid:
+    raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, "
+                     f"got {value!r}.")
+
+
+def check_options(options: Mapping) -> None:
+  """Checks the DEFAULTS fields of `options`; each message starts with the field's name."""
+  for name in ("beta", "awp_gamma"):
+    _check_number(options, name)
+  _check_number(options, "fgsm_step_ratio", positive=True)
+  if options["awp_base"] not in AWP_BASES:
+    raise ValueError(f"awp_base {options['awp_base']!r} is unknown; choose one of "
+                     f"{list(AWP_BASES)}.")
 
 
 def build(name: str, model, attack=None, attack_mode: str = "batch_stats",
-          eps_warmup_steps: int = 0) -> Callable:
-  """Binds `model` and the training-attack hyper-parameters to objective `name`.
+          eps_warmup_steps: int = 0, options: Mapping | None = None) -> Callable:
+  """Binds `model` and the hyper-parameters to objective `name`.
 
   Args:
     name: one of OBJECTIVES.
     model: the Flax module being trained.
-    attack: mapping with eps, step_size, steps, norm (ignored by "erm").
+    attack: mapping with eps, step_size, steps, norm of the training attack (ignored by
+      "erm"; "fgsm_rs" uses eps and norm only).
     attack_mode: model mode of the inner attack ("eval" or "batch_stats").
     eps_warmup_steps: steps over which the training eps grows linearly from 0.
+    options: mapping with the objectives' constants (the keys of DEFAULTS), e.g. the config's
+      `objective` group; missing keys take DEFAULTS, other keys are ignored.
+
+  Raises:
+    ValueError: for an unknown name, a missing attack or a bad option.
   """
-  if name == "erm":
-    return functools.partial(erm, model=model)
-  if name == "pgd_at":
-    return functools.partial(pgd_at, model=model, eps=attack["eps"],
-                             step_size=attack["step_size"], steps=attack["steps"],
-                             norm=attack["norm"], attack_mode=attack_mode,
-                             eps_warmup_steps=eps_warmup_steps)
-  raise ValueError(f"unknown objective {name!r}; choose one of {list(OBJECTIVES)}.")
+  if name not in _BUILDERS:
+    raise ValueError(f"unknown objective {name!r}; choose one of {list(OBJECTIVES)}.")
+  if attack is None and name != "erm":
+    raise ValueError(f"objective {name!r} needs the training attack (eps, step_size, steps, "
+                     "norm).")
+  options = {key: (options or {}).get(key, default) for key, default in DEFAULTS.items()}
+  check_options(options)
+  attack_keywords = {} if attack is None else dict(
+      eps=attack["eps"], step_size=attack["step_size"], steps=attack["steps"],
+      norm=attack["norm"], attack_mode=attack_mode, eps_warmup_steps=eps_warmup_steps)
+  return _BUILDERS[name](model, attack_keywords, options)
 
 
-__all__ = ["OBJECTIVES", "build", "erm", "pgd_at"]
+__all__ = ["AWP_BASES", "DEFAULTS", "OBJECTIVES", "awp", "awp_on", "boosted_cross_entropy",
+           "build", "check_options", "erm", "fgsm_rs", "mart", "mart_risk", "pgd_at", "trades",
+           "trades_risk", "weight_perturbation"]

@@ -1,4 +1,5 @@
-"""Pieces every training objective shares: the forward pass in train mode, and metrics.
+"""Pieces every training objective shares: the forward pass in train mode, the inner attack
+with its eps warm-up, and metrics.
 
 An objective is a pure function
 
@@ -14,13 +15,21 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxadv.attacks import losses
+from jaxadv.attacks import losses, pgd
 from jaxadv.models import BoundModel, apply_model
 
 
 def train_forward(model, params, batch_stats, x):
   """Logits of x (B, ...) in train mode, and the updated BatchNorm statistics."""
   return apply_model(model, {"params": params, "batch_stats": batch_stats}, x, "train")
+
+
+def clean_and_adversarial_logits(model, params, batch_stats, x, x_adv):
+  """Logits of x and of x_adv (each (B, K)) in train mode, two forward passes as in the
+  papers' code; the BatchNorm running averages take the clean then the adversarial update."""
+  clean_logits, batch_stats = train_forward(model, params, batch_stats, x)
+  adv_logits, batch_stats = train_forward(model, params, batch_stats, x_adv)
+  return clean_logits, adv_logits, batch_stats
 
 
 def frozen_model(model, params, batch_stats, mode: str) -> BoundModel:
@@ -34,6 +43,16 @@ def linear_warmup(value, step, warmup_steps: int):
   if warmup_steps <= 0:
     return value
   return value * jnp.minimum(1.0, (step + 1) / warmup_steps)
+
+
+def warmed_pgd(attacker, batch, key, step, *, eps, step_size, steps: int, norm: str,
+               eps_warmup_steps: int, **options) -> jax.Array:
+  """The training attack: `pgd` of batch["image"] against `attacker` (a `frozen_model`), with
+  eps and step size scaled by `linear_warmup(1, step, eps_warmup_steps)`; `options` are
+  further `pgd` keywords (loss, random_start, start). Returns x_adv, shape of the images."""
+  scale = linear_warmup(1.0, step, eps_warmup_steps)
+  return pgd(attacker, batch["image"], batch["label"], key, eps=eps * scale,
+             step_size=step_size * scale, steps=steps, norm=norm, **options)
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:

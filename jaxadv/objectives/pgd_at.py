@@ -5,21 +5,36 @@ The inner maximisation is `jaxadv.attacks.pgd` on frozen parameters, run in
 back); the outer loss is mean CE on the adversarial batch in train mode. With
 `eps_warmup_steps` > 0 the radius (and the step with it) grows linearly from 0 to eps over that
 many steps, which lets MNIST-scale eps (0.3) train from scratch.
+
+The objective is split into its attack (`pgd_at_attack`, also MART's) and its loss at a given
+x_adv (`pgd_at_loss`), which AWP perturbs the weights of.
 """
 
 from __future__ import annotations
 
-from jaxadv.attacks import pgd
-from jaxadv.objectives.common import ce_metrics, frozen_model, linear_warmup, train_forward
+from jaxadv.objectives.common import ce_metrics, frozen_model, train_forward, warmed_pgd
 
 
-def pgd_at(params, batch_stats, batch, key, step, *, model, eps, step_size, steps,
-           norm="linf", attack_mode="batch_stats", eps_warmup_steps=0):
-  """`mean_i CE(f(x_adv_i), y_i)` with x_adv = PGD(x). Returns (loss, (new_batch_stats, metrics))."""
+def pgd_at_attack(params, batch_stats, batch, key, step, *, model, eps, step_size, steps,
+                  norm="linf", attack_mode="batch_stats", eps_warmup_steps=0):
+  """x_adv (B, ...) = PGD on the CE loss from a uniform random start of the eps-ball."""
   attacker = frozen_model(model, params, batch_stats, attack_mode)
-  scale = linear_warmup(1.0, step, eps_warmup_steps)
-  x_adv = pgd(attacker, batch["image"], batch["label"], key, eps=eps * scale,
-              step_size=step_size * scale, steps=steps, norm=norm)
+  return warmed_pgd(attacker, batch, key, step, eps=eps, step_size=step_size, steps=steps,
+                    norm=norm, eps_warmup_steps=eps_warmup_steps)
+
+
+def pgd_at_loss(params, batch_stats, batch, x_adv, *, model):
+  """`mean_i CE(f(x_adv_i), y_i)` in train mode. Returns (loss, (new_batch_stats, metrics))."""
   logits, new_stats = train_forward(model, params, batch_stats, x_adv)
   loss, metrics = ce_metrics(logits, batch["label"])
   return loss, (new_stats, metrics)
+
+
+def pgd_at(params, batch_stats, batch, key, step, *, model, **attack):
+  """`mean_i CE(f(x_adv_i), y_i)` with x_adv = PGD(x). Returns (loss, (new_batch_stats, metrics)).
+
+  `attack`: the keywords of `pgd_at_attack` (eps, step_size, steps, norm, attack_mode,
+  eps_warmup_steps).
+  """
+  x_adv = pgd_at_attack(params, batch_stats, batch, key, step, model=model, **attack)
+  return pgd_at_loss(params, batch_stats, batch, x_adv, model=model)

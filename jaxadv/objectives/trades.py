@@ -1,0 +1,62 @@
+"""TRADES (Zhang et al., 2019): a clean loss plus a smoothness (robustness) regulariser.
+
+    x_adv = argmax_{||x' - x|| <= ε} KL(p(x) || p(x'))      p = softmax(f), p(x) held fixed
+    L     = mean_i [ CE(f(x_i), y_i) + β · KL(p(x_i) || p(x_adv_i)) ]
+
+The inner maximisation is `jaxadv.attacks.pgd` on the KL loss (`losses.kl_from` of the clean
+logits of the attacked model, no gradient) starting from x + 0.001·N(0, I), as in the authors'
+code; it runs on frozen parameters in `attack_mode`, with the eps warm-up of PGD-AT. The outer
+loss takes its gradient through both p(x) and p(x_adv) (two train-mode forward passes). β = 0 is
+ERM; β defaults to 6 (`objective.beta`). Follows the paper and the authors' public code.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxadv.attacks import losses
+from jaxadv.objectives.common import (accuracy, clean_and_adversarial_logits, frozen_model,
+                                      warmed_pgd)
+
+INIT_STD = 0.001  # standard deviation of the Gaussian start of the KL attack (authors' code)
+
+
+def trades_attack(params, batch_stats, batch, key, step, *, model, eps, step_size, steps,
+                  norm="linf", attack_mode="batch_stats", eps_warmup_steps=0):
+  """x_adv (B, ...) = PGD ascending KL(p(x) || p(x')) from x + INIT_STD · N(0, I)."""
+  attacker = frozen_model(model, params, batch_stats, attack_mode)
+  x = batch["image"]
+  start = x + INIT_STD * jax.random.normal(key, x.shape, x.dtype)
+  return warmed_pgd(attacker, batch, None, step, eps=eps, step_size=step_size, steps=steps,
+                    norm=norm, eps_warmup_steps=eps_warmup_steps,
+                    loss=losses.kl_from(attacker(x)), random_start=False, start=start)
+
+
+def trades_risk(clean_logits, adv_logits, labels, *, beta):
+  """`mean CE(f(x), y) + β · mean KL(p(x) || p(x_adv))` from logits (B, K) and labels (B,).
+
+  Returns (loss, metrics): loss, accuracy (on x_adv, as for PGD-AT), clean_accuracy, kl.
+  """
+  clean_ce = jnp.mean(losses.cross_entropy(clean_logits, labels))
+  kl = jnp.mean(losses.kl_divergence(adv_logits, clean_logits))
+  loss = clean_ce + beta * kl
+  return loss, {"loss": loss, "accuracy": accuracy(adv_logits, labels),
+                "clean_accuracy": accuracy(clean_logits, labels), "kl": kl}
+
+
+def trades_loss(params, batch_stats, batch, x_adv, *, model, beta):
+  """`trades_risk` of the train-mode logits of x and x_adv; (loss, (new_batch_stats, metrics))."""
+  clean_logits, adv_logits, new_stats = clean_and_adversarial_logits(
+      model, params, batch_stats, batch["image"], x_adv)
+  loss, metrics = trades_risk(clean_logits, adv_logits, batch["label"], beta=beta)
+  return loss, (new_stats, metrics)
+
+
+def trades(params, batch_stats, batch, key, step, *, model, beta, **attack):
+  """The TRADES loss at x_adv = `trades_attack`; `attack` are that function's keywords.
+
+  Returns (loss, (new_batch_stats, metrics)).
+  """
+  x_adv = trades_attack(params, batch_stats, batch, key, step, model=model, **attack)
+  return trades_loss(params, batch_stats, batch, x_adv, model=model, beta=beta)

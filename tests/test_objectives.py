@@ -1,0 +1,250 @@
+"""Baseline objectives (ERM, PGD-AT, TRADES, MART, AWP, FGSM-RS): their maths, one sharded
+train step each, their options and configs, and the MNIST smoke runs."""
+
+import functools
+import json
+import pathlib
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxadv import config as config_lib
+from jaxadv import models, objectives
+from jaxadv.attacks import losses, pgd
+from jaxadv.objectives.fgsm_rs import fgsm_rs_attack
+from jaxadv.objectives.pgd_at import pgd_at_attack, pgd_at_loss
+from jaxadv.objectives.trades import INIT_STD, trades_attack
+from jaxadv.train import loop
+from jaxadv.train import mesh as mesh_lib
+from jaxadv.train import state as state_lib
+from jaxadv.train.step import make_train_step
+
+from helpers import random_images
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
+ATTACK = dict(eps=0.1, step_size=0.05, steps=2, norm="linf")
+
+
+class TinyNet(nn.Module):
+  """Dense-BatchNorm-ReLU-Dense on flattened images: train mode has batch statistics to update."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Dense(16)(x.reshape(x.shape[0], -1))
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+    return nn.Dense(3)(nn.relu(x))
+
+
+MODEL = TinyNet()
+
+
+@pytest.fixture(scope="module")
+def setup():
+  """Initial variables of TinyNet and a batch of 16 random 4x4x1 images with 3 classes."""
+  images = random_images((16, 4, 4, 1))
+  variables = MODEL.init(jax.random.PRNGKey(0), images)
+  batch = {"image": images, "label": jnp.arange(16, dtype=jnp.int32) % 3}
+  return variables["params"], variables["batch_stats"], batch
+
+
+def _value_and_grad(objective, setup, key=jax.random.PRNGKey(1), step=jnp.int32(5)):
+  params, batch_stats, batch = setup
+  (loss, (_, metrics)), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(
+      params, batch_stats, batch, key, step)
+  return loss, grads, metrics
+
+
+def _assert_same_value_and_grad(a, b, setup):
+  loss_a, grads_a, _ = _value_and_grad(a, setup)
+  loss_b, grads_b, _ = _value_and_grad(b, setup)
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+  chex.assert_trees_all_close(grads_a, grads_b, rtol=1e-5, atol=1e-7)
+
+
+def test_trades_with_beta_zero_is_erm(setup):
+  trades = objectives.build("trades", MODEL, ATTACK, options={"beta": 0.0})
+  _assert_same_value_and_grad(trades, objectives.build("erm", MODEL), setup)
+
+
+def test_trades_attack_raises_the_kl_inside_the_ball(setup):
+  params, batch_stats, batch = setup
+  key = jax.random.PRNGKey(4)
+  x_adv = trades_attack(params, batch_stats, batch, key, 0, model=MODEL, **ATTACK)
+  x = batch["image"]
+  assert np.all(np.abs(x_adv - x) <= ATTACK["eps"] + 1e-6) and np.all((x_adv >= 0) & (x_adv <= 1))
+  logits = models.BoundModel(MODEL, {"params": params, "batch_stats": batch_stats},
+                             "batch_stats")  # the attack's model mode
+  kl_at = losses.kl_from(logits(x))
+  start = x + INIT_STD * jax.random.normal(key, x.shape)
+  assert jnp.mean(kl_at(logits(x_adv), batch["label"])) > 10 * jnp.mean(
+      kl_at(logits(start), batch["label"]))
+
+
+def test_pgd_start_is_checked():
+  x, y = random_images((2, 3)), jnp.zeros(2, jnp.int32)
+  apply_fn = lambda z: z
+  with pytest.raises(ValueError, match="random_start=False and restarts=1"):
+    pgd(apply_fn, x, y, jax.random.PRNGKey(0), eps=0.1, step_size=0.1, steps=1, start=x)
+  with pytest.raises(ValueError, match="does not match x"):
+    pgd(apply_fn, x, y, None, eps=0.1, step_size=0.1, steps=1, random_start=False,
+        start=x[:1])
+
+
+@pytest.mark.parametrize("name, term", [("trades", "kl"), ("mart", "weighted_kl")])
+def test_kl_term_vanishes_when_x_adv_is_x(setup, name, term):
+  objective = objectives.build(name, MODEL, dict(ATTACK, eps=0.0))
+  _, _, metrics = _value_and_grad(objective, setup)
+  assert float(metrics[term]) == pytest.approx(0.0, abs=1e-7)
+  assert float(metrics["accuracy"]) == float(metrics["clean_accuracy"])
+
+
+def _softmax(z):
+  e = np.exp(z - z.max(axis=-1, keepdims=True))
+  return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_mart_loss_matches_a_hand_computation():
+  clean = np.array([[2.0, 0.5, -1.0], [0.1, 0.3, 1.2]])
+  adv = np.array([[1.0, 1.5, -0.5], [0.2, -0.4, 0.9]])
+  labels = np.array([0, 2])
+  p, q = _softmax(clean), _softmax(adv)
+  # example 0: runner-up class 1; example 1: runner-up class 0.
+  bce = [-np.log(q[0, 0]) - np.log(1 - q[0, 1]), -np.log(q[1, 2]) - np.log(1 - q[1, 0])]
+  kl = np.sum(p * np.log(p / q), axis=-1)
+  weight = 1 - p[[0, 1], labels]
+  expected = np.mean(bce) + 6.0 * np.mean(kl * weight)
+  loss, metrics = objectives.mart_risk(jnp.asarray(clean, jnp.float32),
+                                       jnp.asarray(adv, jnp.float32), jnp.asarray(labels),
+                                       beta=6.0)
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  np.testing.assert_allclose(metrics["weighted_kl"], np.mean(kl * weight), rtol=1e-5)
+  # -log(1 - p_k) stays finite (= 100 - log 2 + log(1 + ...)) where p_k rounds to 1.
+  confident = objectives.boosted_cross_entropy(jnp.array([[0.0, 100.0, 0.0]]), jnp.array([0]))
+  assert np.all(np.isfinite(confident)) and float(confident[0]) > 100
+
+
+def test_trades_risk_matches_a_hand_computation():
+  clean = np.array([[2.0, 0.5, -1.0]])
+  adv = np.array([[1.0, 1.5, -0.5]])
+  p, q = _softmax(clean), _softmax(adv)
+  expected = -np.log(p[0, 0]) + 2.0 * np.sum(p * np.log(p / q))
+  loss, _ = objectives.trades_risk(jnp.asarray(clean, jnp.float32), jnp.asarray(adv, jnp.float32),
+                                   jnp.array([0]), beta=2.0)
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("base", sorted(objectives.AWP_BASES))
+def test_awp_with_gamma_zero_is_its_base(setup, base):
+  awp = objectives.build("awp", MODEL, ATTACK, options={"awp_base": base, "awp_gamma": 0.0})
+  _assert_same_value_and_grad(awp, objectives.build(base, MODEL, ATTACK), setup)
+
+
+def test_awp_perturbs_each_weight_tensor_by_gamma_times_its_norm(setup):
+  params, batch_stats, batch = setup
+  x_adv = pgd_at_attack(params, batch_stats, batch, jax.random.PRNGKey(1), 0, model=MODEL,
+                        **ATTACK)
+  base = lambda p: pgd_at_loss(p, batch_stats, batch, x_adv, model=MODEL)[0]
+  grads = jax.grad(base)(params)
+  v = objectives.weight_perturbation(params, grads, 0.02)
+  for w, g, d in zip(jax.tree.leaves(params), jax.tree.leaves(grads), jax.tree.leaves(v)):
+    if w.ndim < 2:  # biases and BatchNorm scale / bias stay put
+      assert not np.any(d)
+      continue
+    np.testing.assert_allclose(jnp.linalg.norm(d), 0.02 * jnp.linalg.norm(w), rtol=1e-5)
+    cosine = jnp.vdot(d, g) / (jnp.linalg.norm(d) * jnp.linalg.norm(g))
+    np.testing.assert_allclose(cosine, 1.0, rtol=1e-5)  # an ascent step along the gradient
+  # The AWP gradient is the base gradient at the perturbed weights w + v.
+  awp = functools.partial(
+      objectives.awp, attack=functools.partial(pgd_at_attack, model=MODEL, **ATTACK),
+      loss=functools.partial(pgd_at_loss, model=MODEL), gamma=0.02)
+  awp_grads = jax.grad(lambda p: awp(p, batch_stats, batch, jax.random.PRNGKey(1), 0)[0])(params)
+  chex.assert_trees_all_close(awp_grads, jax.grad(base)(jax.tree.map(jnp.add, params, v)),
+                              rtol=1e-5, atol=1e-7)
+  assert not np.allclose(jax.tree.leaves(awp_grads)[1], jax.tree.leaves(grads)[1])
+
+
+def test_fgsm_rs_takes_one_step_of_alpha_from_a_random_start(setup):
+  params, batch_stats, _ = setup
+  images = 0.2 + 0.6 * random_images((16, 4, 4, 1), seed=3)  # no pixel near 0 or 1
+  batch = {"image": images, "label": jnp.zeros(16, jnp.int32)}
+  x_adv = fgsm_rs_attack(params, batch_stats, batch, jax.random.PRNGKey(2), 0, model=MODEL,
+                         eps=0.1, step_ratio=1.25)
+  delta = np.asarray(x_adv - images)
+  assert np.all(np.abs(delta) <= 0.1 + 1e-6) and np.all((x_adv >= 0) & (x_adv <= 1))
+  # A step of 1.25 eps from delta_0 ~ U(-eps, eps) reaches the boundary with probability 5/8.
+  on_boundary = np.mean(np.isclose(np.abs(delta), 0.1, atol=1e-6))
+  assert 0.5 < on_boundary < 0.75
+
+
+@pytest.mark.parametrize("name", objectives.OBJECTIVES)
+def test_every_objective_trains_one_sharded_step(name):
+  assert jax.device_count() == 8
+  mesh = mesh_lib.data_mesh()
+  tx = optax.sgd(0.1)
+  state = jax.device_put(state_lib.create(MODEL, tx, (4, 4, 1), seed=0),
+                         mesh_lib.replicated(mesh))
+  before = jax.device_get(state.params)
+  step = make_train_step(objectives.build(name, MODEL, ATTACK, eps_warmup_steps=4), tx, mesh)
+  batch = {"image": np.asarray(random_images((16, 4, 4, 1))),
+           "label": np.arange(16, dtype=np.int32) % 3}
+  state, metrics = step(state, mesh_lib.put_batch(batch, mesh))
+  assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
+  changed = jax.tree.map(lambda a, b: not np.allclose(a, b), before, jax.device_get(state.params))
+  assert any(jax.tree.leaves(changed))
+
+
+def test_build_rejects_unknown_names_and_bad_options():
+  with pytest.raises(ValueError, match="unknown objective 'magic'"):
+    objectives.build("magic", MODEL, ATTACK)
+  with pytest.raises(ValueError, match="needs the training attack"):
+    objectives.build("trades", MODEL)
+  with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
+    objectives.build("trades", MODEL, ATTACK, options={"beta": -1.0})
+  with pytest.raises(ValueError, match="awp_base 'erm' is unknown"):
+    objectives.build("awp", MODEL, ATTACK, options={"awp_base": "erm"})
+
+
+@pytest.mark.parametrize("override, message", [
+    ("objective.beta=-1", "objective.beta must be a finite number >= 0"),
+    ("objective.awp_gamma=-0.01", "objective.awp_gamma must be a finite number >= 0"),
+    ("objective.awp_base=sgd", "objective.awp_base 'sgd' is unknown"),
+    ("objective.fgsm_step_ratio=0", "objective.fgsm_step_ratio must be a finite number > 0"),
+    ("objective.beta=many", "objective.beta cannot be set"),
+])
+def test_config_rejects_bad_objective_options(override, message):
+  with pytest.raises(ValueError, match=message):
+    config_lib.validate(config_lib.apply_overrides(config_lib.base_config(), [override]))
+
+
+def _baseline_configs():
+  """(config file, its dataset/model's pgd_at file) for every baseline config but pgd_at."""
+  return [(path, path.with_name(path.stem[:-len(name)] + "pgd_at.py"))
+          for path in sorted(CONFIG_DIR.glob("*.py")) for name in objectives.OBJECTIVES
+          if name not in ("erm", "pgd_at") and path.stem.endswith("_" + name)]
+
+
+@pytest.mark.parametrize("path, reference", _baseline_configs(), ids=lambda p: p.stem)
+def test_baseline_configs_differ_from_pgd_at_only_in_objective(path, reference):
+  """Baselines of a dataset and model share its pgd_at budget; FGSM-RS keeps its short
+  cyclic schedule (Wong et al.)."""
+  config = config_lib.validate(config_lib.load_file(str(path))).to_dict()
+  base = config_lib.validate(config_lib.load_file(str(reference))).to_dict()
+  assert path.stem.endswith(config["objective"]["name"])
+  allowed = {"name", "objective"}
+  if config["objective"]["name"] == "fgsm_rs" and config["dataset"]["name"] == "cifar10":
+    allowed |= {"optim", "num_epochs"}
+  assert {key for key in config if config[key] != base[key]} <= allowed
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("mnist_*.py")), ids=lambda p: p.stem)
+def test_mnist_smoke_variants_train(path, tmp_path):
+  config = config_lib.load_file(f"{path}:smoke")
+  state = loop.train(config, tmp_path, progress=False)
+  assert int(state.step) == 4  # 512 images, batches of 128, 1 epoch
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert rows[-1]["step"] == 4 and np.isfinite(rows[-1]["loss"])
