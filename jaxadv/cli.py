@@ -1,10 +1,16 @@
-"""`jaxadv` command line: `train` and `eval`.
+"""`jaxadv` command line: `train`, `eval`, `sweep` and `plot`.
 
     jaxadv train [--config experiments/configs/NAME.py[:variant]] [--workdir W] [field=value ...]
     jaxadv eval --workdir W [--suite clean,pgd20,cw30,autoattack] [--num-examples N]
+    jaxadv sweep --config FILE --seeds 0,1,2 [--grid field=v1,v2 ...] [--root R] [field=value ...]
+    jaxadv plot --workdir W [--out curves.png]
 
 With no --config, `train` runs the embedded default (PGD-AT of SmallCNN on scikit-learn's
 digits). Overrides are `field=value` pairs (or `--config.field=value`, as in absl).
+`--distributed` (train, sweep) calls `jax.distributed.initialize()` first: on a TPU pod slice
+or a SLURM/Open MPI cluster it finds its peers itself; elsewhere pass --coordinator,
+--num-processes and --process-id. A run stopped by SIGTERM saves its step and exits with 143;
+the same command resumes it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,16 @@ import argparse
 import sys
 
 from jaxadv import config as config_lib
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, as a shell reports a process ended by SIGTERM.
+
+
+def _add_distributed(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--distributed", action="store_true",
+                      help="multi-host run: call jax.distributed.initialize() first")
+  parser.add_argument("--coordinator", default=None, help="host:port of process 0")
+  parser.add_argument("--num-processes", type=int, default=None)
+  parser.add_argument("--process-id", type=int, default=None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument("--config", default=None, help="config file, optionally PATH:variant")
   train.add_argument("--workdir", default=None, help="run directory (default runs/<config name>)")
   train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  _add_distributed(train)
   train.add_argument("overrides", nargs="*", help="field=value config overrides")
   evaluate = commands.add_parser("eval", help="evaluate the latest checkpoint of a run")
   evaluate.add_argument("--workdir", required=True)
@@ -32,6 +49,18 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--num-examples", type=int, default=0,
                         help="evaluate the first N test points (default: all)")
   evaluate.add_argument("--no-checks", action="store_true", help="skip gradient-masking checks")
+  sweep = commands.add_parser("sweep", help="train and evaluate over seeds and a grid")
+  sweep.add_argument("--config", required=True, help="config file, optionally PATH:variant")
+  sweep.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+  sweep.add_argument("--grid", action="append", default=[],
+                     help="field=v1,v2,... (repeatable): values to sweep for one field")
+  sweep.add_argument("--root", default=None, help="sweep directory (default runs/<name>_sweep)")
+  sweep.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+  _add_distributed(sweep)
+  sweep.add_argument("overrides", nargs="*", help="field=value overrides for every run")
+  plot = commands.add_parser("plot", help="draw loss and accuracy against epoch to PNG")
+  plot.add_argument("--workdir", required=True)
+  plot.add_argument("--out", default=None, help="PNG path (default <workdir>/curves.png)")
   return parser
 
 
@@ -46,23 +75,64 @@ def _split_overrides(argv):
   return rest, overrides
 
 
+def _parse_grid(items) -> dict[str, list]:
+  """["a.b=1,2", ...] -> {"a.b": [1, 2], ...} (values as Python literals, bare words strings)."""
+  grid = {}
+  for item in items:
+    field, sep, text = item.partition("=")
+    if not sep or not text:
+      raise ValueError(f"--grid {item!r} is not of the form field=value1,value2,...")
+    grid[field] = [config_lib.parse_value(v) for v in text.split(",")]
+  return grid
+
+
+def _load_config(path, overrides):
+  config = config_lib.load_file(path) if path else config_lib.base_config()
+  return config_lib.validate(config_lib.apply_overrides(config, overrides))
+
+
+def _initialize_distributed(args) -> None:
+  if args.distributed:
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.distributed.initialize(coordinator_address=args.coordinator,
+                               num_processes=args.num_processes, process_id=args.process_id)
+
+
+def _run(args, overrides) -> None:
+  # Imported here so that `jaxadv --help` and config errors do not wait for JAX to load.
+  from jaxadv.train import loop, plot, sweep  # pylint: disable=import-outside-toplevel
+  if args.command == "train":
+    config = _load_config(args.config, overrides + args.overrides)
+    _initialize_distributed(args)
+    workdir = args.workdir or f"runs/{config.name}"
+    print(f"jaxadv train: {config.name} -> {workdir}", flush=True)
+    loop.train_and_evaluate(config, workdir, progress=not args.no_progress)
+  elif args.command == "eval":
+    suite = tuple(args.suite.split(",")) if args.suite else None
+    loop.evaluate_workdir(args.workdir, suite=suite, num_examples=args.num_examples,
+                          checks=False if args.no_checks else None)
+  elif args.command == "sweep":
+    config = _load_config(args.config, overrides + args.overrides)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    grid = _parse_grid(args.grid)
+    _initialize_distributed(args)
+    root = args.root or f"runs/{config.name}_sweep"
+    summary = sweep.run(config, root, seeds=seeds, grid=grid, progress=not args.no_progress)
+    print("\n" + sweep.markdown(summary, seeds))
+  else:
+    print(f"jaxadv plot: wrote {plot.plot_run(args.workdir, args.out)}")
+
+
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   argv, overrides = _split_overrides(argv)
   args = _parser().parse_args(argv)
+  from jaxadv.train.loop import Preempted  # pylint: disable=import-outside-toplevel
   try:
-    if args.command == "train":
-      from jaxadv.train import loop  # pylint: disable=import-outside-toplevel
-      config = config_lib.load_file(args.config) if args.config else config_lib.base_config()
-      config = config_lib.validate(config_lib.apply_overrides(config, overrides + args.overrides))
-      workdir = args.workdir or f"runs/{config.name}"
-      print(f"jaxadv train: {config.name} -> {workdir}", flush=True)
-      loop.train_and_evaluate(config, workdir, progress=not args.no_progress)
-    else:
-      from jaxadv.train import loop  # pylint: disable=import-outside-toplevel
-      suite = tuple(args.suite.split(",")) if args.suite else None
-      loop.evaluate_workdir(args.workdir, suite=suite, num_examples=args.num_examples,
-                            checks=False if args.no_checks else None)
+    _run(args, overrides)
+  except Preempted as stop:
+    print(f"jaxadv {args.command}: {stop}", file=sys.stderr)
+    return PREEMPTED_EXIT_CODE
   except (ValueError, FileNotFoundError, RuntimeError) as error:
     print(f"jaxadv {args.command}: error: {error}", file=sys.stderr)
     return 2

@@ -32,17 +32,21 @@ def base_config() -> ml_collections.ConfigDict:
       name="digits", data_dir="", download=False,
       num_train=0,  # 0: the whole training split.
       num_test=0,   # 0: the whole test split.
+      augment="none",  # on-device training augmentation: "none", "crop" or "crop_flip".
   ))
   c.model = ml_collections.ConfigDict(dict(name="small_cnn", dtype="float32"))
   eps = ml_collections.FieldReference(0.2)
   norm = ml_collections.FieldReference("linf")
-  c.objective = ml_collections.ConfigDict(dict(name="pgd_at", attack_mode="batch_stats"))
+  # The objective's constants (beta, awp_gamma, awp_base, fgsm_step_ratio): docs/objectives.md.
+  c.objective = ml_collections.ConfigDict(dict(name="pgd_at", attack_mode="batch_stats",
+                                               **objectives.DEFAULTS))
   # The training attack (inner maximisation).
   c.attack = ml_collections.ConfigDict(dict(eps=eps, step_size=0.05, steps=7, norm=norm,
                                              warmup_epochs=0.0))
   c.optim = ml_collections.ConfigDict(dict(
       lr=0.05, momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="cosine",
       warmup_epochs=0.0, milestones=(0.5, 0.75), decay_factor=0.1,
+      ema_decay=0.0,  # 0: no weight averaging; else evaluate the EMA of params and BN stats.
   ))
   c.batch_size = 64
   c.num_epochs = 20
@@ -53,6 +57,9 @@ def base_config() -> ml_collections.ConfigDict:
   # overridden; step_size is that of the PGD-type attacks (pgdN, cwN).
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=500, eps=eps, step_size=0.02, norm=norm, suite=("pgd20",), masking_checks=True,
+      # Test accuracy during training (clean and PGD-`monitor_steps` on the first
+      # `monitor_examples` test points) every `monitor_every_epochs` epochs; 0 turns it off.
+      monitor_every_epochs=0.0, monitor_examples=500, monitor_steps=10,
   ))
   return c
 
@@ -86,6 +93,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check_schema(config, base_config())
   _check(config.dataset.name in data.names(),
          f"dataset.name {config.dataset.name!r} is unknown; choose one of {data.names()}.")
+  _check(config.dataset.augment in data.augment.AUGMENTATIONS,
+         f"dataset.augment {config.dataset.augment!r} is unknown; choose one of "
+         f"{list(data.augment.AUGMENTATIONS)}.")
   _check(config.model.name in models.names(),
          f"model.name {config.model.name!r} is unknown; choose one of {models.names()}.")
   _check(config.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16.")
@@ -93,6 +103,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"objective.name {config.objective.name!r} is unknown; choose one of {list(objectives.OBJECTIVES)}.")
   _check(config.objective.attack_mode in MODES[:2],
          f"objective.attack_mode must be one of {list(MODES[:2])}.")
+  try:
+    objectives.check_options(config.objective)
+  except ValueError as error:
+    _check(False, f"objective.{error}")
   for group in ("attack", "eval"):
     attack = config[group]
     _check(attack.eps >= 0, f"{group}.eps must be >= 0, got {attack.eps}.")
@@ -113,6 +127,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                 "keep_checkpoints"):
     _check(config[field] >= 1, f"{field} must be >= 1, got {config[field]}.")
   _check(config.eval.batch_size >= 1, "eval.batch_size must be >= 1.")
+  _check(0.0 <= config.optim.ema_decay < 1.0,
+         f"optim.ema_decay must lie in [0, 1), got {config.optim.ema_decay}.")
+  _check(config.eval.monitor_every_epochs >= 0, "eval.monitor_every_epochs must be >= 0.")
+  _check(config.eval.monitor_examples >= 1 and config.eval.monitor_steps >= 1,
+         "eval.monitor_examples and eval.monitor_steps must be >= 1.")
   return config
 
 
@@ -130,7 +149,8 @@ def load_file(path: str) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
-def _parse_value(text: str):
+def parse_value(text: str):
+  """A Python literal parsed from `text`, or `text` itself for a bare word."""
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
@@ -149,7 +169,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collecti
              f"unknown field {field!r}.")
       node = node[part]
     _check(leaf in node, f"unknown field {field!r}; known fields here: {sorted(node.keys())}.")
-    value = _parse_value(text)
+    value = parse_value(text)
     if isinstance(node[leaf], float) and isinstance(value, int) and not isinstance(value, bool):
       value = float(value)
     if isinstance(node[leaf], tuple) and isinstance(value, list):
@@ -167,9 +187,12 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:
-  """Inverse of `to_json`, validated; lists become tuples as in the base config."""
-  def tuples(value):
+  """Inverse of `to_json`, validated; lists become tuples as in the base config. Fields added
+  to the schema after the file was written take their base-config defaults, so older run
+  directories still load."""
+  def merged(value, default):
     if isinstance(value, dict):
-      return {k: tuples(v) for k, v in value.items()}
+      default = default if isinstance(default, dict) else {}
+      return {**default, **{k: merged(v, default.get(k)) for k, v in value.items()}}
     return tuple(value) if isinstance(value, list) else value
-  return validate(ml_collections.ConfigDict(tuples(json.loads(text))))
+  return validate(ml_collections.ConfigDict(merged(json.loads(text), base_config().to_dict())))

@@ -1,5 +1,6 @@
 """Config schema: unknown or ill-typed fields, bad values, overrides, shipped config files."""
 
+import json
 import pathlib
 
 import pytest
@@ -58,6 +59,15 @@ def test_overrides_parse_literals_and_follow_references():
 def test_json_round_trip():
   config = config_lib.base_config()
   assert config_lib.to_json(config_lib.from_json(config_lib.to_json(config))) == config_lib.to_json(config)
+
+
+def test_json_of_an_older_schema_loads_with_defaults_but_unknown_fields_fail():
+  written = json.loads(config_lib.to_json(config_lib.base_config()))
+  del written["optim"]["ema_decay"]  # a run directory from before the field existed
+  assert config_lib.from_json(json.dumps(written)).optim.ema_decay == 0.0
+  written["optim"]["momentun"] = 0.9
+  with pytest.raises(ValueError, match="unknown field 'optim.momentun'"):
+    config_lib.from_json(json.dumps(written))
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.py")), ids=lambda p: p.stem)

@@ -70,13 +70,13 @@ class RobustnessResult:
 
 
 class _Scorer:
-  """Runs `attack` + prediction on chosen points in fixed-size, mesh-sharded batches."""
+  """Runs `attack` + prediction on chosen points in fixed-size, mesh-sharded batches; each
+  attack is compiled once and serves any variables of the same structure."""
 
-  def __init__(self, model, variables, dataset: ArrayDataset, batch_size: int, mesh):
+  def __init__(self, model, dataset: ArrayDataset, batch_size: int, mesh):
     self.dataset = dataset
     self.mesh = mesh
     self.batch_size = -(-batch_size // mesh.size) * mesh.size
-    self.variables = jax.device_put(variables, mesh_lib.replicated(mesh))
     self.model = model
     self._compiled = {}
 
@@ -95,8 +95,9 @@ class _Scorer:
                    in_shardings=(replicated, mesh_lib.batch_sharded(self.mesh), replicated),
                    out_shardings=replicated)
 
-  def __call__(self, attack: Attack | None, indices: np.ndarray, key) -> np.ndarray:
-    """bool (len(indices),): correct after `attack` (None: clean) on dataset[indices]."""
+  def __call__(self, variables, attack: Attack | None, indices: np.ndarray, key) -> np.ndarray:
+    """bool (len(indices),): correct after `attack` (None: clean) on dataset[indices];
+    `variables` are replicated over the mesh."""
     if id(attack) not in self._compiled:
       self._compiled[id(attack)] = self._compile(attack)
     score = self._compiled[id(attack)]
@@ -106,9 +107,51 @@ class _Scorer:
       rows = np.resize(chunk, self.batch_size)  # pad by repeating points; results cut below
       batch = {"image": self.dataset.images[rows], "label": self.dataset.labels[rows]}
       batch_key = jax.random.fold_in(key, start // self.batch_size)
-      result = score(self.variables, mesh_lib.put_batch(batch, self.mesh), batch_key)
+      result = score(variables, mesh_lib.put_batch(batch, self.mesh), batch_key)
       out[start:start + len(chunk)] = np.asarray(result)[:len(chunk)]
     return out
+
+
+class Evaluator:
+  """Scores a model on a dataset, clean and under attacks, for any variables.
+
+  Each attack (by identity) is compiled on first use and reused afterwards, so calling the
+  evaluator every epoch with new variables compiles nothing new.
+  """
+
+  def __init__(self, model, dataset: ArrayDataset, *, batch_size: int, mesh=None):
+    """model: Flax module; dataset: images (N, H, W, C) in [0, 1] and labels (N,);
+    batch_size: rounded up to a multiple of the device count; mesh: default all devices."""
+    self.dataset = dataset
+    self._scorer = _Scorer(model, dataset, batch_size,
+                           mesh_lib.data_mesh() if mesh is None else mesh)
+
+  def __call__(self, variables, attacks: Mapping[str, Union[Attack, Cascade]], *,
+               seed: int = 0) -> RobustnessResult:
+    """Results clean and under each attack or cascade (name -> attack(apply_fn, x, y, key)
+    -> x_adv, or a Cascade; "clean" is reserved). `seed` fixes the attacks' randomness per
+    (attack, stage, batch)."""
+    if "clean" in attacks:
+      raise ValueError("the attack name 'clean' is reserved for the unattacked accuracy.")
+    scorer, dataset = self._scorer, self.dataset
+    variables = jax.device_put(variables, mesh_lib.replicated(scorer.mesh))
+    base_key = jax.random.PRNGKey(seed)
+    clean = scorer(variables, None, np.arange(len(dataset)), base_key)
+    result = RobustnessResult({"clean": clean}, dataset.labels.copy(), dataset.num_classes)
+    for attack_index, (name, attack) in enumerate(attacks.items()):
+      cascade = attack if isinstance(attack, Cascade) else Cascade(((name, attack),))
+      robust = clean.copy()
+      after_stage = {}
+      for stage_index, (stage_name, stage) in enumerate(cascade.stages):
+        indices = np.flatnonzero(robust)
+        if indices.size:
+          key = jax.random.fold_in(jax.random.fold_in(base_key, attack_index + 1), stage_index)
+          robust[indices] = scorer(variables, stage, indices, key)
+        after_stage[stage_name] = robust.copy()
+      result.correct[name] = robust
+      if isinstance(attack, Cascade):
+        result.stages[name] = after_stage
+    return result
 
 
 def evaluate(model, variables, dataset: ArrayDataset,
@@ -124,24 +167,5 @@ def evaluate(model, variables, dataset: ArrayDataset,
     seed: randomness of the attacks, fixed per (attack, stage, batch).
     mesh: data mesh (default: all devices).
   """
-  if "clean" in attacks:
-    raise ValueError("the attack name 'clean' is reserved for the unattacked accuracy.")
-  scorer = _Scorer(model, variables, dataset, batch_size,
-                   mesh_lib.data_mesh() if mesh is None else mesh)
-  base_key = jax.random.PRNGKey(seed)
-  clean = scorer(None, np.arange(len(dataset)), base_key)
-  result = RobustnessResult({"clean": clean}, dataset.labels.copy(), dataset.num_classes)
-  for attack_index, (name, attack) in enumerate(attacks.items()):
-    cascade = attack if isinstance(attack, Cascade) else Cascade(((name, attack),))
-    robust = clean.copy()
-    after_stage = {}
-    for stage_index, (stage_name, stage) in enumerate(cascade.stages):
-      indices = np.flatnonzero(robust)
-      if indices.size:
-        key = jax.random.fold_in(jax.random.fold_in(base_key, attack_index + 1), stage_index)
-        robust[indices] = scorer(stage, indices, key)
-      after_stage[stage_name] = robust.copy()
-    result.correct[name] = robust
-    if isinstance(attack, Cascade):
-      result.stages[name] = after_stage
-  return result
+  return Evaluator(model, dataset, batch_size=batch_size, mesh=mesh)(variables, attacks,
+                                                                     seed=seed)

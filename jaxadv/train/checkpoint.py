@@ -32,6 +32,11 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
+  def reached_preemption(self, step: int) -> bool:
+    """True when a multi-host run's preemption sync point is reached at `step` (JAX's
+    preemption service, active after `jax.distributed.initialize`); False otherwise."""
+    return jax.process_count() > 1 and self._manager.reached_preemption(step)
+
   def save(self, step: int, state, *, force: bool = False) -> None:
     """Starts an asynchronous save of `state` as `step` (skipped if that step exists)."""
     if step in self._manager.all_steps():

@@ -2,12 +2,16 @@
 
 `train(config, workdir)` resumes from the latest checkpoint in `workdir` when there is one:
 batches, randomness and the schedule are functions of the step, so a resumed run computes
-exactly what an uninterrupted run would have.
+exactly what an uninterrupted run would have. On SIGTERM (a preemption notice) it saves the
+current step, waits for the save to finish and raises `Preempted`; running it again resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+import signal
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +19,7 @@ from tqdm import tqdm
 
 from jaxadv import config as config_lib
 from jaxadv import data, models, objectives
-from jaxadv.eval import runner
+from jaxadv.eval import robustness, runner, suites
 from jaxadv.train import mesh as mesh_lib
 from jaxadv.train import state as state_lib
 from jaxadv.train.checkpoint import Checkpointer
@@ -36,6 +40,48 @@ def build_model(config, dataset: data.ArrayDataset):
                     std=dataset.std, dtype=jnp.dtype(config.model.dtype))
 
 
+class Preempted(RuntimeError):
+  """Training stopped on SIGTERM after saving its current step; run it again to resume."""
+
+  def __init__(self, step: int, workdir):
+    super().__init__(f"preempted (SIGTERM): saved step {step} in {workdir}; run the same "
+                     "command again to resume from it.")
+    self.step = step
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+  """Yields a list that becomes non-empty once SIGTERM arrives (main thread of a single-host
+  run only; multi-host runs rely on orbax's synchronised `reached_preemption`)."""
+  received = []
+  if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
+    yield received
+    return
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+  try:
+    yield received
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _monitor(config, model, mesh):
+  """`variables -> {"test_clean": %, "test_pgdN": %}` on the first eval.monitor_examples test
+  points (compiled once for the run), or None when eval.monitor_every_epochs is 0."""
+  e = config.eval
+  if e.monitor_every_epochs <= 0:
+    return None
+  test_ds = load_dataset(config, "test").take(e.monitor_examples)
+  name = f"pgd{e.monitor_steps}"
+  attacks = suites.build([name], eps=e.eps, norm=e.norm, num_classes=test_ds.num_classes,
+                         step_size=e.step_size)
+  evaluator = robustness.Evaluator(model, test_ds, batch_size=e.batch_size, mesh=mesh)
+
+  def monitor(variables):
+    accuracy = evaluator(variables, attacks, seed=config.seed).accuracy()
+    return {"test_clean": accuracy["clean"], f"test_{name}": accuracy[name]}
+  return monitor
+
+
 def _write_config(config, workdir: pathlib.Path) -> None:
   path = workdir / "config.json"
   text = config_lib.to_json(config)
@@ -48,8 +94,8 @@ def _write_config(config, workdir: pathlib.Path) -> None:
 def train(config, workdir, *, stop_after_step: int | None = None, progress: bool = True):
   """Trains (or resumes) the run in `workdir`; returns the final TrainState.
 
-  `stop_after_step` ends the run after that step without a final save, as a preemption
-  would (for tests of resumption).
+  `stop_after_step` ends the run after that step without a final save, as a killed process
+  would (for tests of resumption). Raises `Preempted` after saving when SIGTERM arrives.
   """
   config_lib.validate(config)
   workdir = pathlib.Path(workdir)
@@ -62,34 +108,52 @@ def train(config, workdir, *, stop_after_step: int | None = None, progress: bool
   steps_per_epoch = data.steps_per_epoch(train_ds, config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
   tx, schedule = make_optimizer(config.optim, total_steps, steps_per_epoch)
-  state = state_lib.create(model, tx, train_ds.image_shape, config.seed)
+  state = state_lib.create(model, tx, train_ds.image_shape, config.seed,
+                           ema=config.optim.ema_decay > 0)
   state = jax.device_put(state, mesh_lib.replicated(mesh))
   checkpointer = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
   state = checkpointer.restore(state) or state
   start = int(state.step)
   objective = objectives.build(config.objective.name, model, config.attack,
                                config.objective.attack_mode,
-                               int(config.attack.warmup_epochs * steps_per_epoch))
-  train_step = make_train_step(objective, tx, mesh)
-  batches = data.train_batches(train_ds, config.batch_size, config.seed, start,
-                               jax.process_index(), jax.process_count())
+                               int(config.attack.warmup_epochs * steps_per_epoch),
+                               options=config.objective)
+  train_step = make_train_step(objective, tx, mesh, ema_decay=config.optim.ema_decay,
+                               augment=data.augment.get(config.dataset.augment))
+  batches = data.prefetch(data.train_batches(train_ds, config.batch_size, config.seed, start,
+                                             jax.process_index(), jax.process_count()),
+                          lambda batch: mesh_lib.put_batch(batch, mesh))
   log = MetricsLog(workdir)
   end = total_steps if stop_after_step is None else min(total_steps, stop_after_step)
   sync_each_step = mesh_lib.must_sync_each_step(mesh)
+  monitor = _monitor(config, model, mesh)
+  monitor_every = max(1, round(config.eval.monitor_every_epochs * steps_per_epoch))
   bar = tqdm(range(start, end), initial=start, total=total_steps, disable=not progress,
              desc=config.name, unit="step")
-  for step in bar:
-    state, metrics = train_step(state, mesh_lib.put_batch(next(batches), mesh))
-    if sync_each_step:
-      jax.block_until_ready(metrics)
-    log.add(metrics)
-    done = step + 1
-    if done % config.log_every_steps == 0 or done == total_steps:
-      row = log.flush(done, epoch=done / steps_per_epoch, lr=float(schedule(step)))
-      bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}")
-    if done % config.checkpoint_every_steps == 0 or done == total_steps:
-      checkpointer.save(done, state)
+  with _sigterm_flag() as sigterm:
+    for step in bar:
+      state, metrics = train_step(state, next(batches))
+      if sync_each_step:
+        jax.block_until_ready(metrics)
+      log.add(metrics)
+      done = step + 1
+      if done % config.log_every_steps == 0 or done == total_steps:
+        row = log.flush(done, epoch=done / steps_per_epoch, lr=float(schedule(step)))
+        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}")
+      if monitor is not None and (done % monitor_every == 0 or done == total_steps):
+        log.write(done, dict(monitor(state_lib.variables(state)), epoch=done / steps_per_epoch),
+                  prefix="test/")
+      if sigterm or checkpointer.reached_preemption(done):
+        log.flush(done, epoch=done / steps_per_epoch, lr=float(schedule(step)))
+        checkpointer.save(done, state, force=True)
+        bar.close()
+        log.close()
+        checkpointer.close()
+        raise Preempted(done, workdir)
+      if done % config.checkpoint_every_steps == 0 or done == total_steps:
+        checkpointer.save(done, state)
   bar.close()
+  log.close()
   checkpointer.close()
   return state
 
@@ -126,7 +190,8 @@ def restore_variables(workdir):
   test_ds = load_dataset(config, "test")
   model = build_model(config, test_ds)
   tx, _ = make_optimizer(config.optim, 1, 1)
-  target = state_lib.create(model, tx, test_ds.image_shape, config.seed)
+  target = state_lib.create(model, tx, test_ds.image_shape, config.seed,
+                            ema=config.optim.ema_decay > 0)
   checkpointer = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
   step = checkpointer.latest_step()
   if step is None:

@@ -10,9 +10,15 @@ DATA_AXIS = "data"
 
 
 def data_mesh(devices=None) -> Mesh:
-  """A 1-D mesh named "data" over `devices` (default: every device of every process)."""
+  """A 1-D mesh named "data" over `devices` (default: every device of every process).
+
+  Devices are ordered by (process_index, id), so that with P processes of L devices each,
+  process p holds rows [p*B/P, (p+1)*B/P) of a batch sharded over the mesh: exactly the rows
+  `jaxadv.data.train_batches(..., process_index=p, process_count=P)` gives it (`put_batch`).
+  """
   devices = jax.devices() if devices is None else devices
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
+  ordered = sorted(devices, key=lambda device: (device.process_index, device.id))
+  return Mesh(np.asarray(ordered), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -26,7 +32,12 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def put_batch(batch: dict, mesh: Mesh) -> dict:
-  """Places this process's rows of a global batch on the mesh (single- and multi-host)."""
+  """Places this process's rows of a global batch on the mesh (single- and multi-host).
+
+  Each leaf of `batch` is this process's (B/P, ...) part; the result is the global (B, ...)
+  array sharded over the data axis, each process's rows on its own devices
+  (`jax.make_array_from_process_local_data`; a plain `device_put` on one process).
+  """
   sharding = batch_sharded(mesh)
   return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, a), batch)
 

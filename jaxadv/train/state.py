@@ -13,24 +13,54 @@ import optax
 @flax.struct.dataclass
 class TrainState:
   """step: int32 (); params, batch_stats: Flax collections; opt_state: optax state;
-  rng: uint32 (2,) base key, folded with the step for each step's randomness."""
+  rng: uint32 (2,) base key, folded with the step for each step's randomness;
+  ema: None, or the exponential moving average {"params", "batch_stats"} of the variables."""
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
   rng: jax.Array
+  ema: Any = None
 
 
-def create(model, tx: optax.GradientTransformation, image_shape, seed: int) -> TrainState:
-  """Initialises parameters from `seed` for inputs of shape (H, W, C)."""
+def create(model, tx: optax.GradientTransformation, image_shape, seed: int, *,
+           ema: bool = False) -> TrainState:
+  """Initialises parameters from `seed` for inputs of shape (H, W, C); with `ema`, the
+  moving average starts at the initial variables."""
   init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
   variables = model.init(init_key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
   params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                    rng=run_key)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                     rng=run_key)
+  if not ema:
+    return state
+  # A copy, not the same buffers: the train step donates the state, and a buffer donated
+  # twice (as params and as ema) is invalid.
+  return state.replace(ema=jax.tree.map(jnp.copy, raw_variables(state)))
+
+
+def raw_variables(state: TrainState) -> dict:
+  """The current model variables {"params", "batch_stats"}, for `model.apply`."""
+  return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def variables(state: TrainState) -> dict:
-  """The model variables {"params", "batch_stats"} of a state, for `model.apply`."""
-  return {"params": state.params, "batch_stats": state.batch_stats}
+  """The variables to evaluate: the moving average when the run keeps one, else the current."""
+  return raw_variables(state) if state.ema is None else state.ema
+
+
+def ema_decay_at(decay: float, step):
+  """Effective decay at optimizer step t: min(decay, (1 + t) / (10 + t)), so the average
+  forgets its random initialisation quickly in the first few hundred steps."""
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def update_ema(state: TrainState, decay: float) -> TrainState:
+  """ema <- d * ema + (1 - d) * variables with d = `ema_decay_at(decay, step)`; a no-op when
+  the state keeps no average."""
+  if state.ema is None:
+    return state
+  d = ema_decay_at(decay, state.step)
+  ema = jax.tree.map(lambda a, v: d * a + (1.0 - d) * v, state.ema, raw_variables(state))
+  return state.replace(ema=ema)

@@ -9,27 +9,39 @@ import optax
 
 from jaxadv.train import mesh as mesh_lib
 from jaxadv.train import schedules
+from jaxadv.train import state as state_lib
 from jaxadv.train.state import TrainState
 
 
-def make_train_step(objective: Callable, tx: optax.GradientTransformation, mesh) -> Callable:
+# fold_in constant of the augmentation key: far from the small integers objectives fold in.
+AUGMENT_STREAM = 0x617567
+
+
+def make_train_step(objective: Callable, tx: optax.GradientTransformation, mesh, *,
+                    ema_decay: float = 0.0, augment: Callable | None = None) -> Callable:
   """Returns `step(state, batch) -> (state, metrics)` jitted over `mesh`.
 
   `objective(params, batch_stats, batch, key, step) -> (loss, (batch_stats, metrics))`; the
   step takes its gradient in `params`, applies `tx`, and keys the objective with
   `fold_in(state.rng, state.step)`, so step t's randomness is fixed whatever the device count
   or resumption. The state is replicated and donated (updated in place); the batch is split
-  over the data axis. The same code runs on 1 or N devices and on several hosts.
+  over the data axis. The same code runs on 1 or N devices and on several hosts. When the
+  state keeps a moving average (`state.ema`), it is updated with `ema_decay`
+  (`jaxadv.train.state.update_ema`). `augment(key, images) -> images`
+  (`jaxadv.data.augment`), when given, transforms batch["image"] on device first, keyed by
+  `fold_in(key, AUGMENT_STREAM)`: the objective's key is the same with or without it.
   """
   def step(state: TrainState, batch: dict):
     key = jax.random.fold_in(state.rng, state.step)
+    if augment is not None:
+      batch = dict(batch, image=augment(jax.random.fold_in(key, AUGMENT_STREAM), batch["image"]))
     grad_fn = jax.value_and_grad(objective, has_aux=True)
     (_, (batch_stats, metrics)), grads = grad_fn(state.params, state.batch_stats, batch, key,
                                                       state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state)
+    new_state = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
+    new_state = state_lib.update_ema(new_state, ema_decay).replace(step=state.step + 1)
     return new_state, metrics
 
   replicated = mesh_lib.replicated(mesh)

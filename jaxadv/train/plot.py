@@ -1,0 +1,50 @@
+"""Training curves of a run: loss and accuracy against epoch, from `<workdir>/metrics.jsonl`."""
+
+from __future__ import annotations
+
+import pathlib
+
+from jaxadv.train import metrics as metrics_lib
+
+
+def curves(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
+  """name -> (epochs, values) for the training loss and accuracy and every test accuracy
+  (`test_*` fields written by the monitor), in step order."""
+  out: dict[str, tuple[list[float], list[float]]] = {}
+  for row in rows:
+    for name, value in row.items():
+      if name in ("loss", "accuracy") or name.startswith("test_"):
+        epochs, values = out.setdefault(name, ([], []))
+        epochs.append(row["epoch"])
+        values.append(value)
+  return out
+
+
+def plot_run(workdir, out_path=None) -> pathlib.Path:
+  """Draws `workdir`'s loss (left) and accuracies in % (right) against epoch to a PNG
+  (default `<workdir>/curves.png`); returns its path."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  workdir = pathlib.Path(workdir)
+  data = curves(metrics_lib.read(workdir))
+  if "loss" not in data:
+    raise ValueError(f"{workdir / metrics_lib.METRICS_FILE} has no training loss to plot.")
+  figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+  left.plot(*data["loss"], label="training loss")
+  left.set(xlabel="epoch", ylabel="loss", title="loss")
+  right.plot(data["accuracy"][0], [100 * a for a in data["accuracy"][1]],
+             label="training batches (as trained on)")
+  for name in sorted(n for n in data if n.startswith("test_")):
+    right.plot(*data[name], marker="o", label=name.replace("test_", "test "))
+  right.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+  for axis in (left, right):
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+  figure.suptitle(workdir.name)
+  figure.tight_layout()
+  out_path = pathlib.Path(out_path) if out_path else workdir / "curves.png"
+  figure.savefig(out_path, dpi=120)
+  plt.close(figure)
+  return out_path

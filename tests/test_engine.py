@@ -1,0 +1,184 @@
+"""The training engine beyond one step: compilation count, EMA, SIGTERM, monitor, TensorBoard,
+plots and sweeps."""
+
+import json
+import signal
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxadv import cli, data, models, objectives
+from jaxadv.eval import robustness, suites
+from jaxadv.train import loop, metrics, plot, sweep
+from jaxadv.train import mesh as mesh_lib
+from jaxadv.train import state as state_lib
+from jaxadv.train.checkpoint import Checkpointer
+from jaxadv.train.step import make_train_step
+
+from helpers import tiny_config
+
+
+def _digits_step(objective_name="pgd_at", ema_decay=0.0, dtype=jnp.float32):
+  mesh = mesh_lib.data_mesh()
+  model = models.get("small_cnn", num_classes=10, width=8, hidden=16, dtype=dtype)
+  tx = optax.sgd(0.05, momentum=0.9)
+  state = state_lib.create(model, tx, (8, 8, 1), 0, ema=ema_decay > 0)
+  state = jax.device_put(state, mesh_lib.replicated(mesh))
+  objective = objectives.build(objective_name, model,
+                               dict(eps=0.1, step_size=0.05, steps=2, norm="linf"))
+  step = make_train_step(objective, tx, mesh, ema_decay=ema_decay)
+  batches = data.train_batches(data.load("digits", "train"), 32, seed=0)
+  return state, step, (mesh_lib.put_batch(next(batches), mesh) for _ in iter(int, 1))
+
+
+def test_train_step_compiles_once():
+  state, step, batches = _digits_step()
+  for _ in range(3):
+    state, metrics_ = step(state, next(batches))
+    jax.block_until_ready(metrics_)
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_bfloat16_compute_trains_with_float32_parameters():
+  state, step, batches = _digits_step(dtype=jnp.bfloat16)
+  state, metrics_ = step(state, next(batches))
+  assert np.isfinite(float(metrics_["loss"]))
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.params))
+
+
+def test_ema_follows_its_definition():
+  state, step, batches = _digits_step(ema_decay=0.99)
+  chex.assert_trees_all_equal(state.ema, state_lib.raw_variables(state))
+  before = jax.device_get(state.ema)
+  state, _ = step(state, next(batches))
+  d = float(state_lib.ema_decay_at(0.99, 0))  # step 0: min(0.99, 1/10)
+  assert d == pytest.approx(0.1)
+  expected = jax.tree.map(lambda a, v: d * a + (1 - d) * v, before,
+                          jax.device_get(state_lib.raw_variables(state)))
+  chex.assert_trees_all_close(jax.device_get(state.ema), expected, rtol=1e-6, atol=1e-7)
+  assert state_lib.variables(state) is state.ema
+  plain, _, _ = _digits_step()
+  assert plain.ema is None and state_lib.variables(plain)["params"] is plain.params
+
+
+def test_ema_run_resumes_and_evaluates_the_average(tmp_path):
+  config = tiny_config(**{"optim.ema_decay": 0.9})
+  whole = loop.train(config, tmp_path / "whole", progress=False)
+  loop.train(config, tmp_path / "split", stop_after_step=6, progress=False)
+  resumed = loop.train(config, tmp_path / "split", progress=False)
+  chex.assert_trees_all_equal(jax.device_get(resumed.ema), jax.device_get(whole.ema))
+  _, restored, step = loop.restore_variables(tmp_path / "whole")
+  assert step == 16
+  chex.assert_trees_all_equal(jax.device_get(restored), jax.device_get(whole.ema))
+
+
+def _sigterm_at_batch(monkeypatch, batch_number):
+  """Makes the loop receive SIGTERM while it fetches its `batch_number`-th batch."""
+  calls = []
+  put_batch = mesh_lib.put_batch
+
+  def put_and_maybe_signal(batch, mesh):
+    calls.append(1)
+    if len(calls) == batch_number:
+      signal.raise_signal(signal.SIGTERM)
+    return put_batch(batch, mesh)
+  monkeypatch.setattr(loop.mesh_lib, "put_batch", put_and_maybe_signal)
+
+
+def test_sigterm_saves_the_current_step_and_resume_is_exact(tmp_path, monkeypatch, capsys):
+  config = tiny_config()
+  whole = loop.train(config, tmp_path / "whole", progress=False)
+  workdir = tmp_path / "preempted"
+  _sigterm_at_batch(monkeypatch, 6)
+  with pytest.raises(loop.Preempted) as stop:
+    loop.train(config, workdir, progress=False)
+  assert 0 < stop.value.step < 16  # batches may be fetched ahead of the step that uses them
+  assert Checkpointer(workdir).latest_step() == stop.value.step  # saved off the 4-step cadence too
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler removed again
+  monkeypatch.undo()
+  resumed = loop.train(config, workdir, progress=False)
+  chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(whole.params))
+  # Through the command line: exit code 143 and a message saying how to resume.
+  _sigterm_at_batch(monkeypatch, 3)
+  code = cli.main(["train", "--workdir", str(tmp_path / "cli"), "--no-progress",
+                   "dataset.num_train=256", "batch_size=32", "num_epochs=2", "attack.steps=2"])
+  assert code == cli.PREEMPTED_EXIT_CODE
+  assert "run the same command again to resume" in capsys.readouterr().err
+
+
+def test_monitor_and_tensorboard_and_plot(tmp_path):
+  config = tiny_config(**{"eval.monitor_every_epochs": 1.0, "eval.monitor_examples": 32,
+                          "eval.monitor_steps": 2})
+  loop.train(config, tmp_path, progress=False)
+  rows = metrics.read(tmp_path)
+  tests = [r for r in rows if "test_clean" in r]
+  assert [r["epoch"] for r in tests] == [1.0, 2.0]
+  assert all(0 <= r["test_pgd2"] <= r["test_clean"] <= 100 for r in tests)
+  train_rows = [r for r in rows if "loss" in r]
+  assert [r["step"] for r in train_rows] == [4, 8, 12, 16]
+
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  (events_file,) = (tmp_path / metrics.TENSORBOARD_DIR).iterdir()
+  tags = set()
+  raw = events_file.read_bytes()
+  offset = 0
+  while offset < len(raw):  # TFRecord framing: length, crc, payload, crc
+    length = int.from_bytes(raw[offset:offset + 8], "little")
+    event = event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
+    tags.update(v.tag for v in event.summary.value)
+    offset += 12 + length + 4
+  assert {"train/loss", "train/accuracy", "train/lr", "test/test_clean",
+          "test/test_pgd2"} <= tags
+
+  assert cli.main(["plot", "--workdir", str(tmp_path)]) == 0
+  png = (tmp_path / "curves.png").read_bytes()
+  assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+  assert set(plot.curves(rows)) == {"loss", "accuracy", "test_clean", "test_pgd2"}
+
+
+def test_plot_without_metrics_is_a_clear_error(tmp_path, capsys):
+  assert cli.main(["plot", "--workdir", str(tmp_path)]) == 2
+  assert "holds no training metrics" in capsys.readouterr().err
+
+
+def test_evaluator_compiles_each_attack_once_across_variables():
+  test = data.load("digits", "test").take(32)
+  model = models.get("small_cnn", num_classes=10, width=8, hidden=16)
+  attacks = suites.build(["pgd2"], eps=0.1, norm="linf", num_classes=10, step_size=0.05)
+  evaluator = robustness.Evaluator(model, test, batch_size=32)
+  for seed in range(2):
+    variables = model.init(jax.random.PRNGKey(seed), test.images[:1])
+    evaluator(variables, attacks)
+  compiled = evaluator._scorer._compiled  # pylint: disable=protected-access
+  assert len(compiled) == 2 and all(f._cache_size() == 1 for f in compiled.values())
+
+
+def test_sweep_summarises_seeds_and_grid(tmp_path, capsys):
+  config = tiny_config(num_epochs=1)
+  summary = sweep.run(config, tmp_path, seeds=[0, 1], grid={"attack.eps": [0.0, 0.2]},
+                      progress=False)
+  assert list(summary) == ["attack.eps=0.0", "attack.eps=0.2"]
+  for point, stats in summary.items():
+    records = [json.loads((tmp_path / point / f"seed{s}" / "eval.json").read_text())
+               for s in (0, 1)]
+    clean = [r["accuracy"]["clean"] for r in records]
+    assert stats["clean"]["values"] == clean
+    assert stats["clean"]["mean"] == pytest.approx(np.mean(clean))
+    assert stats["clean"]["std"] == pytest.approx(np.std(clean, ddof=1))
+  table = (tmp_path / "sweep.md").read_text()
+  assert "| attack.eps=0.2 |" in table and "±" in table
+  assert capsys.readouterr().out.count("jaxadv sweep:") == 4
+  # A second call reuses the finished runs (no training) and gives the same summary.
+  assert sweep.run(config, tmp_path, seeds=[0, 1], grid={"attack.eps": [0.0, 0.2]},
+                   progress=False) == summary
+  assert "jaxadv sweep:" not in capsys.readouterr().out
+
+
+def test_sweep_cli_rejects_a_bad_grid(capsys):
+  assert cli.main(["sweep", "--config", "experiments/configs/digits_pgd_at.py",
+                   "--grid", "attack.eps"]) == 2
+  assert "field=value1,value2" in capsys.readouterr().err
