@@ -41,6 +41,7 @@ from jaxadv.attacks.pgd import pgd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pgd_speed  # pylint: disable=wrong-import-position
+import torch_models  # pylint: disable=wrong-import-position
 
 EPS, STEP_SIZE = pgd_speed.EPS, pgd_speed.STEP_SIZE
 FLAG_SETS = (
@@ -80,11 +81,9 @@ def setup(name: str, batch: int, dtype=jnp.float32):
   model = models.get(name, num_classes=pgd_speed.NUM_CLASSES, dtype=dtype)
   x, y = jnp.asarray(x_np), jnp.asarray(y_np)
   variables = model.init(jax.random.key(0), x[:1], train=False)
-  net = pgd_speed.TORCH_BUILDERS[name](variables).eval()
-  for p in net.parameters():
-    p.requires_grad_(False)
-  xt = torch.from_numpy(x_np).permute(0, 3, 1, 2).contiguous()
-  return models.BoundModel(model, variables, "eval"), x, y, net, xt, torch.from_numpy(y_np).long()
+  net = torch_models.from_flax(model, variables, pgd_speed.IMAGE_SHAPE)
+  xt, yt = torch_models.to_torch(x_np, y_np)
+  return models.BoundModel(model, variables, "eval"), x, y, net, xt, yt
 
 
 def jax_pgd_fn(apply_fn, x, y, steps):

@@ -1,0 +1,206 @@
+"""PGD-20 and AutoAttack speed: jaxadv against torchattacks on the same weights and points.
+
+Both libraries attack the same model (the Flax model and its PyTorch twin from
+`torch_models.from_flax`, whose logits are checked to agree first) on the same images:
+
+  mnist            the 2k MNIST test split of `jaxadv.data.load("mnist_idx", "test")` (files in
+                   ../shared/data/mnist or $JAXADV_MNIST_DIR); weights from `--workdir` (a jaxadv
+                   run directory, latest checkpoint) or, without it, from `--train-steps` steps of
+                   PGD-AT on the mnist_idx train split inside this script (it says which).
+  synthetic-cifar  random 32x32x3 images in [0, 1] from a fixed seed, labelled by the freshly
+                   initialised model itself (clean accuracy 100%, so every point is attacked);
+                   for GPU timing of ResNet-18.
+
+Attacks, L-inf:
+
+  pgd20       jaxadv `suites.build(["pgd20"])` (step eps/4, random start) vs
+              torchattacks.PGD(eps, alpha=eps/4, steps=20, random_start=True).
+  autoattack  jaxadv `suites.build(["autoattack"])` (APGD-CE, APGD-T, FAB-T with 100 steps and 9
+              targets, Square with 5000 queries, each on the points still robust) vs the same
+              cascade of torchattacks attacks (APGD, APGDT, FAB(multi_targeted), Square) with
+              `--torch-aa-steps` steps, 100 by default. torchattacks.AutoAttack(version=
+              "standard") itself builds that cascade with its attacks' default of 10 steps, a
+              tenth of the work; `--torch-aa-steps 10` times that.
+
+jaxadv runs through `jaxadv.eval.robustness.Evaluator`, the engine of `evaluate` (batches of
+`--batch-size` on the data mesh of all devices, each cascade stage on the points still robust,
+padded to full batches); torchattacks runs batch by batch on `--device`. Every attack runs
+`1 + --repeats` times per library: the first call (JAX: tracing, XLA compilation and the run)
+is reported on its own, the steady state is the median of the later calls (the Evaluator keeps
+its compiled programs). Robust accuracies of both libraries are printed; they should agree
+within a point or so.
+
+On a GPU both libraries default to TF32 for some float32 convolutions and matrix products (JAX
+for all of them, PyTorch for convolutions only), so the script fixes one precision for both:
+`--precision float32` (default: exact float32, logits agree to 1e-3) or `--precision tf32`
+(TF32 everywhere in both; logits agree to about 1e-2). On a CPU the flag changes nothing.
+
+Usage:
+  python benchmarks/attack_speed.py --num-examples 200                 # CPU, MNIST, SmallCNN
+  python benchmarks/attack_speed.py --workdir runs/mnist_pgd_at        # trained weights
+  python benchmarks/attack_speed.py --model resnet18 --data synthetic-cifar --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import jax
+import numpy as np
+import torch
+import torchattacks
+
+import jaxadv
+from jaxadv import data, models
+from jaxadv.data import ArrayDataset
+from jaxadv.eval import robustness, suites
+
+import torch_models  # pylint: disable=wrong-import-order
+
+NUM_CLASSES = 10
+CIFAR_SHAPE = (32, 32, 3)
+DEFAULT_EPS = {"mnist": 0.3, "synthetic-cifar": 8 / 255}
+
+
+def synthetic_cifar(model, num_examples: int, seed: int):
+  """Random images (N, 32, 32, 3) in [0, 1] labelled by `model` at its initialisation."""
+  images = np.random.default_rng(seed).random((num_examples, *CIFAR_SHAPE), dtype=np.float32)
+  variables = jax.jit(model.init)(jax.random.key(seed), images[:1])
+  apply_fn = jax.jit(models.BoundModel(model, variables, "eval").__call__)
+  labels = np.concatenate([np.asarray(apply_fn(images[i:i + 256]).argmax(-1), np.int32)
+                           for i in range(0, num_examples, 256)])
+  dataset = ArrayDataset(images, labels, NUM_CLASSES, "synthetic-cifar", tuple(model.mean),
+                         tuple(model.std))
+  return dataset, variables, "random initialisation (labels are its own predictions)"
+
+
+def mnist(args):
+  """(test set, model, variables, where the weights come from) for MNIST."""
+  test = data.load("mnist_idx", "test").take(args.num_examples)
+  if args.workdir:
+    from jaxadv.train import loop  # pylint: disable=import-outside-toplevel
+    config, variables, step = loop.restore_variables(args.workdir)
+    model = loop.build_model(config, test)
+    return test, model, variables, f"{args.workdir}, checkpoint of step {step}"
+  train = data.load("mnist_idx", "train")
+  model = models.get(args.model, num_classes=NUM_CLASSES, mean=train.mean, std=train.std)
+  variables = torch_models.short_pgd_at(model, train, steps=args.train_steps, batch_size=128,
+                                        eps=args.eps, attack_steps=5, lr=0.05)
+  return test, model, variables, (f"{args.train_steps} steps of PGD-AT (PGD-5, eps "
+                                  f"{args.eps:.3g}, batch 128) inside this script")
+
+
+def torch_cascade(net, eps: float, steps: int):
+  """torchattacks' AutoAttack "standard" cascade with `steps` steps for APGD, APGD-T, FAB-T."""
+  kwargs = dict(eps=eps, norm="Linf", seed=0, n_restarts=1)
+  return torchattacks.MultiAttack([
+      torchattacks.APGD(net, steps=steps, loss="ce", **kwargs),
+      torchattacks.APGDT(net, steps=steps, n_classes=NUM_CLASSES, **kwargs),
+      torchattacks.FAB(net, steps=steps, multi_targeted=True, n_classes=NUM_CLASSES, **kwargs),
+      torchattacks.Square(net, n_queries=5000, **kwargs)])
+
+
+def torch_robust_accuracy(attack, net, x, y, batch_size: int) -> float:
+  """Robust accuracy (%) of `net` under a torchattacks `attack`, batch by batch."""
+  x_adv = torch.cat([attack(x[i:i + batch_size], y[i:i + batch_size])
+                     for i in range(0, len(y), batch_size)])
+  return torch_models.accuracy(net, x_adv, y, batch_size)
+
+
+def timed(fn, calls: int):
+  """(result of the last call, [seconds of each call]); CUDA work is synchronised."""
+  seconds = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    result = fn()
+    if torch.cuda.is_available():
+      torch.cuda.synchronize()
+    seconds.append(time.perf_counter() - start)
+  return result, seconds
+
+
+def machine() -> str:
+  jax_devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
+  torch_device = (torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
+  return (f"jax {jax.__version__} on {jax.default_backend()} ({len(jax.devices())}x "
+          f"{jax_devices}), torch {torch.__version__} (cuda device: {torch_device}, "
+          f"{torch.get_num_threads()} threads), {os.cpu_count()} CPU cores, jaxadv "
+          f"{jaxadv.__version__}")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--num-examples", type=int, default=2000)
+  parser.add_argument("--model", choices=("small_cnn", "resnet18"), default="small_cnn")
+  parser.add_argument("--data", choices=("mnist", "synthetic-cifar"), default="mnist")
+  parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                      help="torch device (jax uses its default backend)")
+  parser.add_argument("--batch-size", type=int, default=500)
+  parser.add_argument("--workdir", default="", help="jaxadv run directory (mnist only)")
+  parser.add_argument("--train-steps", type=int, default=300,
+                      help="PGD-AT steps when no --workdir is given (mnist only)")
+  parser.add_argument("--eps", type=float, default=None,
+                      help="L-inf radius (default 0.3 for mnist, 8/255 for synthetic-cifar)")
+  parser.add_argument("--attacks", default="pgd20,autoattack")
+  parser.add_argument("--torch-aa-steps", type=int, default=100)
+  parser.add_argument("--repeats", type=int, default=1, help="steady-state calls per attack")
+  parser.add_argument("--precision", choices=("float32", "tf32"), default="float32",
+                      help="matmul/convolution precision of float32 on GPUs, both libraries")
+  args = parser.parse_args()
+  args.eps = DEFAULT_EPS[args.data] if args.eps is None else args.eps
+  tf32 = args.precision == "tf32"
+  jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
+  torch.backends.cudnn.allow_tf32 = tf32
+  torch.backends.cuda.matmul.allow_tf32 = tf32
+
+  print(machine())
+  start = time.perf_counter()
+  if args.data == "mnist":
+    dataset, model, variables, source = mnist(args)
+  else:
+    model = models.get(args.model, num_classes=NUM_CLASSES)
+    dataset, variables, source = synthetic_cifar(model, args.num_examples, seed=0)
+  print(f"{args.model} on {len(dataset)} {dataset.name} points, weights: {source} "
+        f"({time.perf_counter() - start:.0f} s)")
+
+  net = torch_models.from_flax(model, variables, dataset.image_shape, args.device)
+  apply_fn = models.BoundModel(model, variables, "eval")
+  diff = max(torch_models.check_twin(apply_fn, net, dataset.images[i:i + 500],
+                                     tol=3e-2 if tf32 else 1e-3)
+             for i in range(0, len(dataset), 500))
+  x, y = torch_models.to_torch(dataset.images, dataset.labels, args.device)
+  print(f"max |logits diff| flax vs torch {diff:.1e}; clean accuracy "
+        f"{torch_models.accuracy(net, x, y):.2f}%")
+  print(f"L-inf eps {args.eps:.4g}, batch {args.batch_size}, {args.precision}, torch AutoAttack "
+        f"cascade with {args.torch_aa_steps} steps; 1 first call + median of {args.repeats} "
+        f"more\n")
+
+  header = (f"{'attack':<11} {'jaxadv 1st s':>12} {'jaxadv s':>9} {'torch 1st s':>11} "
+            f"{'torch s':>9} {'jax/torch':>9} {'jaxadv acc':>10} {'torch acc':>9}")
+  print(header)
+  print("-" * len(header))
+  for name in args.attacks.split(","):
+    attack = suites.build([name], eps=args.eps, norm="linf", num_classes=NUM_CLASSES)
+    evaluator = robustness.Evaluator(model, dataset, batch_size=args.batch_size)
+    result, jax_s = timed(lambda: evaluator(variables, attack), 1 + args.repeats)
+    torch_attack = (torchattacks.PGD(net, eps=args.eps, alpha=args.eps / 4, steps=20)
+                    if name == "pgd20" else torch_cascade(net, args.eps, args.torch_aa_steps))
+    torch.manual_seed(0)
+    torch_acc, torch_s = timed(lambda: torch_robust_accuracy(torch_attack, net, x, y,
+                                                             args.batch_size), 1 + args.repeats)
+    jax_steady, torch_steady = statistics.median(jax_s[1:]), statistics.median(torch_s[1:])
+    print(f"{name:<11} {jax_s[0]:>12.1f} {jax_steady:>9.1f} {torch_s[0]:>11.1f} "
+          f"{torch_steady:>9.1f} {jax_steady / torch_steady:>9.2f} "
+          f"{result.accuracy()[name]:>9.2f}% {torch_acc:>8.2f}%", flush=True)
+    if name == "autoattack":
+      stages = ", ".join(f"{stage} {100 * np.mean(robust):.2f}%"
+                         for stage, robust in result.stages[name].items())
+      print(f"{'':<11} jaxadv robust after each stage: {stages}", flush=True)
+  print(f"\nload average at the end: {'/'.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+  main()
