@@ -24,12 +24,15 @@ def train_forward(model, params, batch_stats, x):
   return apply_model(model, {"params": params, "batch_stats": batch_stats}, x, "train")
 
 
-def clean_and_adversarial_logits(model, params, batch_stats, x, x_adv):
-  """Logits of x and of x_adv (each (B, K)) in train mode, two forward passes as in the
-  papers' code; the BatchNorm running averages take the clean then the adversarial update."""
-  clean_logits, batch_stats = train_forward(model, params, batch_stats, x)
+def risk_of_both(risk, model, params, batch_stats, batch, x_adv, **options):
+  """`risk(clean_logits, adv_logits, labels, **options) -> (loss, metrics)` of the train-mode
+  logits (B, K) of batch["image"] and of x_adv: two forward passes as in the papers' code, the
+  BatchNorm running averages taking the clean then the adversarial update. Returns
+  (loss, (new_batch_stats, metrics))."""
+  clean_logits, batch_stats = train_forward(model, params, batch_stats, batch["image"])
   adv_logits, batch_stats = train_forward(model, params, batch_stats, x_adv)
-  return clean_logits, adv_logits, batch_stats
+  loss, metrics = risk(clean_logits, adv_logits, batch["label"], **options)
+  return loss, (batch_stats, metrics)
 
 
 def frozen_model(model, params, batch_stats, mode: str) -> BoundModel:

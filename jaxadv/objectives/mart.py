@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxadv.attacks import losses
-from jaxadv.objectives.common import accuracy, clean_and_adversarial_logits
+from jaxadv.objectives.common import accuracy, risk_of_both
 from jaxadv.objectives.pgd_at import pgd_at_attack
 
 
@@ -55,10 +55,7 @@ def mart_risk(clean_logits, adv_logits, labels, *, beta):
 
 def mart_loss(params, batch_stats, batch, x_adv, *, model, beta):
   """`mart_risk` of the train-mode logits of x and x_adv; (loss, (new_batch_stats, metrics))."""
-  clean_logits, adv_logits, new_stats = clean_and_adversarial_logits(
-      model, params, batch_stats, batch["image"], x_adv)
-  loss, metrics = mart_risk(clean_logits, adv_logits, batch["label"], beta=beta)
-  return loss, (new_stats, metrics)
+  return risk_of_both(mart_risk, model, params, batch_stats, batch, x_adv, beta=beta)
 
 
 def mart(params, batch_stats, batch, key, step, *, model, beta, **attack):

@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxadv.attacks import losses
-from jaxadv.objectives.common import (accuracy, clean_and_adversarial_logits, frozen_model,
-                                      warmed_pgd)
+from jaxadv.objectives.common import accuracy, frozen_model, risk_of_both, warmed_pgd
 
 INIT_STD = 0.001  # standard deviation of the Gaussian start of the KL attack (authors' code)
 
@@ -47,10 +46,7 @@ def trades_risk(clean_logits, adv_logits, labels, *, beta):
 
 def trades_loss(params, batch_stats, batch, x_adv, *, model, beta):
   """`trades_risk` of the train-mode logits of x and x_adv; (loss, (new_batch_stats, metrics))."""
-  clean_logits, adv_logits, new_stats = clean_and_adversarial_logits(
-      model, params, batch_stats, batch["image"], x_adv)
-  loss, metrics = trades_risk(clean_logits, adv_logits, batch["label"], beta=beta)
-  return loss, (new_stats, metrics)
+  return risk_of_both(trades_risk, model, params, batch_stats, batch, x_adv, beta=beta)
 
 
 def trades(params, batch_stats, batch, key, step, *, model, beta, **attack):
