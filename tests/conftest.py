@@ -33,6 +33,18 @@ def pytest_collection_modifyitems(config, items):
       item.add_marker(skip_slow)
 
 
+@pytest.fixture
+def mnist_dir():
+  """The shared MNIST IDX directory ($JAXADV_MNIST_DIR or ../shared/data/mnist beside the
+  repository); the test is skipped, saying where to put the files, when it is absent."""
+  from jaxadv.data import local  # pylint: disable=import-outside-toplevel
+  directory = local.default_mnist_dir()
+  if directory is None:
+    pytest.skip("MNIST IDX files not found: set $JAXADV_MNIST_DIR or place shared/data/mnist "
+                "beside the repository.")
+  return directory
+
+
 DigitsModel = collections.namedtuple("DigitsModel", "apply_fn model variables images labels")
 
 

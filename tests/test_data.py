@@ -29,7 +29,7 @@ def test_digits_split_is_fixed_and_disjoint():
   np.testing.assert_array_equal(test.labels, data.load("digits", "test").labels)
 
 
-def test_mnist_idx_fixed_8k_2k_split():
+def test_mnist_idx_fixed_8k_2k_split(mnist_dir):  # pylint: disable=unused-argument
   train, test = data.load("mnist_idx", "train"), data.load("mnist_idx", "test")
   assert (len(train), len(test)) == (8000, 2000)
   assert test.image_shape == (28, 28, 1)

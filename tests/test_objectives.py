@@ -242,7 +242,7 @@ def test_baseline_configs_differ_from_pgd_at_only_in_objective(path, reference):
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("mnist_*.py")), ids=lambda p: p.stem)
-def test_mnist_smoke_variants_train(path, tmp_path):
+def test_mnist_smoke_variants_train(path, tmp_path, mnist_dir):  # pylint: disable=unused-argument
   config = config_lib.load_file(f"{path}:smoke")
   state = loop.train(config, tmp_path, progress=False)
   assert int(state.step) == 4  # 512 images, batches of 128, 1 epoch
