@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(name="small_cnn", dtype="float32"))
   eps = ml_collections.FieldReference(0.2)
   norm = ml_collections.FieldReference("linf")
-  # The objective's constants (beta, awp_gamma, awp_base, fgsm_step_ratio): docs/objectives.md.
+  # The objective's constants (beta, awp_*, fgsm_step_ratio, adml_*): docs/objectives.md.
   c.objective = ml_collections.ConfigDict(dict(name="pgd_at", attack_mode="batch_stats",
                                                **objectives.DEFAULTS))
   # The training attack (inner maximisation).
@@ -53,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 20
   c.checkpoint_every_steps = 200
   c.keep_checkpoints = 3
+  # A run directory whose latest params and batch_stats start training (a fine-tune such as
+  # ADML) when the workdir has no checkpoint of its own; "": start from the seed's init.
+  c.init_from = ""
   # Evaluation: clean and the named attacks (jaxadv.eval.suites) at the training eps unless
   # overridden; step_size is that of the PGD-type attacks (pgdN, cwN).
   c.eval = ml_collections.ConfigDict(dict(

@@ -8,6 +8,8 @@
 | MART | `mart` | Wang et al., 2020 |
 | AWP on PGD-AT, TRADES or MART | `awp` | Wu et al., 2020 |
 | fast FGSM-RS | `fgsm_rs` | Wong et al., 2020 |
+| ADML-AT, ADML-TRADES, ADML-MART | `adml` | Lee et al., 2023 |
+| NAMID, NAMID-T, NAMID-M (`namid_objective`) | `namid` | Zhou et al., 2022 |
 
 docs/objectives.md states each one's maths and defaults.
 """
@@ -18,11 +20,14 @@ import functools
 import math
 from typing import Callable, Mapping
 
+from jaxadv.objectives.adml import adml, adml_loss, dml_risk
 from jaxadv.objectives.awp import BASES as AWP_BASES
 from jaxadv.objectives.awp import awp, awp_on, weight_perturbation
 from jaxadv.objectives.erm import erm
 from jaxadv.objectives.fgsm_rs import fgsm_rs
 from jaxadv.objectives.mart import boosted_cross_entropy, mart, mart_risk
+from jaxadv.objectives.namid import PRESETS as NAMID_PRESETS
+from jaxadv.objectives.namid import namid_objective
 from jaxadv.objectives.pgd_at import pgd_at
 from jaxadv.objectives.trades import trades, trades_risk
 
@@ -32,6 +37,9 @@ DEFAULTS = {
     "awp_gamma": 5e-3,        # AWP's relative weight-perturbation size
     "awp_base": "pgd_at",     # the objective AWP perturbs the weights of
     "fgsm_step_ratio": 1.25,  # FGSM-RS step alpha = ratio * eps
+    "adml_base": "pgd_at",    # ADML's base loss on half 1: "pgd_at", "trades" or "mart"
+    "adml_beta": 2.0,         # ADML-TRADES / ADML-MART weight of the KL term
+    "adml_theta": (),         # per-class DML weights theta-hat (K,); empty: sg(1/p_w - 1)
 }
 
 # name -> builder(model, attack keywords, options) -> objective
@@ -47,6 +55,9 @@ _BUILDERS: dict[str, Callable] = {
     "fgsm_rs": lambda model, attack, o: functools.partial(
         fgsm_rs, model=model, step_ratio=o["fgsm_step_ratio"],
         **{k: v for k, v in attack.items() if k not in ("step_size", "steps")}),
+    "adml": lambda model, attack, o: functools.partial(
+        adml, model=model, base=o["adml_base"], beta=o["adml_beta"],
+        theta=tuple(o["adml_theta"]) or None, **attack),
 }
 OBJECTIVES = tuple(_BUILDERS)
 
@@ -62,12 +73,20 @@ def _check_number(options, name: str, *, positive: bool = False) -> None:
 
 def check_options(options: Mapping) -> None:
   """Checks the DEFAULTS fields of `options`; each message starts with the field's name."""
-  for name in ("beta", "awp_gamma"):
+  for name in ("beta", "awp_gamma", "adml_beta"):
     _check_number(options, name)
   _check_number(options, "fgsm_step_ratio", positive=True)
   if options["awp_base"] not in AWP_BASES:
     raise ValueError(f"awp_base {options['awp_base']!r} is unknown; choose one of "
                      f"{list(AWP_BASES)}.")
+  if options["adml_base"] not in AWP_BASES:
+    raise ValueError(f"adml_base {options['adml_base']!r} is unknown; choose one of "
+                     f"{list(AWP_BASES)}.")
+  theta = options["adml_theta"]
+  if not isinstance(theta, (tuple, list)) or not all(
+      isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0
+      for t in theta):
+    raise ValueError(f"adml_theta must be a tuple of finite numbers >= 0, got {theta!r}.")
 
 
 def build(name: str, model, attack=None, attack_mode: str = "batch_stats",
@@ -100,6 +119,7 @@ def build(name: str, model, attack=None, attack_mode: str = "batch_stats",
   return _BUILDERS[name](model, attack_keywords, options)
 
 
-__all__ = ["AWP_BASES", "DEFAULTS", "OBJECTIVES", "awp", "awp_on", "boosted_cross_entropy",
-           "build", "check_options", "erm", "fgsm_rs", "mart", "mart_risk", "pgd_at", "trades",
-           "trades_risk", "weight_perturbation"]
+__all__ = ["AWP_BASES", "DEFAULTS", "NAMID_PRESETS", "OBJECTIVES", "adml", "adml_loss", "awp",
+           "awp_on", "boosted_cross_entropy", "build", "check_options", "dml_risk", "erm",
+           "fgsm_rs", "mart", "mart_risk", "namid_objective", "pgd_at", "trades", "trades_risk",
+           "weight_perturbation"]

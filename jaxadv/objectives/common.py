@@ -18,6 +18,10 @@ import jax.numpy as jnp
 from jaxadv.attacks import losses, pgd
 from jaxadv.models import BoundModel, apply_model
 
+# Floor of the squared norms in `masked_cosine`: norms >= 1e-6, so the gradient's (|a| |b|)^2
+# >= 1e-24 stays a normal float32 (a 1e-12 floor underflows there and gives 0/0 = NaN).
+_TINY_SQUARE = 1e-12
+
 
 def train_forward(model, params, batch_stats, x):
   """Logits of x (B, ...) in train mode, and the updated BatchNorm statistics."""
@@ -67,3 +71,16 @@ def ce_metrics(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict]:
   """Mean cross-entropy over the batch, with {"loss", "accuracy"} metrics."""
   loss = jnp.mean(losses.cross_entropy(logits, labels))
   return loss, {"loss": loss, "accuracy": accuracy(logits, labels)}
+
+
+def masked_cosine(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:
+  """Cosine of the batch vectors a, b (N,) restricted to the entries where mask (N,) is set:
+
+      cos = sum_i m_i a_i b_i / (||m a|| · ||m b||),   ||v|| = sqrt(max(sum_i v_i², 1e-12))
+
+  The safe norm keeps value and gradient finite: cos is 0, not NaN, when a masked vector is 0
+  (an empty mask among others).
+  """
+  mask = mask.astype(a.dtype)
+  safe_norm = lambda v: jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(mask * v)), _TINY_SQUARE))
+  return jnp.sum(mask * a * b) / (safe_norm(a) * safe_norm(b))

@@ -4,6 +4,8 @@
 batches, randomness and the schedule are functions of the step, so a resumed run computes
 exactly what an uninterrupted run would have. On SIGTERM (a preemption notice) it saves the
 current step, waits for the save to finish and raises `Preempted`; running it again resumes.
+A workdir without a checkpoint starts from the seed's initialisation, or, with
+`config.init_from`, from the latest parameters of that run directory (a fine-tune).
 """
 
 from __future__ import annotations
@@ -91,6 +93,20 @@ def _write_config(config, workdir: pathlib.Path) -> None:
   path.write_text(text)
 
 
+def _initialised_from(state, config, mesh):
+  """`state` with the params and batch_stats (and EMA) of the latest checkpoint of the run
+  `config.init_from`; `state` itself when that field is empty."""
+  if not config.init_from:
+    return state
+  base_config, variables, _ = restore_variables(config.init_from)
+  if base_config.model.name != config.model.name:
+    raise ValueError(f"init_from {config.init_from} holds a {base_config.model.name}, not a "
+                     f"{config.model.name}.")
+  variables = jax.device_put(variables, mesh_lib.replicated(mesh))
+  ema = None if state.ema is None else jax.tree.map(jnp.copy, variables)
+  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"], ema=ema)
+
+
 def train(config, workdir, *, stop_after_step: int | None = None, progress: bool = True):
   """Trains (or resumes) the run in `workdir`; returns the final TrainState.
 
@@ -112,7 +128,7 @@ def train(config, workdir, *, stop_after_step: int | None = None, progress: bool
                            ema=config.optim.ema_decay > 0)
   state = jax.device_put(state, mesh_lib.replicated(mesh))
   checkpointer = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-  state = checkpointer.restore(state) or state
+  state = checkpointer.restore(state) or _initialised_from(state, config, mesh)
   start = int(state.step)
   objective = objectives.build(config.objective.name, model, config.attack,
                                config.objective.attack_mode,
