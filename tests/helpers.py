@@ -1,5 +1,6 @@
 """Small models and data that tests build themselves."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +12,17 @@ def linear_apply_fn(num_features: int, num_classes: int = 3, seed: int = 0):
   """A fixed random linear classifier on flattened inputs: x (B, ...) -> logits (B, K)."""
   w = jax.random.normal(jax.random.PRNGKey(seed), (num_features, num_classes))
   return lambda x: x.reshape(x.shape[0], -1) @ w
+
+
+class TinyNet(nn.Module):
+  """Dense(16)-BatchNorm-ReLU-Dense(3) on flattened images: a 3-class model whose train mode
+  has batch statistics to update, small enough for objective tests."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Dense(16)(x.reshape(x.shape[0], -1))
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+    return nn.Dense(3)(nn.relu(x))
 
 
 def random_images(shape, seed: int = 0) -> jnp.ndarray:

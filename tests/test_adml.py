@@ -5,7 +5,6 @@ the fine-tune start `init_from`."""
 import math
 import pathlib
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +24,7 @@ from jaxadv.train import state as state_lib
 from jaxadv.train.checkpoint import Checkpointer
 from jaxadv.train.step import make_optimizer, make_train_step
 
-from helpers import random_images, tiny_config
+from helpers import TinyNet, random_images, tiny_config
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
@@ -36,15 +35,6 @@ ADV_PROBS = np.array([[0.2, 0.5, 0.3],   # y=0, ŷ=1: flipped, p_t=0.2, p_w=0.5,
 LABELS = jnp.array([0, 0, 1])
 CLEAN_PROBS = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.2, 0.5, 0.3]])
 
-
-class TinyNet(nn.Module):
-  """Dense-BatchNorm-ReLU-Dense on flattened images."""
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    x = nn.Dense(16)(x.reshape(x.shape[0], -1))
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-    return nn.Dense(3)(nn.relu(x))
 
 
 MODEL = TinyNet()

@@ -17,9 +17,9 @@ from jaxadv.train import mesh as mesh_lib
 from jaxadv.train import state as state_lib
 from jaxadv.train.step import make_train_step
 
-from helpers import random_images
-from test_objectives import MODEL
+from helpers import TinyNet, random_images
 
+MODEL = TinyNet()
 ATTACK = dict(eps=0.3, step_size=0.15, steps=2, norm="linf")
 ESTIMATOR = MIEstimator(width=16, conv_features=(8, 16))
 SHAPE = (16, 8, 8, 1)

@@ -6,7 +6,6 @@ import json
 import pathlib
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,20 +23,11 @@ from jaxadv.train import mesh as mesh_lib
 from jaxadv.train import state as state_lib
 from jaxadv.train.step import make_train_step
 
-from helpers import random_images
+from helpers import TinyNet, random_images
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
 ATTACK = dict(eps=0.1, step_size=0.05, steps=2, norm="linf")
 
-
-class TinyNet(nn.Module):
-  """Dense-BatchNorm-ReLU-Dense on flattened images: train mode has batch statistics to update."""
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    x = nn.Dense(16)(x.reshape(x.shape[0], -1))
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-    return nn.Dense(3)(nn.relu(x))
 
 
 MODEL = TinyNet()
