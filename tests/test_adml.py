@@ -36,7 +36,6 @@ LABELS = jnp.array([0, 0, 1])
 CLEAN_PROBS = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.2, 0.5, 0.3]])
 
 
-
 MODEL = TinyNet()
 
 

@@ -29,7 +29,6 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "conf
 ATTACK = dict(eps=0.1, step_size=0.05, steps=2, norm="linf")
 
 
-
 MODEL = TinyNet()
 
 
