@@ -4,6 +4,7 @@
     jaxadv eval --workdir W [--suite clean,pgd20,cw30,autoattack] [--num-examples N]
     jaxadv sweep --config FILE --seeds 0,1,2 [--grid field=v1,v2 ...] [--root R] [field=value ...]
     jaxadv plot --workdir W [--out curves.png]
+    jaxadv vulnerability --workdir W [--num-examples N] [--steps 10]
 
 With no --config, `train` runs the embedded default (PGD-AT of SmallCNN on scikit-learn's
 digits). Overrides are `field=value` pairs (or `--config.field=value`, as in absl).
@@ -58,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
   sweep.add_argument("--no-progress", action="store_true", help="hide the progress bars")
   _add_distributed(sweep)
   sweep.add_argument("overrides", nargs="*", help="field=value overrides for every run")
+  vulnerability = commands.add_parser(
+      "vulnerability", help="per-class causal effect of the attack budget (double ML)")
+  vulnerability.add_argument("--workdir", required=True)
+  vulnerability.add_argument("--num-examples", type=int, default=0,
+                             help="the first N test points (default: all)")
+  vulnerability.add_argument("--steps", type=int, default=10, help="PGD steps of the treatment")
   plot = commands.add_parser("plot", help="draw loss and accuracy against epoch to PNG")
   plot.add_argument("--workdir", required=True)
   plot.add_argument("--out", default=None, help="PNG path (default <workdir>/curves.png)")
@@ -119,6 +126,8 @@ def _run(args, overrides) -> None:
     root = args.root or f"runs/{config.name}_sweep"
     summary = sweep.run(config, root, seeds=seeds, grid=grid, progress=not args.no_progress)
     print("\n" + sweep.markdown(summary, seeds))
+  elif args.command == "vulnerability":
+    loop.vulnerability_workdir(args.workdir, num_examples=args.num_examples, steps=args.steps)
   else:
     print(f"jaxadv plot: wrote {plot.plot_run(args.workdir, args.out)}")
 

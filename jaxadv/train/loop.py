@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from jaxadv import config as config_lib
 from jaxadv import data, models, objectives
-from jaxadv.eval import robustness, runner, suites
+from jaxadv.eval import robustness, runner, suites, vulnerability
 from jaxadv.train import mesh as mesh_lib
 from jaxadv.train import state as state_lib
 from jaxadv.train.checkpoint import Checkpointer
@@ -215,6 +215,22 @@ def restore_variables(workdir):
   state = checkpointer.restore(target, step)
   checkpointer.close()
   return config, state_lib.variables(state), step
+
+
+def vulnerability_workdir(workdir, *, num_examples: int = 0, steps: int = 10):
+  """Per-class vulnerability θ̂ (`jaxadv.eval.vulnerability`) of the latest checkpoint of the
+  run in `workdir` at its evaluation eps; prints the table, writes vulnerability.json and .png."""
+  config, variables, step = restore_variables(workdir)
+  test_ds = load_dataset(config, "test").take(num_examples)
+  record = vulnerability.measure(build_model(config, test_ds), variables, test_ds,
+                                 eps=config.eval.eps, norm=config.eval.norm, steps=steps,
+                                 batch_size=config.eval.batch_size, seed=config.seed)
+  record["checkpoint_step"] = step
+  print(f"\n{config.name} (step {step}) on {record['n_ex']} test points of {test_ds.name}: "
+        f"{record['treatment']}; outcome {record['outcome']}\n")
+  print(vulnerability.markdown_table(record))
+  vulnerability.write(record, workdir, title=f"{config.name}: per-class vulnerability")
+  return record
 
 
 def evaluate_workdir(workdir, *, suite=None, num_examples: int = 0, checks=None):
