@@ -1,13 +1,17 @@
-"""`jaxadv` command line: `train`, `eval`, `sweep` and `plot`.
+"""`jaxadv` command line: `train`, `eval`, `sweep`, `plot`, `vulnerability`, `train-mi`, `mi`.
 
     jaxadv train [--config experiments/configs/NAME.py[:variant]] [--workdir W] [field=value ...]
     jaxadv eval --workdir W [--suite clean,pgd20,cw30,autoattack] [--num-examples N]
     jaxadv sweep --config FILE --seeds 0,1,2 [--grid field=v1,v2 ...] [--root R] [field=value ...]
     jaxadv plot --workdir W [--out curves.png]
     jaxadv vulnerability --workdir W [--num-examples N] [--steps 10]
+    jaxadv train-mi --config FILE [--workdir E] [field=value ...]
+    jaxadv mi --workdir W --estimators E [--num-examples N] [--batch-size B]
 
 With no --config, `train` runs the embedded default (PGD-AT of SmallCNN on scikit-learn's
-digits). Overrides are `field=value` pairs (or `--config.field=value`, as in absl).
+digits). `train-mi` is NAMID's estimator stage: it trains the natural and adversarial MI
+estimators on the frozen classifier of `init_from`, then reports the MI of that classifier's
+outputs; `mi` reports it for any run with given estimators. Overrides are `field=value` pairs (or `--config.field=value`, as in absl).
 `--distributed` (train, sweep) calls `jax.distributed.initialize()` first: on a TPU pod slice
 or a SLURM/Open MPI cluster it finds its peers itself; elsewhere pass --coordinator,
 --num-processes and --process-id. A run stopped by SIGTERM saves its step and exits with 143;
@@ -42,6 +46,20 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   _add_distributed(train)
   train.add_argument("overrides", nargs="*", help="field=value config overrides")
+  train_mi = commands.add_parser(
+      "train-mi", help="NAMID's estimator stage: train the MI estimators on a frozen classifier")
+  train_mi.add_argument("--config", required=True, help="config file, optionally PATH:variant")
+  train_mi.add_argument("--workdir", default=None,
+                        help="estimator run directory (default runs/<config name>)")
+  train_mi.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  train_mi.add_argument("overrides", nargs="*", help="field=value config overrides")
+  mi = commands.add_parser("mi", help="natural and adversarial MI of a run's outputs")
+  mi.add_argument("--workdir", required=True, help="the classifier's run directory")
+  mi.add_argument("--estimators", required=True, help="run directory of `jaxadv train-mi`")
+  mi.add_argument("--num-examples", type=int, default=0,
+                  help="the first N test points (default: all)")
+  mi.add_argument("--batch-size", type=int, default=0,
+                  help="points per DV estimate (default: the estimators' training batch size)")
   evaluate = commands.add_parser("eval", help="evaluate the latest checkpoint of a run")
   evaluate.add_argument("--workdir", required=True)
   evaluate.add_argument("--suite", default=None,
@@ -126,6 +144,15 @@ def _run(args, overrides) -> None:
     root = args.root or f"runs/{config.name}_sweep"
     summary = sweep.run(config, root, seeds=seeds, grid=grid, progress=not args.no_progress)
     print("\n" + sweep.markdown(summary, seeds))
+  elif args.command == "train-mi":
+    config = _load_config(args.config, overrides + args.overrides)
+    workdir = args.workdir or f"runs/{config.name}"
+    print(f"jaxadv train-mi: {config.name} on {config.init_from} -> {workdir}", flush=True)
+    loop.train_estimators(config, workdir, progress=not args.no_progress)
+    loop.mi_report(config.init_from, workdir, out_dir=workdir)
+  elif args.command == "mi":
+    loop.mi_report(args.workdir, args.estimators, num_examples=args.num_examples,
+                   batch_size=args.batch_size)
   elif args.command == "vulnerability":
     loop.vulnerability_workdir(args.workdir, num_examples=args.num_examples, steps=args.steps)
   else:

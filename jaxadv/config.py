@@ -18,6 +18,7 @@ import ml_collections
 
 from jaxadv import data, models, objectives
 from jaxadv.attacks import geometry
+from jaxadv.estimators.mutual_info import DV_VARIANTS
 from jaxadv.eval import suites
 from jaxadv.models import MODES
 from jaxadv.train.schedules import SCHEDULES
@@ -37,12 +38,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(name="small_cnn", dtype="float32"))
   eps = ml_collections.FieldReference(0.2)
   norm = ml_collections.FieldReference("linf")
-  # The objective's constants (beta, awp_*, fgsm_step_ratio, adml_*): docs/objectives.md.
+  # The objective's constants (beta, awp_*, fgsm_step_ratio, adml_*, namid_*):
+  # docs/objectives.md.
   c.objective = ml_collections.ConfigDict(dict(name="pgd_at", attack_mode="batch_stats",
                                                **objectives.DEFAULTS))
   # The training attack (inner maximisation).
   c.attack = ml_collections.ConfigDict(dict(eps=eps, step_size=0.05, steps=7, norm=norm,
                                              warmup_epochs=0.0))
+  # NAMID's estimator stage (`jaxadv train-mi`, docs/estimators.md): the MI estimators'
+  # architecture, DV variant ("exact": the paper; "authors": the NAMID code) and Adam step size.
+  # A NAMID run reads these from its estimators' run directory, not from its own config.
+  c.mi = ml_collections.ConfigDict(dict(width=2048, conv_features=(64, 128), dv_variant="exact",
+                                        lr=1e-4))
   c.optim = ml_collections.ConfigDict(dict(
       lr=0.05, momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="cosine",
       warmup_epochs=0.0, milestones=(0.5, 0.75), decay_factor=0.1,
@@ -110,6 +117,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     objectives.check_options(config.objective)
   except ValueError as error:
     _check(False, f"objective.{error}")
+  _check(config.objective.name != "namid" or bool(config.objective.namid_estimators),
+         "objective 'namid' needs objective.namid_estimators, the run directory of its trained "
+         "estimators (`jaxadv train-mi`).")
+  _check(config.mi.width >= 1, f"mi.width must be >= 1, got {config.mi.width}.")
+  _check(len(config.mi.conv_features) >= 1 and all(
+      isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in config.mi.conv_features),
+         f"mi.conv_features must be a non-empty tuple of ints >= 1, got {config.mi.conv_features}.")
+  _check(config.mi.dv_variant in DV_VARIANTS,
+         f"mi.dv_variant {config.mi.dv_variant!r} is unknown; choose one of {list(DV_VARIANTS)}.")
+  _check(config.mi.lr > 0, f"mi.lr must be > 0, got {config.mi.lr}.")
   for group in ("attack", "eval"):
     attack = config[group]
     _check(attack.eps >= 0, f"{group}.eps must be >= 0, got {attack.eps}.")

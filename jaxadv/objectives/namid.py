@@ -40,6 +40,7 @@ branch.
 from __future__ import annotations
 
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -83,6 +84,39 @@ def selection_mask(clean_logits, adv_logits, labels):
           & (jnp.argmax(adv_logits, axis=-1) != labels))
 
 
+class NamidEstimators(NamedTuple):
+  """The two trained MI estimators of NAMID: the module shared by both (an `MIEstimator`), the
+  variables of the natural estimator φ_n and of the adversarial one φ_a, and the
+  `dv_per_sample` variant they were trained with (`jaxadv.train.namid_stage` writes and loads
+  them)."""
+  module: Any
+  natural: Any
+  adversarial: Any
+  dv_variant: str = "exact"
+
+
+def estimate_fn(estimator, variables, local_inputs, *, dv_variant):
+  """`logits (B, K) -> DV_i (B,)` of `estimator` (an `MIEstimator`) with `variables` and the
+  local inputs (B, H, W, C) fixed."""
+  return lambda logits: dv_per_sample(estimator.apply(variables, local_inputs, logits),
+                                      variant=dv_variant)
+
+
+def mi_estimates(estimate_natural, estimate_adversarial, clean_logits, adv_logits) -> dict:
+  """The four per-sample estimates (B,) of NAMID, keyed by estimator and output:
+
+      natural_clean = Î_N(f(x)),       natural_adv = Î_N(f(x_adv)),
+      adversarial_clean = Î_A(f(x)),   adversarial_adv = Î_A(f(x_adv)).
+
+  estimate_natural / estimate_adversarial: `logits (B, K) -> (B,)` (`estimate_fn`) of φ_n on
+  the clean image and of φ_a on the noise; clean_logits, adv_logits: f(x), f(x_adv), (B, K).
+  """
+  return {"natural_clean": estimate_natural(clean_logits),
+          "natural_adv": estimate_natural(adv_logits),
+          "adversarial_clean": estimate_adversarial(clean_logits),
+          "adversarial_adv": estimate_adversarial(adv_logits)}
+
+
 def mi_loss(estimate_natural, estimate_adversarial, clean_logits, adv_logits, mask, *, lam):
   """L_mi of the module docstring and its metrics.
 
@@ -96,25 +130,15 @@ def mi_loss(estimate_natural, estimate_adversarial, clean_logits, adv_logits, ma
   Returns (L_mi, metrics): cos_natural, cos_adversarial (the two cosines), mi_gap (the masked
   mean) and selected (the fraction of selected samples).
   """
-  natural_adv, natural_clean = estimate_natural(adv_logits), estimate_natural(clean_logits)
-  adversarial_adv = estimate_adversarial(adv_logits)
-  adversarial_clean = estimate_adversarial(clean_logits)
-  cos_natural = masked_cosine(natural_adv, natural_clean, mask)
-  cos_adversarial = masked_cosine(adversarial_adv, adversarial_clean, mask)
+  mi = mi_estimates(estimate_natural, estimate_adversarial, clean_logits, adv_logits)
+  cos_natural = masked_cosine(mi["natural_adv"], mi["natural_clean"], mask)
+  cos_adversarial = masked_cosine(mi["adversarial_adv"], mi["adversarial_clean"], mask)
   any_selected = jnp.any(mask)
   distance = lambda cos: jnp.where(any_selected, jnp.abs(1.0 - cos), 0.0)
-  gap = numerics.masked_mean(adversarial_adv - natural_adv, mask)
+  gap = numerics.masked_mean(mi["adversarial_adv"] - mi["natural_adv"], mask)
   loss = distance(cos_natural) + distance(cos_adversarial) + lam * gap
   return loss, {"cos_natural": cos_natural, "cos_adversarial": cos_adversarial, "mi_gap": gap,
                 "selected": jnp.mean(mask)}
-
-
-def frozen_estimate(estimator, variables, local_inputs, *, dv_variant):
-  """`logits (B, K) -> DV_i (B,)` of `estimator` (an `MIEstimator`) with `variables` under
-  stop_gradient and the local inputs (B, H, W, C) fixed."""
-  variables = jax.lax.stop_gradient(variables)
-  return lambda logits: dv_per_sample(estimator.apply(variables, local_inputs, logits),
-                                      variant=dv_variant)
 
 
 def namid_risk(clean_logits, adv_logits, labels, *, base_risk, estimator, natural_variables,
@@ -126,7 +150,8 @@ def namid_risk(clean_logits, adv_logits, labels, *, base_risk, estimator, natura
   those of `mi_loss`.
   """
   risk_value, metrics = base_risk(clean_logits, adv_logits, labels)
-  estimate = functools.partial(frozen_estimate, estimator, dv_variant=dv_variant)
+  estimate = lambda variables, local: estimate_fn(estimator, jax.lax.stop_gradient(variables),
+                                                  local, dv_variant=dv_variant)
   mi, mi_metrics = mi_loss(estimate(natural_variables, natural_local),
                            estimate(adversarial_variables, adversarial_local), clean_logits,
                            adv_logits, selection_mask(clean_logits, adv_logits, labels), lam=lam)

@@ -1,4 +1,5 @@
-"""The training run and the evaluation of a run's workdir, as importable functions.
+"""The training runs (a classifier, or NAMID's MI estimators) and the evaluation of a run's
+workdir, as importable functions.
 
 `train(config, workdir)` resumes from the latest checkpoint in `workdir` when there is one:
 batches, randomness and the schedule are functions of the step, so a resumed run computes
@@ -21,8 +22,11 @@ from tqdm import tqdm
 
 from jaxadv import config as config_lib
 from jaxadv import data, models, objectives
-from jaxadv.eval import robustness, runner, suites, vulnerability
+from jaxadv.eval import mutual_info, robustness, runner, suites, vulnerability
+from jaxadv.models import BoundModel
+from jaxadv.objectives.namid_estimators import estimator_objective
 from jaxadv.train import mesh as mesh_lib
+from jaxadv.train import namid_stage
 from jaxadv.train import state as state_lib
 from jaxadv.train.checkpoint import Checkpointer
 from jaxadv.train.metrics import MetricsLog
@@ -107,42 +111,42 @@ def _initialised_from(state, config, mesh):
   return state.replace(params=variables["params"], batch_stats=variables["batch_stats"], ema=ema)
 
 
-def train(config, workdir, *, stop_after_step: int | None = None, progress: bool = True):
-  """Trains (or resumes) the run in `workdir`; returns the final TrainState.
-
-  `stop_after_step` ends the run after that step without a final save, as a killed process
-  would (for tests of resumption). Raises `Preempted` after saving when SIGTERM arrives.
-  """
+def prepare_workdir(config, workdir) -> pathlib.Path:
+  """Validates `config`, creates `workdir` and writes (or checks) its config.json."""
   config_lib.validate(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   _write_config(config, workdir)
-  train_ds = load_dataset(config, "train")
-  model = build_model(config, train_ds)
-  mesh = mesh_lib.data_mesh()
-  mesh_lib.check_divisible(config.batch_size, mesh)
+  return workdir
+
+
+def run_steps(config, workdir, state, train_step, train_ds, mesh, schedule, *,
+              initialise=None, monitor=None, stop_after_step: int | None = None,
+              progress: bool = True):
+  """Runs `train_step` over `config.num_epochs` epochs of `train_ds`; returns the final state.
+
+  The loop every training stage shares: resume from the latest checkpoint in `workdir` (else
+  `initialise(state)`, when given), deterministic batches from the resumed step, JSONL and
+  TensorBoard metrics every `config.log_every_steps`, `monitor(variables) -> metrics` every
+  `config.eval.monitor_every_epochs`, checkpoints every `config.checkpoint_every_steps` and at
+  the end, and save-then-`Preempted` on SIGTERM. `stop_after_step` ends the run after that
+  step without a final save, as a killed process would (for tests of resumption).
+  """
   steps_per_epoch = data.steps_per_epoch(train_ds, config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
-  tx, schedule = make_optimizer(config.optim, total_steps, steps_per_epoch)
-  state = state_lib.create(model, tx, train_ds.image_shape, config.seed,
-                           ema=config.optim.ema_decay > 0)
-  state = jax.device_put(state, mesh_lib.replicated(mesh))
   checkpointer = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-  state = checkpointer.restore(state) or _initialised_from(state, config, mesh)
+  restored = checkpointer.restore(state)
+  if restored is not None:
+    state = restored
+  elif initialise is not None:
+    state = initialise(state)
   start = int(state.step)
-  objective = objectives.build(config.objective.name, model, config.attack,
-                               config.objective.attack_mode,
-                               int(config.attack.warmup_epochs * steps_per_epoch),
-                               options=config.objective)
-  train_step = make_train_step(objective, tx, mesh, ema_decay=config.optim.ema_decay,
-                               augment=data.augment.get(config.dataset.augment))
   batches = data.prefetch(data.train_batches(train_ds, config.batch_size, config.seed, start,
                                              jax.process_index(), jax.process_count()),
                           lambda batch: mesh_lib.put_batch(batch, mesh))
   log = MetricsLog(workdir)
   end = total_steps if stop_after_step is None else min(total_steps, stop_after_step)
   sync_each_step = mesh_lib.must_sync_each_step(mesh)
-  monitor = _monitor(config, model, mesh)
   monitor_every = max(1, round(config.eval.monitor_every_epochs * steps_per_epoch))
   bar = tqdm(range(start, end), initial=start, total=total_steps, disable=not progress,
              desc=config.name, unit="step")
@@ -172,6 +176,101 @@ def train(config, workdir, *, stop_after_step: int | None = None, progress: bool
   log.close()
   checkpointer.close()
   return state
+
+
+def train(config, workdir, *, stop_after_step: int | None = None, progress: bool = True):
+  """Trains (or resumes) the classifier run in `workdir` (`run_steps`); returns the final
+  TrainState. Raises `Preempted` after saving when SIGTERM arrives."""
+  workdir = prepare_workdir(config, workdir)
+  train_ds = load_dataset(config, "train")
+  model = build_model(config, train_ds)
+  mesh = mesh_lib.data_mesh()
+  mesh_lib.check_divisible(config.batch_size, mesh)
+  steps_per_epoch = data.steps_per_epoch(train_ds, config.batch_size)
+  tx, schedule = make_optimizer(config.optim, steps_per_epoch * config.num_epochs,
+                                steps_per_epoch)
+  state = state_lib.create(model, tx, train_ds.image_shape, config.seed,
+                           ema=config.optim.ema_decay > 0)
+  state = jax.device_put(state, mesh_lib.replicated(mesh))
+  estimators = None
+  if config.objective.name == "namid":
+    estimators = namid_stage.load(config.objective.namid_estimators, mesh)
+  objective = objectives.build(config.objective.name, model, config.attack,
+                               config.objective.attack_mode,
+                               int(config.attack.warmup_epochs * steps_per_epoch),
+                               options=config.objective, namid_estimators=estimators)
+  train_step = make_train_step(objective, tx, mesh, ema_decay=config.optim.ema_decay,
+                               augment=data.augment.get(config.dataset.augment))
+  return run_steps(config, workdir, state, train_step, train_ds, mesh, schedule,
+                   initialise=lambda state: _initialised_from(state, config, mesh),
+                   monitor=_monitor(config, model, mesh), stop_after_step=stop_after_step,
+                   progress=progress)
+
+
+def train_estimators(config, workdir, *, stop_after_step: int | None = None,
+                     progress: bool = True):
+  """NAMID's estimator stage (`jaxadv.objectives.namid_estimators`): trains (or resumes) the
+  natural and adversarial MI estimators in `workdir` on the frozen classifier of the run
+  `config.init_from` (eval mode), with x_adv from the configured training attack, Adam with
+  `config.mi.lr` and the `config.mi` architecture and DV variant. Returns the final TrainState
+  (params {"natural", "adversarial"}); checkpoints and resumption as `run_steps`.
+  """
+  if not config.init_from:
+    raise ValueError("the estimator stage needs init_from: the run directory of the "
+                     "(adversarially trained) classifier whose outputs the estimators score.")
+  workdir = prepare_workdir(config, workdir)
+  train_ds = load_dataset(config, "train")
+  mesh = mesh_lib.data_mesh()
+  mesh_lib.check_divisible(config.batch_size, mesh)
+  classifier = _frozen_classifier(config, train_ds, mesh)
+  steps_per_epoch = data.steps_per_epoch(train_ds, config.batch_size)
+  state = jax.device_put(namid_stage.create_state(config, train_ds), mesh_lib.replicated(mesh))
+  objective = estimator_objective(namid_stage.estimator_module(config), classifier, config.attack,
+                                  dv_variant=config.mi.dv_variant,
+                                  eps_warmup_steps=int(config.attack.warmup_epochs *
+                                                       steps_per_epoch))
+  tx = namid_stage.optimizer(config)
+  train_step = make_train_step(objective, tx, mesh)
+  return run_steps(config, workdir, state, train_step, train_ds, mesh,
+                   lambda step: config.mi.lr, stop_after_step=stop_after_step,
+                   progress=progress)
+
+
+def _frozen_classifier(config, dataset, mesh) -> BoundModel:
+  """The eval-mode classifier of the latest checkpoint of `config.init_from`, replicated."""
+  base_config, variables, _ = restore_variables(config.init_from)
+  if base_config.model.name != config.model.name or base_config.dataset.name != config.dataset.name:
+    raise ValueError(f"init_from {config.init_from} holds a {base_config.model.name} on "
+                     f"{base_config.dataset.name}, not a {config.model.name} on "
+                     f"{config.dataset.name}.")
+  variables = jax.device_put(variables, mesh_lib.replicated(mesh))
+  return BoundModel(build_model(config, dataset), variables, "eval")
+
+
+def mi_report(workdir, estimators_dir, *, num_examples: int = 0, batch_size: int = 0,
+              out_dir=None) -> dict:
+  """Natural and adversarial MI (`jaxadv.eval.mutual_info`) of the latest checkpoint of the
+  classifier run `workdir`, scored by the estimators of `estimators_dir`, under PGD-20 at the
+  run's evaluation eps and step; batches of the estimators' training batch size unless
+  `batch_size` is given. Prints the table and writes mi.json into `out_dir` (default
+  `workdir`). Returns the record."""
+  config, variables, step = restore_variables(workdir)
+  estimators = namid_stage.load(estimators_dir)
+  test_ds = load_dataset(config, "test").take(num_examples)
+  e = config.eval
+  record = mutual_info.measure(build_model(config, test_ds), variables, estimators, test_ds,
+                               eps=e.eps, norm=e.norm, step_size=e.step_size, steps=20,
+                               batch_size=batch_size or
+                               namid_stage.read_config(estimators_dir).batch_size,
+                               seed=config.seed)
+  record.update(checkpoint_step=step, run=str(workdir), estimators=str(estimators_dir))
+  print(f"\n{config.name} (step {step}): MI of its outputs on {record['n']} test points, "
+        f"{record['attack']}, estimators {estimators_dir} (DV {record['dv_variant']}, batches of "
+        f"{record['batch_size']}); clean {record['clean_acc']:.2f}%, attacked "
+        f"{record['adv_acc']:.2f}%\n")
+  print(mutual_info.markdown_table(record))
+  mutual_info.write(record, out_dir or workdir)
+  return record
 
 
 def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None, suite=None,
@@ -229,6 +328,8 @@ def vulnerability_workdir(workdir, *, num_examples: int = 0, steps: int = 10):
   print(f"\n{config.name} (step {step}) on {record['n_ex']} test points of {test_ds.name}: "
         f"{record['treatment']}; outcome {record['outcome']}\n")
   print(vulnerability.markdown_table(record))
+  print("\nθ̂-weighted ADML fine-tune of this run: objective.adml_theta="
+        f"{tuple(record['adml_theta'])}")
   vulnerability.write(record, workdir, title=f"{config.name}: per-class vulnerability")
   return record
 

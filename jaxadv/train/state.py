@@ -29,10 +29,16 @@ def create(model, tx: optax.GradientTransformation, image_shape, seed: int, *,
   moving average starts at the initial variables."""
   init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
   variables = model.init(init_key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-  params = variables["params"]
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                     rng=run_key)
+  return from_variables(variables["params"], variables.get("batch_stats", {}), tx, run_key,
+                        ema=ema)
+
+
+def from_variables(params, batch_stats, tx: optax.GradientTransformation, rng, *,
+                   ema: bool = False) -> TrainState:
+  """The step-0 state of `params` and `batch_stats` with a fresh `tx` state and base key `rng`;
+  with `ema`, the moving average starts at these variables."""
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                     opt_state=tx.init(params), rng=rng)
   if not ema:
     return state
   # A copy, not the same buffers: the train step donates the state, and a buffer donated

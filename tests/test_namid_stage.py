@@ -1,0 +1,194 @@
+"""NAMID's estimator stage and the config path of NAMID: the estimator loss against a reference
+with boolean indexing, empty selections, a frozen classifier, training raising the gains, a
+checkpointed and resumable stage, loading the estimators into a NAMID run, and the MI report."""
+
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxadv import cli
+from jaxadv import config as config_lib
+from jaxadv.attacks import pgd
+from jaxadv.estimators import MIEstimator, dv_per_sample
+from jaxadv.objectives import NamidEstimators
+from jaxadv.objectives.namid_estimators import estimator_objective, init_params
+from jaxadv.train import loop, namid_stage
+from jaxadv.train.checkpoint import Checkpointer
+
+from helpers import tiny_config
+
+ESTIMATOR = MIEstimator(width=16, conv_features=(8, 16))
+ATTACK = dict(eps=0.3, step_size=0.1, steps=5, norm="linf")
+SMALL_MI = {"mi.width": 16, "mi.conv_features": (8, 16), "mi.lr": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def setup(digits_cnn):
+  """The undefended digits CNN, a batch of 32 test points and the estimators' parameters."""
+  batch = {"image": digits_cnn.images[:32], "label": digits_cnn.labels[:32]}
+  params = jax.jit(init_params, static_argnums=(0, 2, 3))(ESTIMATOR, jax.random.PRNGKey(0),
+                                                          (8, 8, 1), 10)
+  return digits_cnn.apply_fn, batch, params
+
+
+def _loss_and_grads(objective, params, batch):
+  (loss, (stats, metrics)), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(
+      params, {}, batch, jax.random.PRNGKey(1), jnp.int32(0))
+  return loss, stats, metrics, grads
+
+
+def test_estimator_loss_matches_a_reference_with_boolean_indexing(setup):
+  classifier, batch, params = setup
+  loss, stats, metrics, _ = _loss_and_grads(estimator_objective(ESTIMATOR, classifier, ATTACK),
+                                            params, batch)
+  x, y = batch["image"], batch["label"]
+  x_adv = pgd(classifier, x, y, jax.random.PRNGKey(1), **ATTACK)
+  clean, adv = np.asarray(classifier(x)), np.asarray(classifier(x_adv))
+  chosen = (clean.argmax(-1) == np.asarray(y)) & (adv.argmax(-1) != np.asarray(y))
+  assert 0 < chosen.sum() < 32 and stats == {}
+  estimate = lambda name, local, logits: np.asarray(dv_per_sample(
+      ESTIMATOR.apply({"params": params[name]}, local, jnp.asarray(logits))), np.float64)[chosen]
+  natural_gain = np.mean(estimate("natural", x, clean) - estimate("natural", x, adv))
+  adversarial_gain = np.mean(estimate("adversarial", x_adv - x, adv)
+                             - estimate("adversarial", x_adv - x, clean))
+  np.testing.assert_allclose(metrics["natural_gain"], natural_gain, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(metrics["adversarial_gain"], adversarial_gain, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(loss, -(natural_gain + adversarial_gain), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(metrics["selected"], chosen.mean())
+
+
+def test_empty_selection_gives_zero_loss_and_zero_finite_gradients(setup):
+  classifier, batch, params = setup
+  no_attack = dict(ATTACK, eps=0.0)  # x_adv = x: nothing is adversarially wrong
+  loss, _, metrics, grads = _loss_and_grads(estimator_objective(ESTIMATOR, classifier, no_attack),
+                                            params, batch)
+  assert float(loss) == 0.0 and float(metrics["selected"]) == 0.0
+  for grad in jax.tree.leaves(grads):
+    assert np.all(np.isfinite(grad)) and not np.any(grad)
+
+
+def test_both_estimators_learn_and_the_gains_grow(setup):
+  """Adam on one fixed batch: each estimator gets a gradient, and 40 steps raise G_N + G_A."""
+  classifier, batch, params = setup
+  objective = estimator_objective(ESTIMATOR, classifier, ATTACK)
+  tx = optax.adam(1e-3)
+
+  @jax.jit
+  def step(params, opt_state):
+    (loss, (_, metrics)), grads = jax.value_and_grad(objective, has_aux=True)(
+        params, {}, batch, jax.random.PRNGKey(1), jnp.int32(0))
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, loss, grads
+
+  opt_state = tx.init(params)
+  params, opt_state, first, grads = step(params, opt_state)
+  for name in ("natural", "adversarial"):
+    assert any(np.any(g) for g in jax.tree.leaves(grads[name]))
+  for _ in range(40):
+    params, opt_state, last, _ = step(params, opt_state)
+  assert float(last) < float(first) - 0.5
+
+
+def test_bad_dv_variant_is_rejected(setup):
+  classifier, _, _ = setup
+  with pytest.raises(ValueError, match="dv_variant"):
+    estimator_objective(ESTIMATOR, classifier, ATTACK, dv_variant="jsd")
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+  """A tiny digits PGD-AT run directory (the classifier of the estimator stage)."""
+  workdir = tmp_path_factory.mktemp("base")
+  loop.train(tiny_config(num_epochs=3), workdir, progress=False)
+  return workdir
+
+
+def _stage_config(base_run, **overrides):
+  return tiny_config(init_from=str(base_run), **{**SMALL_MI, **overrides})
+
+
+def test_stage_resumes_exactly_and_loads_into_a_namid_run(base_run, tmp_path):
+  config = _stage_config(base_run, **{"mi.dv_variant": "authors"})
+  whole = loop.train_estimators(config, tmp_path / "whole", progress=False)
+  loop.train_estimators(config, tmp_path / "split", stop_after_step=6, progress=False)
+  assert Checkpointer(tmp_path / "split").all_steps() == [4]
+  resumed = loop.train_estimators(config, tmp_path / "split", progress=False)
+  assert int(resumed.step) == int(whole.step) == 16
+  chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(whole.params))
+  rows = [json.loads(line)
+          for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+  assert {"natural_gain", "adversarial_gain", "selected"} <= set(rows[-1])
+
+  estimators = namid_stage.load(tmp_path / "whole")
+  assert isinstance(estimators, NamidEstimators) and estimators.dv_variant == "authors"
+  assert estimators.module == MIEstimator(width=16, conv_features=(8, 16))
+  chex.assert_trees_all_equal(estimators.natural["params"],
+                              jax.device_get(whole.params["natural"]))
+
+  namid_config = tiny_config(**{"objective.name": "namid", "objective.namid_base": "trades",
+                                "objective.namid_lam": 0.0,
+                                "objective.namid_estimators": str(tmp_path / "whole")})
+  state = loop.train(namid_config, tmp_path / "namid", stop_after_step=4, progress=False)
+  row = json.loads((tmp_path / "namid" / "metrics.jsonl").read_text().splitlines()[0])
+  assert int(state.step) == 4 and row["step"] == 4
+  assert {"mi_loss", "cos_natural", "risk"} <= set(row) and np.isfinite(row["loss"])
+
+
+def test_mi_report_of_a_run(base_run, tmp_path, capsys):
+  loop.train_estimators(_stage_config(base_run), tmp_path / "est", progress=False)
+  record = loop.mi_report(base_run, tmp_path / "est", out_dir=tmp_path)
+  assert record["batch_size"] == 32 and record["n"] == 64  # 64 test points, batches of 32
+  assert 0 <= record["n_selected"] <= record["n"]
+  assert all(np.isfinite(v) for v in record["all"].values())
+  assert json.loads((tmp_path / "mi.json").read_text())["n"] == 64
+  assert "natural MI" in capsys.readouterr().out
+  with pytest.raises(ValueError, match="whole batches"):
+    loop.mi_report(base_run, tmp_path / "est", batch_size=100, out_dir=tmp_path)
+
+
+def test_stage_and_namid_config_errors(base_run, tmp_path, capsys):
+  with pytest.raises(ValueError, match="init_from"):
+    loop.train_estimators(tiny_config(**SMALL_MI), tmp_path / "e", progress=False)
+  with pytest.raises(ValueError, match="namid_estimators"):
+    tiny_config(**{"objective.name": "namid"})
+  with pytest.raises(ValueError, match="mi.dv_variant"):
+    tiny_config(**{"mi.dv_variant": "jsd"})
+  with pytest.raises(ValueError, match="mi.conv_features"):
+    tiny_config(**{"mi.conv_features": ()})
+  missing = tiny_config(**{"objective.name": "namid", "objective.namid_estimators":
+                           str(tmp_path / "none")})
+  with pytest.raises(FileNotFoundError, match="train-mi"):
+    loop.train(missing, tmp_path / "n", progress=False)
+  assert cli.main(["mi", "--workdir", str(base_run), "--estimators", str(tmp_path / "none")]) == 2
+  assert "no trained NAMID estimators" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", ["", "trades", "mart,code", "smoke"])
+def test_namid_configs_select_the_objective(variant):
+  config = config_lib.validate(
+      config_lib.load_file(f"experiments/configs/mnist_namid.py:{variant}"))
+  assert config.objective.name == "namid"
+  assert config.objective.namid_base == {"": "pgd_at", "trades": "trades", "mart,code": "mart",
+                                         "smoke": "pgd_at"}[variant]
+  assert config.objective.namid_lam == (0.0 if "code" in variant else 0.1)
+  with pytest.raises(ValueError, match="variant"):
+    config_lib.load_file("experiments/configs/mnist_namid.py:trades,mart")
+
+
+def test_mnist_smoke_configs_chain_base_estimators_and_namid(mnist_dir, tmp_path):
+  # pylint: disable=unused-argument
+  """The shipped MNIST configs, smoke variants: base run -> estimator stage -> NAMID-M (code)."""
+  load = lambda name: config_lib.load_file(f"experiments/configs/{name}")
+  loop.train(load("mnist_pgd_at.py:smoke"), tmp_path / "base", progress=False)
+  stage = config_lib.apply_overrides(load("mnist_namid_estimators.py:code,smoke"),
+                                     [f"init_from={tmp_path / 'base'}"])
+  assert int(loop.train_estimators(stage, tmp_path / "est", progress=False).step) == 4
+  namid = config_lib.apply_overrides(load("mnist_namid.py:mart,code,smoke"),
+                                     [f"objective.namid_estimators={tmp_path / 'est'}"])
+  assert int(loop.train(namid, tmp_path / "namid", progress=False).step) == 4
+  assert namid_stage.load(tmp_path / "est").dv_variant == "authors"
