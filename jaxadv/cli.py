@@ -169,7 +169,7 @@ def main(argv=None) -> int:
   except Preempted as stop:
     print(f"jaxadv {args.command}: {stop}", file=sys.stderr)
     return PREEMPTED_EXIT_CODE
-  except (ValueError, FileNotFoundError, RuntimeError) as error:
+  except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as error:
     print(f"jaxadv {args.command}: error: {error}", file=sys.stderr)
     return 2
   return 0

@@ -167,3 +167,15 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
   whole, resumed = _final_params(tmp_path / "whole", config), _final_params(tmp_path / "killed", config)
   assert int(whole.step) == int(resumed.step) == 32
   chex.assert_trees_all_equal(whole.params, resumed.params)
+
+
+def test_diverging_run_stops_with_a_clear_error_and_saves_no_bad_state(tmp_path, capsys):
+  config = tiny_config(**{"optim.lr": 1e30, "attack.steps": 1})
+  with pytest.raises(loop.NonFiniteLoss, match="not finite") as stopped:
+    loop.train(config, tmp_path, progress=False)
+  saved = Checkpointer(tmp_path).all_steps()
+  assert all(step < stopped.value.step for step in saved)
+  assert cli.main(["train", "--workdir", str(tmp_path / "cli"), "--no-progress", "optim.lr=1e30",
+                   "dataset.num_train=256", "num_epochs=1", "batch_size=32",
+                   "log_every_steps=2"]) == 2
+  assert "not finite" in capsys.readouterr().err

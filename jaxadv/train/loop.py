@@ -12,6 +12,7 @@ A workdir without a checkpoint starts from the seed's initialisation, or, with
 from __future__ import annotations
 
 import contextlib
+import math
 import pathlib
 import signal
 import threading
@@ -44,6 +45,17 @@ def build_model(config, dataset: data.ArrayDataset):
   """The configured model, normalising with the dataset's channel statistics."""
   return models.get(config.model.name, num_classes=dataset.num_classes, mean=dataset.mean,
                     std=dataset.std, dtype=jnp.dtype(config.model.dtype))
+
+
+class NonFiniteLoss(FloatingPointError):
+  """The logged training loss became NaN or infinite; the run stopped without saving it."""
+
+  def __init__(self, step: int, workdir, last_saved):
+    super().__init__(
+        f"the training loss is not finite in the steps logged at step {step}; stopped without "
+        f"saving. The latest checkpoint in {workdir} is step {last_saved}. Lower the learning "
+        "rate or the loss weights, or inspect metrics.jsonl for the first bad row.")
+    self.step = step
 
 
 class Preempted(RuntimeError):
@@ -129,8 +141,11 @@ def run_steps(config, workdir, state, train_step, train_ds, mesh, schedule, *,
   `initialise(state)`, when given), deterministic batches from the resumed step, JSONL and
   TensorBoard metrics every `config.log_every_steps`, `monitor(variables) -> metrics` every
   `config.eval.monitor_every_epochs`, checkpoints every `config.checkpoint_every_steps` and at
-  the end, and save-then-`Preempted` on SIGTERM. `stop_after_step` ends the run after that
-  step without a final save, as a killed process would (for tests of resumption).
+  the end (each preceded by a metrics row), and save-then-`Preempted` on SIGTERM. A logged
+  loss that is NaN or infinite raises `NonFiniteLoss` before that step is saved, so no
+  checkpoint holds a diverged state (the check rides on the logging transfer: no extra host
+  round trip in the hot path). `stop_after_step` ends the run after that step
+  without a final save, as a killed process would (for tests of resumption).
   """
   steps_per_epoch = data.steps_per_epoch(train_ds, config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
@@ -157,25 +172,33 @@ def run_steps(config, workdir, state, train_step, train_ds, mesh, schedule, *,
         jax.block_until_ready(metrics)
       log.add(metrics)
       done = step + 1
-      if done % config.log_every_steps == 0 or done == total_steps:
+      save = done % config.checkpoint_every_steps == 0 or done == total_steps
+      if save or done % config.log_every_steps == 0:
         row = log.flush(done, epoch=done / steps_per_epoch, lr=float(schedule(step)))
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}")
+        if not math.isfinite(row["loss"]):
+          last_saved = checkpointer.latest_step()
+          _close(bar, log, checkpointer)
+          raise NonFiniteLoss(done, workdir, last_saved)
       if monitor is not None and (done % monitor_every == 0 or done == total_steps):
         log.write(done, dict(monitor(state_lib.variables(state)), epoch=done / steps_per_epoch),
                   prefix="test/")
       if sigterm or checkpointer.reached_preemption(done):
         log.flush(done, epoch=done / steps_per_epoch, lr=float(schedule(step)))
         checkpointer.save(done, state, force=True)
-        bar.close()
-        log.close()
-        checkpointer.close()
+        _close(bar, log, checkpointer)
         raise Preempted(done, workdir)
-      if done % config.checkpoint_every_steps == 0 or done == total_steps:
+      if save:
         checkpointer.save(done, state)
+  _close(bar, log, checkpointer)
+  return state
+
+
+def _close(bar, log: MetricsLog, checkpointer: Checkpointer) -> None:
+  """Ends a training loop: the progress bar, the metrics files, pending checkpoint saves."""
   bar.close()
   log.close()
   checkpointer.close()
-  return state
 
 
 def train(config, workdir, *, stop_after_step: int | None = None, progress: bool = True):
