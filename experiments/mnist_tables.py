@@ -1,0 +1,260 @@
+"""Every real-data table on the MNIST split in one launch: the baselines, ADML and NAMID.
+
+    python experiments/mnist_tables.py --root runs/tables --seeds 0,1,2 --jobs 6
+
+runs, as `jaxadv` command lines (logs in <root>/logs), each step skipped when its output exists
+so a killed launch resumes where it stopped:
+
+1. the baselines (issue 4): erm, pgd_at, trades, mart, awp, fgsm_rs from their
+   `experiments/configs/mnist_<name>.py`, one run per seed, evaluated with clean, PGD-20 and
+   AutoAttack (`eval.suite`);
+2. ADML (issue 5): per seed, the per-class vulnerability θ̂ of the pgd_at run
+   (`jaxadv vulnerability`), the ADML-AT fine-tune of that run (`mnist_adml.py`), its
+   θ̂-weighted variant (`objective.adml_theta` from the θ̂) and the control, the same fine-tune
+   with the PGD-AT loss (`pgd_at_finetune`: what the extra epochs alone give), and θ̂ after;
+3. NAMID (issue 6): the estimator stage on the seed-0 pgd_at run (`jaxadv train-mi`), NAMID,
+   NAMID-T and NAMID-M per seed (`mnist_namid.py`), and the natural and adversarial MI
+   (`jaxadv mi`) of every base and NAMID run with those estimators.
+
+It then writes <root>/tables.md (mean ± sample std over the seeds) and
+<root>/adml_per_class.png. Runs are independent processes, `--jobs` at a time: on one GPU set
+XLA_PYTHON_CLIENT_PREALLOCATE=false so they share its memory. `--smoke` runs the configs' smoke
+variants with PGD-5 instead of PGD-20 and AutoAttack (a CPU check of the whole pipeline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
+BASELINES = ("erm", "pgd_at", "trades", "mart", "awp", "fgsm_rs")
+NAMID = {"namid": ("pgd_at", ""), "namid_t": ("trades", "trades"), "namid_m": ("mart", "mart")}
+ADML = ("pgd_at_finetune", "adml", "adml_theta")
+
+
+class Launch:
+  """Where a launch writes, its seeds and options, and how it runs `jaxadv` commands."""
+
+  def __init__(self, root, seeds, jobs: int, smoke: bool, suite, baselines, namid):
+    self.root, self.seeds, self.jobs, self.smoke = pathlib.Path(root), seeds, jobs, smoke
+    self.suite = ("pgd5",) if smoke else tuple(suite)
+    self.baselines, self.namid = tuple(baselines), {name: NAMID[name] for name in namid}
+    (self.root / "logs").mkdir(parents=True, exist_ok=True)
+
+  def config(self, name: str, *variant: str) -> str:
+    words = [*variant, "smoke"] if self.smoke else list(variant)
+    return f"{CONFIGS / f'mnist_{name}.py'}:{','.join(w for w in words if w)}"
+
+  def run(self, log_name: str, *args: str) -> None:
+    """`python -m jaxadv.cli args`, output to <root>/logs/<log_name>.log; raises on failure."""
+    log = self.root / "logs" / f"{log_name}.log"
+    with log.open("w") as out:
+      code = subprocess.call([sys.executable, "-m", "jaxadv.cli", *args], stdout=out,
+                             stderr=subprocess.STDOUT)
+    if code:
+      tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+      raise RuntimeError(f"jaxadv {' '.join(args)} failed ({code}); end of {log}:\n{tail}")
+
+  def train(self, name: str, config: str, seed: int, *overrides: str) -> None:
+    workdir = self.root / name / f"seed{seed}"
+    if not (workdir / "eval.json").is_file():
+      self.run(f"{name}_seed{seed}", "train", "--config", config, "--workdir", str(workdir),
+               "--no-progress", f"seed={seed}", f"eval.suite={self.suite!r}", *overrides)
+
+  def parallel(self, tasks) -> None:
+    """Runs the zero-argument callables `tasks`, `jobs` at a time; re-raises the first error."""
+    with concurrent.futures.ThreadPoolExecutor(self.jobs) as pool:
+      for future in [pool.submit(task) for task in tasks]:
+        future.result()
+
+
+def run_baselines(launch: Launch) -> None:
+  launch.parallel([lambda m=m, s=s: launch.train(m, launch.config(m), s)
+                   for m in launch.baselines for s in launch.seeds])
+
+
+def vulnerability(launch: Launch, workdir: pathlib.Path) -> dict:
+  if not (workdir / "vulnerability.json").is_file():
+    launch.run(f"vulnerability_{workdir.parent.name}_{workdir.name}", "vulnerability",
+               "--workdir", str(workdir))
+  return json.loads((workdir / "vulnerability.json").read_text())
+
+
+def run_adml(launch: Launch) -> None:
+  def one_seed(seed):
+    base = launch.root / "pgd_at" / f"seed{seed}"
+    weights = tuple(vulnerability(launch, base)["adml_theta"])
+    launch.train("pgd_at_finetune", launch.config("adml"), seed, f"init_from={base}",
+                 "objective.name=pgd_at")
+    launch.train("adml", launch.config("adml"), seed, f"init_from={base}")
+    launch.train("adml_theta", launch.config("adml"), seed, f"init_from={base}",
+                 f"objective.adml_theta={weights!r}")
+    for name in ADML:
+      vulnerability(launch, launch.root / name / f"seed{seed}")
+  launch.parallel([lambda s=s: one_seed(s) for s in launch.seeds])
+
+
+def run_namid(launch: Launch) -> None:
+  estimators = launch.root / "namid_estimators"
+  if not (estimators / "mi.json").is_file():
+    launch.run("namid_estimators", "train-mi", "--config", launch.config("namid_estimators"),
+               "--workdir", str(estimators), "--no-progress",
+               f"init_from={launch.root / 'pgd_at' / 'seed0'}")
+
+  def one_run(name, seed):
+    if name in launch.namid:
+      launch.train(name, launch.config("namid", launch.namid[name][1]), seed,
+                   f"objective.namid_estimators={estimators}")
+    workdir = launch.root / name / f"seed{seed}"
+    if not (workdir / "mi.json").is_file():
+      launch.run(f"mi_{name}_seed{seed}", "mi", "--workdir", str(workdir), "--estimators",
+                 str(estimators))
+  names = [*launch.namid, *(base for base, _ in launch.namid.values())]
+  launch.parallel([lambda n=n, s=s: one_run(n, s) for n in names for s in launch.seeds])
+
+
+def mean_std(values) -> str:
+  values = np.asarray(values, np.float64)
+  std = values.std(ddof=1) if values.size > 1 else 0.0
+  return f"{values.mean():.2f} ± {std:.2f}"
+
+
+def records(launch: Launch, name: str, file: str = "eval.json") -> list[dict]:
+  return [json.loads((launch.root / name / f"seed{s}" / file).read_text()) for s in launch.seeds]
+
+
+def accuracy_table(launch: Launch, names) -> str:
+  attacks = ["clean", *launch.suite]
+  lines = [f"| run (seeds {', '.join(map(str, launch.seeds))}) | " + " | ".join(attacks) + " |",
+           "|---|" + "---:|" * len(attacks)]
+  for name in names:
+    runs = records(launch, name)
+    lines.append(f"| {name} | " + " | ".join(mean_std([r["accuracy"][a] for r in runs])
+                                             for a in attacks) + " |")
+  return "\n".join(lines)
+
+
+def per_class_table(launch: Launch) -> tuple[str, dict]:
+  """Per-class robust accuracy (the suite's last attack) and θ̂, mean over seeds, before
+  (pgd_at) and after (adml, adml_theta); also returns the means for the plot."""
+  attack = launch.suite[-1]
+  means = {}
+  for name in ("pgd_at", *ADML):
+    means[name] = (np.mean([r["per_class_accuracy"][attack] for r in records(launch, name)], 0),
+                   np.mean([r["theta"] for r in records(launch, name, "vulnerability.json")], 0))
+  header = " | ".join(f"{n} {attack} | {n} θ̂" for n in means)
+  lines = [f"| class | {header} |", "|---|" + "---:|" * (2 * len(means))]
+  for c in range(len(means["pgd_at"][0])):
+    cells = " | ".join(f"{acc[c]:.2f} | {theta[c]:.2f}" for acc, theta in means.values())
+    lines.append(f"| {c} | {cells} |")
+  return "\n".join(lines), means
+
+
+def plot_per_class(means: dict, attack: str, path: pathlib.Path) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+  classes = np.arange(len(next(iter(means.values()))[0]))
+  width = 0.8 / len(means)
+  for i, (name, (accuracy, theta)) in enumerate(means.items()):
+    axes[0].bar(classes + i * width, accuracy, width, label=name)
+    axes[1].bar(classes + i * width, theta, width, label=name)
+  lowest = min(float(np.min(accuracy)) for accuracy, _ in means.values())
+  axes[0].set_ylim(max(0.0, lowest - 5.0), 100.0)
+  axes[0].set_ylabel(f"{attack} accuracy (%)")
+  axes[1].set_ylabel("θ̂: d log p(y) / d eps")
+  for ax in axes:
+    ax.set_xlabel("class")
+    ax.set_xticks(classes + 0.4 - width / 2, classes)
+  fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncol=len(means))
+  fig.tight_layout(rect=(0, 0, 1, 0.9))
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def mi_table(launch: Launch) -> str:
+  """Mean over seeds of the four MI estimates on the selected test points, base vs NAMID."""
+  keys = ("natural_clean", "natural_adv", "adversarial_clean", "adversarial_adv")
+  lines = ["| run | selected | Î_N(h(x)) | Î_N(h(x_adv)) | Î_A(h(x)) | Î_A(h(x_adv)) |",
+           "|---|---:|---:|---:|---:|---:|"]
+  for name, (base, _) in launch.namid.items():
+    for run in (base, name):
+      mi = [r for r in records(launch, run, "mi.json") if r["selected"] is not None]
+      cells = [mean_std([r["selected"][k] for r in mi]) if mi else "-" for k in keys]
+      selected = mean_std([r["n_selected"] for r in records(launch, run, "mi.json")])
+      lines.append(f"| {run} | {selected} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def adml_section(launch: Launch) -> list[str]:
+  per_class, means = per_class_table(launch)
+  plot_per_class(means, launch.suite[-1], launch.root / "adml_per_class.png")
+  return ["## ADML (fine-tunes of each seed's pgd_at run)",
+          accuracy_table(launch, ("pgd_at", *ADML)),
+          "Per-class robust accuracy and θ̂ (mean over seeds)", per_class]
+
+
+def namid_section(launch: Launch) -> list[str]:
+  pairs = [run for name, (base, _) in launch.namid.items() for run in (base, name)]
+  return ["## NAMID", accuracy_table(launch, pairs),
+          "Natural and adversarial MI on the selected test points (clean-correct, attacked-wrong)",
+          mi_table(launch)]
+
+
+def summarise(launch: Launch) -> str:
+  """The tables of every stage whose results are all on disk (the others are left out)."""
+  sections = []
+  for section in (lambda launch: ["## Baselines", accuracy_table(launch, launch.baselines)],
+                  adml_section,
+                  namid_section):
+    try:
+      sections += section(launch)
+    except FileNotFoundError:
+      continue
+  return "\n\n".join(sections) + "\n"
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--root", default="runs/mnist_tables")
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+  parser.add_argument("--smoke", action="store_true", help="smoke variants, PGD-5 only")
+  parser.add_argument("--suite", default="pgd20,autoattack",
+                      help="evaluation attacks of every run (default pgd20,autoattack)")
+  parser.add_argument("--baselines", default=",".join(BASELINES),
+                      help=f"subset of {','.join(BASELINES)} (pgd_at: the base of ADML, NAMID)")
+  parser.add_argument("--namid", default=",".join(NAMID),
+                      help=f"subset of {','.join(NAMID)} (each needs its base baseline)")
+  parser.add_argument("--stages", default="baselines,adml,namid",
+                      help="comma-separated subset of baselines, adml, namid")
+  args = parser.parse_args(argv)
+  names = lambda text: [name for name in text.split(",") if name]
+  for name in names(args.namid):
+    if name not in NAMID:
+      parser.error(f"unknown NAMID variant {name!r}; choose from {list(NAMID)}")
+  launch = Launch(args.root, [int(s) for s in args.seeds.split(",")], args.jobs, args.smoke,
+                  names(args.suite), names(args.baselines), names(args.namid))
+  stages = {"baselines": run_baselines, "adml": run_adml, "namid": run_namid}
+  for stage in names(args.stages):
+    if stage not in stages:
+      parser.error(f"unknown stage {stage!r}; choose from {list(stages)}")
+    print(f"mnist_tables: {stage}", flush=True)
+    stages[stage](launch)
+  tables = summarise(launch)
+  (launch.root / "tables.md").write_text(tables)
+  print(tables)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
