@@ -169,6 +169,16 @@ def load_file(path: str) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
+def variant_words(variant: str, allowed) -> set[str]:
+  """The comma-separated words of a config variant ("trades,smoke" -> {"trades", "smoke"});
+  ValueError naming the allowed words for any other word."""
+  words = set(filter(None, variant.split(",")))
+  if words - set(allowed):
+    raise ValueError(f"unknown config variant word(s) {sorted(words - set(allowed))}; use "
+                     f"{sorted(allowed)}, comma-separated.")
+  return words
+
+
 def parse_value(text: str):
   """A Python literal parsed from `text`, or `text` itself for a bare word."""
   try:

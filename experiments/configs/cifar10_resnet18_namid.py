@@ -24,11 +24,9 @@ BASE = pathlib.Path(__file__).with_name("cifar10_resnet18_pgd_at.py")
 
 
 def get_config(variant: str = ""):
-  words = set(filter(None, variant.split(",")))
-  unknown = words - {"trades", "mart", "code", "baseline", "smoke"}
-  if unknown or {"trades", "mart"} <= words:
-    raise ValueError(f"bad variant {variant!r}: at most one of trades / mart, plus code, "
-                     "baseline and/or smoke.")
+  words = config_lib.variant_words(variant, {"trades", "mart", "code", "baseline", "smoke"})
+  if {"trades", "mart"} <= words:
+    raise ValueError(f"bad variant {variant!r}: at most one of trades / mart.")
   base = "trades" if "trades" in words else "mart" if "mart" in words else "pgd_at"
   config = config_lib.load_file(f"{BASE}:{'smoke' if 'smoke' in words else ''}")
   suffix = {"pgd_at": "", "trades": "_t", "mart": "_m"}[base]

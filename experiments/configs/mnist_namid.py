@@ -19,11 +19,9 @@ HERE = pathlib.Path(__file__).parent
 
 
 def get_config(variant: str = ""):
-  words = set(filter(None, variant.split(",")))
-  unknown = words - {"trades", "mart", "code", "smoke"}
-  if unknown or {"trades", "mart"} <= words:
-    raise ValueError(f"bad variant {variant!r}: at most one of trades / mart, plus code and/or "
-                     "smoke.")
+  words = config_lib.variant_words(variant, {"trades", "mart", "code", "smoke"})
+  if {"trades", "mart"} <= words:
+    raise ValueError(f"bad variant {variant!r}: at most one of trades / mart.")
   base = "trades" if "trades" in words else "mart" if "mart" in words else "pgd_at"
   base_file = HERE / f"mnist_{base}.py"
   config = config_lib.load_file(f"{base_file}:{'smoke' if 'smoke' in words else ''}")

@@ -21,10 +21,7 @@ BASE = pathlib.Path(__file__).with_name("mnist_pgd_at.py")
 
 
 def get_config(variant: str = ""):
-  words = set(filter(None, variant.split(",")))
-  unknown = words - {"code", "smoke"}
-  if unknown:
-    raise ValueError(f"unknown variant(s) {sorted(unknown)}; use code and/or smoke.")
+  words = config_lib.variant_words(variant, {"code", "smoke"})
   config = config_lib.load_file(f"{BASE}:{'smoke' if 'smoke' in words else ''}")
   config.name = ("mnist_namid_estimators" + ("_code" if "code" in words else "") +
                  ("_smoke" if "smoke" in words else ""))
