@@ -7,9 +7,15 @@ Both libraries attack the same model (the Flax model and its PyTorch twin from
                    ../shared/data/mnist or $JAXADV_MNIST_DIR); weights from `--workdir` (a jaxadv
                    run directory, latest checkpoint) or, without it, from `--train-steps` steps of
                    PGD-AT on the mnist_idx train split inside this script (it says which).
-  synthetic-cifar  random 32x32x3 images in [0, 1] from a fixed seed, labelled by the freshly
-                   initialised model itself (clean accuracy 100%, so every point is attacked);
-                   for GPU timing of ResNet-18.
+  synthetic-cifar  random 32x32x3 images in [0, 1] from a fixed seed (a coarse 4x4 pattern plus
+                   pixel noise), for GPU timing of ResNet-18 where CIFAR-10 is not at hand. With
+                   `--train-steps` > 0 the labels come from a fixed random linear teacher of
+                   the 4x4-average-pooled image, and the model is PGD-AT-trained on a 10k
+                   training set of such images for that many steps, so that some points are
+                   robust and some are not, as with a real model; with `--train-steps 0` the
+                   model stays at its initialisation and labels the images itself (clean
+                   accuracy 100%; PGD flips none of them, so every AutoAttack stage runs on
+                   every point: the worst case).
 
 Attacks, L-inf:
 
@@ -27,8 +33,8 @@ jaxadv runs through `jaxadv.eval.robustness.Evaluator`, the engine of `evaluate`
 padded to full batches); torchattacks runs batch by batch on `--device`. Every attack runs
 `1 + --repeats` times per library: the first call (JAX: tracing, XLA compilation and the run)
 is reported on its own, the steady state is the median of the later calls (the Evaluator keeps
-its compiled programs). Robust accuracies of both libraries are printed; they should agree
-within a point or so.
+its compiled programs); with `--repeats 0` the ratio compares the first calls. Robust
+accuracies of both libraries are printed; they should agree within a point or so.
 
 On a GPU both libraries default to TF32 for some float32 convolutions and matrix products (JAX
 for all of them, PyTorch for convolutions only), so the script fixes one precision for both:
@@ -38,7 +44,8 @@ for all of them, PyTorch for convolutions only), so the script fixes one precisi
 Usage:
   python benchmarks/attack_speed.py --num-examples 200                 # CPU, MNIST, SmallCNN
   python benchmarks/attack_speed.py --workdir runs/mnist_pgd_at        # trained weights
-  python benchmarks/attack_speed.py --model resnet18 --data synthetic-cifar --device cuda
+  python benchmarks/attack_speed.py --model resnet18 --data synthetic-cifar --device cuda \
+      --num-examples 500 --train-steps 500
 """
 
 from __future__ import annotations
@@ -65,16 +72,40 @@ CIFAR_SHAPE = (32, 32, 3)
 DEFAULT_EPS = {"mnist": 0.3, "synthetic-cifar": 8 / 255}
 
 
-def synthetic_cifar(model, num_examples: int, seed: int):
-  """Random images (N, 32, 32, 3) in [0, 1] labelled by `model` at its initialisation."""
-  images = np.random.default_rng(seed).random((num_examples, *CIFAR_SHAPE), dtype=np.float32)
+def synthetic_images(rng: np.random.Generator, num_examples: int) -> np.ndarray:
+  """(N, 32, 32, 3) in [0, 1]: 0.7 x a uniform 4x4 pattern upsampled to 32x32 (blocks of 8x8)
+  plus 0.3 x uniform pixel noise, so the pooled image carries a signal far above eps = 8/255."""
+  coarse = rng.random((num_examples, 4, 4, 3), dtype=np.float32).repeat(8, 1).repeat(8, 2)
+  return 0.7 * coarse + 0.3 * rng.random((num_examples, *CIFAR_SHAPE), dtype=np.float32)
+
+
+def teacher_labels(images: np.ndarray, seed: int) -> np.ndarray:
+  """argmax of a fixed random linear map of the 4x4-average-pooled, centred images (N,)."""
+  pooled = images.reshape(len(images), 4, 8, 4, 8, 3).mean(axis=(2, 4)).reshape(len(images), -1)
+  weights = np.random.default_rng(seed).standard_normal((pooled.shape[1], NUM_CLASSES))
+  return ((pooled - 0.5) @ weights).argmax(-1).astype(np.int32)
+
+
+def synthetic_cifar(model, args, seed: int = 0):
+  """(test set of `args.num_examples` random 32x32x3 images in [0, 1], variables, source)."""
+  rng = np.random.default_rng(seed)
+  images = synthetic_images(rng, args.num_examples)
+  as_dataset = lambda x, y: ArrayDataset(x, y, NUM_CLASSES, "synthetic-cifar", tuple(model.mean),
+                                         tuple(model.std))
+  if args.train_steps > 0:
+    train_images = synthetic_images(rng, 10_000)
+    variables = torch_models.short_pgd_at(
+        model, as_dataset(train_images, teacher_labels(train_images, seed)),
+        steps=args.train_steps, batch_size=128, eps=args.eps, attack_steps=5, lr=0.05)
+    return (as_dataset(images, teacher_labels(images, seed)), variables,
+            f"{args.train_steps} steps of PGD-AT (PGD-5, eps {args.eps:.3g}, batch 128) on "
+            "teacher-labelled synthetic images inside this script")
   variables = jax.jit(model.init)(jax.random.key(seed), images[:1])
   apply_fn = jax.jit(models.BoundModel(model, variables, "eval").__call__)
   labels = np.concatenate([np.asarray(apply_fn(images[i:i + 256]).argmax(-1), np.int32)
-                           for i in range(0, num_examples, 256)])
-  dataset = ArrayDataset(images, labels, NUM_CLASSES, "synthetic-cifar", tuple(model.mean),
-                         tuple(model.std))
-  return dataset, variables, "random initialisation (labels are its own predictions)"
+                           for i in range(0, args.num_examples, 256)])
+  return (as_dataset(images, labels), variables,
+          "random initialisation (labels are its own predictions)")
 
 
 def mnist(args):
@@ -141,12 +172,14 @@ def main() -> None:
   parser.add_argument("--batch-size", type=int, default=500)
   parser.add_argument("--workdir", default="", help="jaxadv run directory (mnist only)")
   parser.add_argument("--train-steps", type=int, default=300,
-                      help="PGD-AT steps when no --workdir is given (mnist only)")
+                      help="PGD-AT steps inside the script (mnist without --workdir, "
+                      "synthetic-cifar; 0 there keeps the model at its initialisation)")
   parser.add_argument("--eps", type=float, default=None,
                       help="L-inf radius (default 0.3 for mnist, 8/255 for synthetic-cifar)")
   parser.add_argument("--attacks", default="pgd20,autoattack")
   parser.add_argument("--torch-aa-steps", type=int, default=100)
-  parser.add_argument("--repeats", type=int, default=1, help="steady-state calls per attack")
+  parser.add_argument("--repeats", type=int, default=1,
+                      help="steady-state calls per attack; 0: first calls only, compared")
   parser.add_argument("--precision", choices=("float32", "tf32"), default="float32",
                       help="matmul/convolution precision of float32 on GPUs, both libraries")
   args = parser.parse_args()
@@ -162,7 +195,7 @@ def main() -> None:
     dataset, model, variables, source = mnist(args)
   else:
     model = models.get(args.model, num_classes=NUM_CLASSES)
-    dataset, variables, source = synthetic_cifar(model, args.num_examples, seed=0)
+    dataset, variables, source = synthetic_cifar(model, args)
   print(f"{args.model} on {len(dataset)} {dataset.name} points, weights: {source} "
         f"({time.perf_counter() - start:.0f} s)")
 
@@ -191,9 +224,13 @@ def main() -> None:
     torch.manual_seed(0)
     torch_acc, torch_s = timed(lambda: torch_robust_accuracy(torch_attack, net, x, y,
                                                              args.batch_size), 1 + args.repeats)
-    jax_steady, torch_steady = statistics.median(jax_s[1:]), statistics.median(torch_s[1:])
-    print(f"{name:<11} {jax_s[0]:>12.1f} {jax_steady:>9.1f} {torch_s[0]:>11.1f} "
-          f"{torch_steady:>9.1f} {jax_steady / torch_steady:>9.2f} "
+    if args.repeats:
+      jax_steady, torch_steady = statistics.median(jax_s[1:]), statistics.median(torch_s[1:])
+      steady = f"{jax_steady:>9.1f} {torch_s[0]:>11.1f} {torch_steady:>9.1f} "
+      ratio = jax_steady / torch_steady
+    else:  # first calls only: the ratio compares them, jaxadv's compilation included
+      steady, ratio = f"{'-':>9} {torch_s[0]:>11.1f} {'-':>9} ", jax_s[0] / torch_s[0]
+    print(f"{name:<11} {jax_s[0]:>12.1f} {steady}{ratio:>9.2f} "
           f"{result.accuracy()[name]:>9.2f}% {torch_acc:>8.2f}%", flush=True)
     if name == "autoattack":
       stages = ", ".join(f"{stage} {100 * np.mean(robust):.2f}%"

@@ -13,15 +13,20 @@ Each experiment prints one line per configuration, wall-clock milliseconds as th
   batch    forward + input gradient, ms per image at several batch sizes, JAX vs torch
   flags    forward + input gradient and the looped PGD (`unroll=1`) under several XLA_FLAGS,
            each in a fresh subprocess (XLA reads the flags once, when the backend starts)
+  conv     attacks whose step loop stays an XLA while loop (PGD with `unroll=False`, APGD-CE),
+           the models' convolutions as shipped (`jaxadv.models.conv` on CPU) vs plain
+           `lax.conv_general_dilated` (JAX's own input gradient)
 
 Usage:
   python benchmarks/pgd_profile.py ops [--models small_cnn,resnet18] [--batch 128]
   python benchmarks/pgd_profile.py flags --models small_cnn
+  python benchmarks/pgd_profile.py conv --models small_cnn --steps 10
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -35,9 +40,10 @@ import torch
 from torch.nn import functional as F
 
 from jaxadv import models
-from jaxadv.attacks import geometry
+from jaxadv.attacks import apgd, geometry
 from jaxadv.attacks import losses
 from jaxadv.attacks.pgd import pgd
+from jaxadv.models import conv
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pgd_speed  # pylint: disable=wrong-import-position
@@ -237,8 +243,29 @@ def exp_flags(args) -> None:
     print(out, flush=True)
 
 
+def exp_conv(args) -> None:
+  for name in args.models:
+    apply_fn, x, y, _, _, _ = setup(name, args.batch)
+    key = jax.random.key(1)
+    attacks = {
+        f"PGD-{args.steps} (fori_loop)": looped_pgd(apply_fn, x, y, key, args.steps, False),
+        f"APGD-CE {args.steps} steps": lambda: apgd(apply_fn, x, y, key, eps=EPS,
+                                                    steps=args.steps).block_until_ready()}
+    for label, fn in attacks.items():
+      times = {}
+      contexts = {"lax": conv.lax_convolutions, "jaxadv": contextlib.nullcontext}
+      for conv_name, context in contexts.items():
+        with context():  # read when the model is traced
+          jax.clear_caches()
+          times[conv_name] = first_and_median(fn, args.repeats)
+      (lax_first, lax_ms), (ours_first, ours_ms) = times["lax"], times["jaxadv"]
+      print(f"{name} batch {args.batch} {label}: lax convolutions {lax_ms:.0f} ms (first call "
+            f"{lax_first:.1f} s), jaxadv.models.conv {ours_ms:.0f} ms (first call "
+            f"{ours_first:.1f} s), ratio {ours_ms / lax_ms:.2f}", flush=True)
+
+
 EXPERIMENTS = {"ops": exp_ops, "jit": exp_jit, "dtype": exp_dtype, "layout": exp_layout,
-               "batch": exp_batch, "flags": exp_flags, "jax_pgd": exp_jax_pgd}
+               "batch": exp_batch, "flags": exp_flags, "jax_pgd": exp_jax_pgd, "conv": exp_conv}
 
 
 def main() -> None:

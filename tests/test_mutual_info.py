@@ -134,6 +134,24 @@ def test_scores_shape_and_no_gradient_through_the_local_input():
   assert np.abs(conv).max() > 0
 
 
+def test_score_clip_bounds_scores_and_estimates_and_zero_leaves_them_unchanged():
+  x = 50.0 * jax.random.normal(jax.random.PRNGKey(0), (6, 8, 8, 1))
+  logits = 50.0 * jax.random.normal(jax.random.PRNGKey(1), (6, 4))
+  unclipped = mi.MIEstimator(width=64, conv_features=(8, 8))
+  variables = unclipped.init(jax.random.key(0, impl="rbg"), x, logits)
+  u = unclipped.apply(variables, x, logits)
+  assert np.abs(np.asarray(u)).max() > 10.0  # this critic's raw scores exceed the bound
+  tau = 3.0
+  clipped = mi.MIEstimator(width=64, conv_features=(8, 8), score_clip=tau)
+  u_clipped = clipped.apply(variables, x, logits)  # same parameters
+  np.testing.assert_allclose(u_clipped, tau * np.tanh(np.asarray(u) / tau), rtol=1e-5, atol=1e-5)
+  assert np.abs(np.asarray(u_clipped)).max() < tau
+  for estimate in (mi.dv_per_sample(u_clipped), mi.infonce_per_sample(u_clipped)):
+    assert np.all(np.abs(np.asarray(estimate)) < 2 * tau)
+  np.testing.assert_array_equal(
+      mi.MIEstimator(width=64, conv_features=(8, 8), score_clip=0.0).apply(variables, x, logits), u)
+
+
 def test_estimator_rejects_mismatched_or_tiny_inputs():
   model = mi.MIEstimator(width=8, conv_features=(4, 4))
   init = lambda x, z: model.init(jax.random.key(0, impl="rbg"), x, z)

@@ -158,6 +158,8 @@ def test_stage_and_namid_config_errors(base_run, tmp_path, capsys):
     tiny_config(**{"objective.name": "namid"})
   with pytest.raises(ValueError, match="mi.dv_variant"):
     tiny_config(**{"mi.dv_variant": "jsd"})
+  with pytest.raises(ValueError, match="mi.score_clip must be >= 0"):
+    tiny_config(**{"mi.score_clip": -1.0})
   with pytest.raises(ValueError, match="mi.conv_features"):
     tiny_config(**{"mi.conv_features": ()})
   missing = tiny_config(**{"objective.name": "namid", "objective.namid_estimators":
@@ -180,6 +182,14 @@ def test_namid_configs_select_the_objective(variant):
     config_lib.load_file("experiments/configs/mnist_namid.py:trades,mart")
 
 
+def test_estimator_config_bounds_the_critic_only_when_clipped():
+  load = lambda variant: config_lib.load_file(
+      f"experiments/configs/mnist_namid_estimators.py:{variant}")
+  assert load("").mi.score_clip == 0.0 and load("code").mi.dv_variant == "authors"
+  clipped = load("code,clipped")
+  assert clipped.mi.score_clip == 10.0 and clipped.name == "mnist_namid_estimators_code_clipped"
+
+
 def test_mnist_smoke_configs_chain_base_estimators_and_namid(mnist_dir, tmp_path):
   # pylint: disable=unused-argument
   """The shipped MNIST configs, smoke variants: base run -> estimator stage -> NAMID-M (code)."""
@@ -192,3 +202,4 @@ def test_mnist_smoke_configs_chain_base_estimators_and_namid(mnist_dir, tmp_path
                                      [f"objective.namid_estimators={tmp_path / 'est'}"])
   assert int(loop.train(namid, tmp_path / "namid", progress=False).step) == 4
   assert namid_stage.load(tmp_path / "est").dv_variant == "authors"
+  assert namid_stage.load(tmp_path / "est").module.score_clip == 0.0

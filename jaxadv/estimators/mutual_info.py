@@ -103,16 +103,22 @@ class MIEstimator(nn.Module):
   clean image or the noise x_adv - x, any range); logits: (N, K). Raises ValueError for other
   ranks or dtypes, or different batch sizes. Feed u to `dv_per_sample`, `jsd_per_sample` or
   `infonce_per_sample`.
+
+  `score_clip` tau > 0 bounds the critic smoothly, u <- tau * tanh(u / tau), so |u| < tau and
+  every exact-DV and InfoNCE estimate lies in (-2 tau, 2 tau) (the clipped critic of SMILE,
+  Song & Ermon, ICLR 2020, here with tanh so that gradients stay smooth); 0 leaves u unbounded.
   """
   width: int = 2048
   conv_features: tuple[int, ...] = (64, 128)
+  score_clip: float = 0.0
 
   @nn.compact
   def __call__(self, local_inputs, logits):
     _check_inputs(local_inputs, logits)
     local = LocalEncoder(self.width, self.conv_features)(jax.lax.stop_gradient(local_inputs))
     local = local.reshape(local.shape[0], -1, self.width)
-    return jnp.einsum("id,jkd->ijk", GlobalEncoder(self.width)(logits), local)
+    u = jnp.einsum("id,jkd->ijk", GlobalEncoder(self.width)(logits), local)
+    return self.score_clip * jnp.tanh(u / self.score_clip) if self.score_clip > 0 else u
 
 
 def _check_inputs(local_inputs, logits) -> None:

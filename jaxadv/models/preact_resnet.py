@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxadv.models.conv import conv_layer
 from jaxadv.models.layers import Normalize, batch_norm
 
 
@@ -69,7 +70,7 @@ class PreActResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, bn: str = "main"):
     norm = batch_norm(train=train, aux_bn=self.aux_bn, bn=bn, dtype=self.dtype)
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(conv_layer, use_bias=False, dtype=self.dtype)
     x = Normalize(self.mean, self.std)(x).astype(self.dtype)
     widths = [self.width * 2**stage for stage in range(len(self.stage_sizes))]
     x = preact_features(x, stem_width=self.width, stage_widths=widths,

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxadv.models.conv import conv_layer
 from jaxadv.models.layers import Normalize, batch_norm
 
 
@@ -20,7 +21,7 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(conv_layer, use_bias=False, dtype=self.dtype)
     y = conv(self.features, (3, 3), self.strides, padding=1)(x)
     y = nn.relu(self.norm()(y))
     y = conv(self.features, (3, 3), padding=1)(y)
@@ -51,7 +52,7 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool = False, bn: str = "main"):
     norm = batch_norm(train=train, aux_bn=self.aux_bn, bn=bn, dtype=self.dtype)
     x = Normalize(self.mean, self.std)(x).astype(self.dtype)
-    x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
+    x = conv_layer(self.width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
     x = nn.relu(norm()(x))
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):

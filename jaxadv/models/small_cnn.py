@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxadv.models.conv import conv_layer
 from jaxadv.models.layers import Normalize
 
 
@@ -39,7 +40,7 @@ class SmallCNN(nn.Module):
   def __call__(self, x, train: bool = False):
     del train
     x = Normalize(self.mean, self.std)(x).astype(self.dtype)
-    conv = lambda features: nn.Conv(features, (3, 3), padding="SAME", dtype=self.dtype)
+    conv = lambda features: conv_layer(features, (3, 3), padding="SAME", dtype=self.dtype)
     for features in (self.width, 2 * self.width):
       x = nn.relu(conv(features)(x))
       x = nn.relu(conv(features)(x))

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxadv.models.conv import conv_layer
 from jaxadv.models.layers import Normalize
 
 
@@ -65,8 +66,8 @@ class ViT(nn.Module):
       raise ValueError(f"ViT input height and width must be multiples of patch={self.patch}, "
                        f"got image shape {x.shape[1:]}.")
     x = Normalize(self.mean, self.std)(x).astype(self.dtype)
-    x = nn.Conv(self.dim, (self.patch, self.patch), self.patch, padding="VALID",
-                dtype=self.dtype)(x)
+    x = conv_layer(self.dim, (self.patch, self.patch), self.patch, padding="VALID",
+                   dtype=self.dtype)(x)
     x = x.reshape(x.shape[0], -1, self.dim)
     pos = self.param("pos_embedding", nn.initializers.normal(0.02), (1, *x.shape[1:]))
     x = x + pos.astype(self.dtype)

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxadv.models.conv import conv_layer
 from jaxadv.models.layers import Normalize, batch_norm
 from jaxadv.models.preact_resnet import preact_features
 
@@ -43,7 +44,7 @@ class WideResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, bn: str = "main"):
     norm = batch_norm(train=train, aux_bn=self.aux_bn, bn=bn, dtype=self.dtype)
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+    conv = functools.partial(conv_layer, use_bias=False, dtype=self.dtype,
                              kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
     x = Normalize(self.mean, self.std)(x).astype(self.dtype)
     n = (self.depth - 4) // 6

@@ -25,8 +25,9 @@ from jaxadv.train.checkpoint import Checkpointer
 
 
 def estimator_module(config) -> MIEstimator:
-  """The `MIEstimator` of the config's `mi` group (width, conv_features)."""
-  return MIEstimator(width=config.mi.width, conv_features=tuple(config.mi.conv_features))
+  """The `MIEstimator` of the config's `mi` group (width, conv_features, score_clip)."""
+  return MIEstimator(width=config.mi.width, conv_features=tuple(config.mi.conv_features),
+                     score_clip=config.mi.score_clip)
 
 
 def optimizer(config) -> optax.GradientTransformation:
