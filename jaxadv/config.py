@@ -55,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
       lr=0.05, momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="cosine",
       warmup_epochs=0.0, milestones=(0.5, 0.75), decay_factor=0.1,
       ema_decay=0.0,  # 0: no weight averaging; else evaluate the EMA of params and BN stats.
+      grad_clip_norm=0.0,  # 0: off; else the loss gradient's global L2 norm is clipped to it.
   ))
   c.batch_size = 64
   c.num_epochs = 20
@@ -152,6 +153,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(config.eval.batch_size >= 1, "eval.batch_size must be >= 1.")
   _check(0.0 <= config.optim.ema_decay < 1.0,
          f"optim.ema_decay must lie in [0, 1), got {config.optim.ema_decay}.")
+  _check(config.optim.grad_clip_norm >= 0,
+         f"optim.grad_clip_norm must be >= 0 (0: no clipping), got {config.optim.grad_clip_norm}.")
   _check(config.eval.monitor_every_epochs >= 0, "eval.monitor_every_epochs must be >= 0.")
   _check(config.eval.monitor_examples >= 1 and config.eval.monitor_steps >= 1,
          "eval.monitor_examples and eval.monitor_steps must be >= 1.")

@@ -50,6 +50,29 @@ def test_bfloat16_compute_trains_with_float32_parameters():
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.params))
 
 
+def test_gradient_clipping_bounds_the_update_and_the_step_logs_the_gradient_norm():
+  mesh = mesh_lib.data_mesh()
+  model = models.get("small_cnn", num_classes=10, width=8, hidden=16)
+  objective = objectives.build("erm", model, dict(eps=0.1, step_size=0.05, steps=2, norm="linf"))
+  batch = mesh_lib.put_batch(next(data.train_batches(data.load("digits", "train"), 32, 0)), mesh)
+  moves = {}
+  for clip in (0.0, 0.01):  # plain SGD with lr 1: the update is -clip(g)
+    optim = tiny_config(**{"optim.weight_decay": 0.0, "optim.momentum": 0.0, "optim.lr": 1.0,
+                           "optim.schedule": "constant", "optim.grad_clip_norm": clip}).optim
+    tx, _ = loop.make_optimizer(optim, 10, 10)
+    state = jax.device_put(state_lib.create(model, tx, (8, 8, 1), 0), mesh_lib.replicated(mesh))
+    before = jax.device_get(state.params)
+    state, metrics_ = make_train_step(objective, tx, mesh)(state, batch)
+    delta = jax.tree.map(lambda a, b: a - b, jax.device_get(state.params), before)
+    moves[clip] = (float(optax.tree.norm(delta)), float(metrics_["grad_norm"]))
+  (plain_move, grad_norm), (clipped_move, clipped_grad_norm) = moves[0.0], moves[0.01]
+  assert plain_move == pytest.approx(grad_norm, rel=1e-4)
+  assert clipped_move == pytest.approx(0.01, rel=1e-4) and grad_norm > 0.01
+  assert clipped_grad_norm == pytest.approx(grad_norm, rel=1e-5)  # logged before clipping
+  with pytest.raises(ValueError, match="optim.grad_clip_norm must be >= 0"):
+    tiny_config(**{"optim.grad_clip_norm": -1.0})
+
+
 def test_ema_follows_its_definition():
   state, step, batches = _digits_step(ema_decay=0.99)
   chex.assert_trees_all_equal(state.ema, state_lib.raw_variables(state))

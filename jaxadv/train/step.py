@@ -30,6 +30,8 @@ def make_train_step(objective: Callable, tx: optax.GradientTransformation, mesh,
   (`jaxadv.train.state.update_ema`). `augment(key, images) -> images`
   (`jaxadv.data.augment`), when given, transforms batch["image"] on device first, keyed by
   `fold_in(key, AUGMENT_STREAM)`: the objective's key is the same with or without it.
+  The metrics are the objective's plus `grad_norm`, the global L2 norm of the loss gradient
+  (before any clipping in `tx`).
   """
   def step(state: TrainState, batch: dict):
     key = jax.random.fold_in(state.rng, state.step)
@@ -42,7 +44,7 @@ def make_train_step(objective: Callable, tx: optax.GradientTransformation, mesh,
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
     new_state = state_lib.update_ema(new_state, ema_decay).replace(step=state.step + 1)
-    return new_state, metrics
+    return new_state, dict(metrics, grad_norm=optax.tree.norm(grads))
 
   replicated = mesh_lib.replicated(mesh)
   return jax.jit(step, in_shardings=(replicated, mesh_lib.batch_sharded(mesh)),
@@ -51,10 +53,13 @@ def make_train_step(objective: Callable, tx: optax.GradientTransformation, mesh,
 
 def make_optimizer(optim, total_steps: int, steps_per_epoch: int):
   """SGD with momentum and the configured schedule; weight decay is added to the gradient
-  before momentum, as PyTorch's SGD does. Returns (tx, schedule)."""
+  before momentum, as PyTorch's SGD does. With `optim.grad_clip_norm` c > 0 the loss gradient
+  g is first scaled to g * min(1, c / ||g||_2) (global norm over all parameters; weight decay is
+  added after, as with PyTorch's `clip_grad_norm_` before `SGD.step`). Returns (tx, schedule)."""
   schedule = schedules.build(optim.schedule, lr=optim.lr, total_steps=total_steps,
                              warmup_steps=int(optim.warmup_epochs * steps_per_epoch),
                              milestones=optim.milestones, decay_factor=optim.decay_factor)
-  tx = optax.chain(optax.add_decayed_weights(optim.weight_decay),
+  clip = [optax.clip_by_global_norm(optim.grad_clip_norm)] if optim.grad_clip_norm > 0 else []
+  tx = optax.chain(*clip, optax.add_decayed_weights(optim.weight_decay),
                    optax.sgd(schedule, momentum=optim.momentum, nesterov=optim.nesterov))
   return tx, schedule
