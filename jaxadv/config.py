@@ -19,6 +19,7 @@ import ml_collections
 from jaxadv import data, models, objectives
 from jaxadv.attacks import geometry
 from jaxadv.estimators.mutual_info import DV_VARIANTS
+from jaxadv.objectives.namid_estimators import OBJECTIVES as ESTIMATOR_OBJECTIVES
 from jaxadv.eval import suites
 from jaxadv.models import MODES
 from jaxadv.train.schedules import SCHEDULES
@@ -47,10 +48,11 @@ def base_config() -> ml_collections.ConfigDict:
                                              warmup_epochs=0.0))
   # NAMID's estimator stage (`jaxadv train-mi`, docs/estimators.md): the MI estimators'
   # architecture, DV variant ("exact": the paper; "authors": the NAMID code), critic bound
-  # (score_clip tau > 0: scores tau * tanh(u / tau); 0: unbounded, the paper) and Adam step size.
+  # (score_clip tau > 0: scores tau * tanh(u / tau); 0: unbounded, the paper), training
+  # objective ("paper" or "code", `jaxadv.objectives.namid_estimators`) and Adam step size.
   # A NAMID run reads these from its estimators' run directory, not from its own config.
   c.mi = ml_collections.ConfigDict(dict(width=2048, conv_features=(64, 128), dv_variant="exact",
-                                        score_clip=0.0, lr=1e-4))
+                                        score_clip=0.0, objective="paper", lr=1e-4))
   c.optim = ml_collections.ConfigDict(dict(
       lr=0.05, momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="cosine",
       warmup_epochs=0.0, milestones=(0.5, 0.75), decay_factor=0.1,
@@ -130,6 +132,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"mi.dv_variant {config.mi.dv_variant!r} is unknown; choose one of {list(DV_VARIANTS)}.")
   _check(config.mi.score_clip >= 0,
          f"mi.score_clip must be >= 0 (0: unbounded scores), got {config.mi.score_clip}.")
+  _check(config.mi.objective in ESTIMATOR_OBJECTIVES,
+         f"mi.objective {config.mi.objective!r} is unknown; choose one of "
+         f"{list(ESTIMATOR_OBJECTIVES)}.")
   _check(config.mi.lr > 0, f"mi.lr must be > 0, got {config.mi.lr}.")
   for group in ("attack", "eval"):
     attack = config[group]

@@ -16,7 +16,7 @@ from jaxadv import config as config_lib
 from jaxadv.attacks import pgd
 from jaxadv.estimators import MIEstimator, dv_per_sample
 from jaxadv.objectives import NamidEstimators
-from jaxadv.objectives.namid_estimators import estimator_objective, init_params
+from jaxadv.objectives.namid_estimators import code_loss, estimator_objective, init_params
 from jaxadv.train import loop, namid_stage
 from jaxadv.train.checkpoint import Checkpointer
 
@@ -94,10 +94,74 @@ def test_both_estimators_learn_and_the_gains_grow(setup):
   assert float(last) < float(first) - 0.5
 
 
+def _code_loss_reference(mi, clean_correct, non_robust):
+  """The "code" objective with boolean indexing and Python branches, as the authors' loop."""
+  mi = {k: np.asarray(v, np.float64) for k, v in mi.items()}
+  robust = clean_correct & ~non_robust
+  cos = lambda a, b: float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+  if not clean_correct.any():
+    return -mi["natural_clean"].mean() - mi["adversarial_adv"].mean()
+  nat, nat_adv = mi["natural_clean"], mi["natural_adv"]
+  adv, adv_clean = mi["adversarial_adv"], mi["adversarial_clean"]
+  n_clean = clean_correct.sum()
+  loss = 0.0
+  if non_robust.any():
+    w = non_robust
+    loss += 5 * abs(cos(nat[w], nat_adv[w])) - nat[w].sum() / n_clean
+    loss += 5 * abs(cos(adv[w], adv_clean[w])) - adv[w].mean()
+  if robust.any():
+    r = robust
+    loss += 0.5 * (5 * abs(1 - cos(nat[r], nat_adv[r])) - nat[r].sum() / n_clean)
+    loss += 0.5 * (8 * abs(1 - cos(adv_clean[r], adv[r])) + 0.1 * adv[r].mean())
+  return loss
+
+
+@pytest.mark.parametrize("case", ["mixed", "no_robust", "no_non_robust", "none_correct"])
+def test_code_objective_matches_the_authors_branches(case):
+  """`code_loss` with masks equals the branchy reference on each combination of empty sets."""
+  rng = np.random.default_rng(3)
+  mi = {k: jnp.asarray(rng.normal(size=12), jnp.float32) for k in
+        ("natural_clean", "natural_adv", "adversarial_clean", "adversarial_adv")}
+  clean_correct = {"none_correct": np.zeros(12, bool)}.get(case, np.arange(12) < 9)
+  non_robust = {"mixed": np.arange(12) % 3 == 0, "no_robust": np.arange(12) < 9,
+                "no_non_robust": np.zeros(12, bool),
+                "none_correct": np.zeros(12, bool)}[case] & clean_correct
+  loss = jax.jit(code_loss)(mi, jnp.asarray(clean_correct), jnp.asarray(non_robust))
+  np.testing.assert_allclose(loss, _code_loss_reference(mi, clean_correct, non_robust),
+                             rtol=1e-5, atol=1e-5)
+  grads = jax.grad(code_loss)(mi, jnp.asarray(clean_correct), jnp.asarray(non_robust))
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_code_objective_raises_the_natural_and_adversarial_mi(setup):
+  """The code objective trains each estimator up on its own pairing: 40 Adam steps on a batch
+  raise the selection's Î_N(h(x)) and Î_A(h(x_adv)) and lower the loss."""
+  classifier, batch, params = setup
+  objective = estimator_objective(ESTIMATOR, classifier, ATTACK, objective="code")
+  tx = optax.adam(1e-3)
+
+  @jax.jit
+  def step(params, opt_state):
+    (loss, (_, metrics)), grads = jax.value_and_grad(objective, has_aux=True)(
+        params, {}, batch, jax.random.PRNGKey(1), jnp.int32(0))
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, loss, metrics
+
+  opt_state = tx.init(params)
+  params, opt_state, first, start = step(params, opt_state)
+  for _ in range(40):
+    params, opt_state, last, end = step(params, opt_state)
+  assert float(last) < float(first) - 0.5
+  assert float(end["natural_mi"]) > float(start["natural_mi"])
+  assert float(end["adversarial_mi"]) > float(start["adversarial_mi"])
+
+
 def test_bad_dv_variant_is_rejected(setup):
   classifier, _, _ = setup
   with pytest.raises(ValueError, match="dv_variant"):
     estimator_objective(ESTIMATOR, classifier, ATTACK, dv_variant="jsd")
+  with pytest.raises(ValueError, match="estimator objective"):
+    estimator_objective(ESTIMATOR, classifier, ATTACK, objective="gap")
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +222,8 @@ def test_stage_and_namid_config_errors(base_run, tmp_path, capsys):
     tiny_config(**{"objective.name": "namid"})
   with pytest.raises(ValueError, match="mi.dv_variant"):
     tiny_config(**{"mi.dv_variant": "jsd"})
+  with pytest.raises(ValueError, match="mi.objective"):
+    tiny_config(**{"mi.objective": "gap"})
   with pytest.raises(ValueError, match="mi.score_clip must be >= 0"):
     tiny_config(**{"mi.score_clip": -1.0})
   with pytest.raises(ValueError, match="mi.conv_features"):
@@ -182,10 +248,14 @@ def test_namid_configs_select_the_objective(variant):
     config_lib.load_file("experiments/configs/mnist_namid.py:trades,mart")
 
 
-def test_estimator_config_bounds_the_critic_only_when_clipped():
+def test_estimator_configs_select_the_objective_dv_and_critic_bound():
   load = lambda variant: config_lib.load_file(
       f"experiments/configs/mnist_namid_estimators.py:{variant}")
-  assert load("").mi.score_clip == 0.0 and load("code").mi.dv_variant == "authors"
+  assert load("").mi.score_clip == 0.0 and load("").mi.objective == "paper"
+  assert load("code").mi.dv_variant == "authors" and load("code").mi.objective == "code"
+  cifar = config_lib.validate(config_lib.load_file(
+      "experiments/configs/cifar10_resnet18_namid_estimators.py:code"))
+  assert cifar.mi.objective == "code" and cifar.mi.dv_variant == "authors"
   clipped = load("code,clipped")
   assert clipped.mi.score_clip == 10.0 and clipped.name == "mnist_namid_estimators_code_clipped"
 

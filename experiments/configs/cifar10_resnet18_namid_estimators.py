@@ -5,8 +5,9 @@ Trains the natural and adversarial MI estimators (`jaxadv train-mi`) on the froz
 setup (train it first: `jaxadv train --config
 experiments/configs/cifar10_resnet18_namid.py:baseline`), with x_adv from PGD-10, step 2/255, in eval
 mode: the spec's estimator (width 2048, convolutions 64 and 128, an 8x8 local grid), Adam 1e-4,
-10 epochs of batch 256. Variants: "code" (the authors' DV variant) and "smoke" (a CPU-sized
-check on runs/cifar10_resnet18_namid_baseline_pgd_at_smoke), comma-separated.
+10 epochs of batch 256. Variants: "code" (the authors' estimator objective and DV variant)
+and "smoke" (a CPU-sized check on runs/cifar10_resnet18_namid_baseline_pgd_at_smoke),
+comma-separated.
 """
 
 import pathlib
@@ -28,6 +29,7 @@ def get_config(variant: str = ""):
   config.mi.width = 2048
   config.mi.conv_features = (64, 128)
   config.mi.dv_variant = "authors" if "code" in words else "exact"
+  config.mi.objective = "code" if "code" in words else "paper"
   config.mi.lr = 1e-4
   if "smoke" in words:
     config.mi.width = 32

@@ -7,8 +7,8 @@ experiments/configs/mnist_namid_estimators.py`, trained first). Trained from scr
 base, so `jaxadv sweep` of this config and of the base compares them seed for seed.
 
 Variants (comma-separated): "trades" (NAMID-T) or "mart" (NAMID-M) for the base; "code" for the
-authors' code preset (λ = 0, estimators of mnist_namid_estimators.py:code, trained with their DV
-variant); "smoke" for a few CPU seconds with the smoke estimators.
+authors' code preset (λ = 0, estimators of mnist_namid_estimators.py:code, trained with their
+estimator objective and DV variant); "smoke" for a few CPU seconds with the smoke estimators.
 """
 
 import pathlib

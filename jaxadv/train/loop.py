@@ -249,7 +249,7 @@ def train_estimators(config, workdir, *, stop_after_step: int | None = None,
   steps_per_epoch = data.steps_per_epoch(train_ds, config.batch_size)
   state = jax.device_put(namid_stage.create_state(config, train_ds), mesh_lib.replicated(mesh))
   objective = estimator_objective(namid_stage.estimator_module(config), classifier, config.attack,
-                                  dv_variant=config.mi.dv_variant,
+                                  dv_variant=config.mi.dv_variant, objective=config.mi.objective,
                                   eps_warmup_steps=int(config.attack.warmup_epochs *
                                                        steps_per_epoch))
   tx = namid_stage.optimizer(config)
