@@ -16,6 +16,12 @@ so a killed launch resumes where it stopped:
    NAMID-T and NAMID-M per seed (`mnist_namid.py`), and the natural and adversarial MI
    (`jaxadv mi`) of every base and NAMID run with those estimators.
 
+With `--autoattack-examples N` (N > 0), AutoAttack leaves the runs' own suite and runs
+afterwards on the first N test points of every finished run (`jaxadv eval --suite autoattack
+--num-examples N --tag autoattack_nN`, kept in eval_autoattack_nN.json); the tables get that
+column. That is the CPU-sized form: AutoAttack on all 2,000 points costs about 1.5 h per model
+on 2 cores (docs/results.md).
+
 It then writes <root>/tables.md (mean ± sample std over the seeds) and
 <root>/adml_per_class.png, also when a run fails (a run whose loss diverges stops with
 `NonFiniteLoss`, as NAMID's paper preset did on MNIST: docs/results.md; the tables then hold the
@@ -44,9 +50,11 @@ ADML = ("pgd_at_finetune", "adml", "adml_theta")
 class Launch:
   """Where a launch writes, its seeds and options, and how it runs `jaxadv` commands."""
 
-  def __init__(self, root, seeds, jobs: int, smoke: bool, suite, baselines, namid):
+  def __init__(self, root, seeds, jobs: int, smoke: bool, suite, baselines, namid,
+               autoattack_examples: int = 0):
     self.root, self.seeds, self.jobs, self.smoke = pathlib.Path(root), seeds, jobs, smoke
     self.suite = ("pgd5",) if smoke else tuple(suite)
+    self.autoattack_examples = autoattack_examples
     self.baselines, self.namid = tuple(baselines), {name: NAMID[name] for name in namid}
     (self.root / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -64,11 +72,21 @@ class Launch:
       tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
       raise RuntimeError(f"jaxadv {' '.join(args)} failed ({code}); end of {log}:\n{tail}")
 
+  @property
+  def autoattack_tag(self) -> str:
+    return f"autoattack_n{self.autoattack_examples}"
+
   def train(self, name: str, config: str, seed: int, *overrides: str) -> None:
+    """Trains and evaluates run `name` of `seed` unless done, then its subset AutoAttack."""
     workdir = self.root / name / f"seed{seed}"
     if not (workdir / "eval.json").is_file():
       self.run(f"{name}_seed{seed}", "train", "--config", config, "--workdir", str(workdir),
                "--no-progress", f"seed={seed}", f"eval.suite={self.suite!r}", *overrides)
+    tag = self.autoattack_tag
+    if self.autoattack_examples and not (workdir / f"eval_{tag}.json").is_file():
+      self.run(f"{tag}_{name}_seed{seed}", "eval", "--workdir", str(workdir), "--suite",
+               "autoattack", "--num-examples", str(self.autoattack_examples), "--no-checks",
+               "--tag", tag)
 
   def parallel(self, tasks) -> None:
     """Runs the zero-argument callables `tasks`, `jobs` at a time; re-raises the first error."""
@@ -133,13 +151,20 @@ def records(launch: Launch, name: str, file: str = "eval.json") -> list[dict]:
 
 
 def accuracy_table(launch: Launch, names) -> str:
+  """Mean ± std over seeds of clean and suite accuracy, and of the subset AutoAttack (with its
+  clean accuracy on the same points) when the launch has one."""
   attacks = ["clean", *launch.suite]
-  lines = [f"| run (seeds {', '.join(map(str, launch.seeds))}) | " + " | ".join(attacks) + " |",
-           "|---|" + "---:|" * len(attacks)]
+  subset = launch.autoattack_examples
+  extra = [f"clean (first {subset})", f"autoattack (first {subset})"] if subset else []
+  lines = [f"| run (seeds {', '.join(map(str, launch.seeds))}) | " + " | ".join(attacks + extra)
+           + " |", "|---|" + "---:|" * len(attacks + extra)]
   for name in names:
     runs = records(launch, name)
-    lines.append(f"| {name} | " + " | ".join(mean_std([r["accuracy"][a] for r in runs])
-                                             for a in attacks) + " |")
+    cells = [mean_std([r["accuracy"][a] for r in runs]) for a in attacks]
+    if subset:
+      aa = records(launch, name, f"eval_{launch.autoattack_tag}.json")
+      cells += [mean_std([r["accuracy"][a] for r in aa]) for a in ("clean", "autoattack")]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -233,6 +258,9 @@ def main(argv=None) -> int:
   parser.add_argument("--smoke", action="store_true", help="smoke variants, PGD-5 only")
   parser.add_argument("--suite", default="pgd20,autoattack",
                       help="evaluation attacks of every run (default pgd20,autoattack)")
+  parser.add_argument("--autoattack-examples", type=int, default=0,
+                      help="N > 0: AutoAttack on the first N test points of every run, after "
+                           "training, instead of in the runs' suite (default 0)")
   parser.add_argument("--baselines", default=",".join(BASELINES),
                       help=f"subset of {','.join(BASELINES)} (pgd_at: the base of ADML, NAMID)")
   parser.add_argument("--namid", default=",".join(NAMID),
@@ -244,8 +272,11 @@ def main(argv=None) -> int:
   for name in names(args.namid):
     if name not in NAMID:
       parser.error(f"unknown NAMID variant {name!r}; choose from {list(NAMID)}")
+  if args.autoattack_examples < 0:
+    parser.error(f"--autoattack-examples must be >= 0, got {args.autoattack_examples}")
   launch = Launch(args.root, [int(s) for s in args.seeds.split(",")], args.jobs, args.smoke,
-                  names(args.suite), names(args.baselines), names(args.namid))
+                  names(args.suite), names(args.baselines), names(args.namid),
+                  args.autoattack_examples)
   stages = {"baselines": run_baselines, "adml": run_adml, "namid": run_namid}
   for stage in names(args.stages):
     if stage not in stages:

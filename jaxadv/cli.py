@@ -1,7 +1,7 @@
 """`jaxadv` command line: `train`, `eval`, `sweep`, `plot`, `vulnerability`, `train-mi`, `mi`.
 
     jaxadv train [--config experiments/configs/NAME.py[:variant]] [--workdir W] [field=value ...]
-    jaxadv eval --workdir W [--suite clean,pgd20,cw30,autoattack] [--num-examples N]
+    jaxadv eval --workdir W [--suite clean,pgd20,cw30,autoattack] [--num-examples N] [--tag T]
     jaxadv sweep --config FILE --seeds 0,1,2 [--grid field=v1,v2 ...] [--root R] [field=value ...]
     jaxadv plot --workdir W [--out curves.png]
     jaxadv vulnerability --workdir W [--num-examples N] [--steps 10]
@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--num-examples", type=int, default=0,
                         help="evaluate the first N test points (default: all)")
   evaluate.add_argument("--no-checks", action="store_true", help="skip gradient-masking checks")
+  evaluate.add_argument("--tag", default="",
+                        help="write eval_<tag>.json and per_class_<tag>.png instead of "
+                             "eval.json and per_class.png (keeps the run's own evaluation)")
   sweep = commands.add_parser("sweep", help="train and evaluate over seeds and a grid")
   sweep.add_argument("--config", required=True, help="config file, optionally PATH:variant")
   sweep.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
@@ -135,7 +138,7 @@ def _run(args, overrides) -> None:
   elif args.command == "eval":
     suite = tuple(args.suite.split(",")) if args.suite else None
     loop.evaluate_workdir(args.workdir, suite=suite, num_examples=args.num_examples,
-                          checks=False if args.no_checks else None)
+                          checks=False if args.no_checks else None, tag=args.tag)
   elif args.command == "sweep":
     config = _load_config(args.config, overrides + args.overrides)
     seeds = [int(s) for s in args.seeds.split(",") if s]

@@ -130,6 +130,15 @@ def test_cli_train_then_eval_end_to_end(tmp_path, capsys):
   again = json.loads((workdir / "eval.json").read_text())
   assert again["clean_acc"] == record["clean_acc"]  # same checkpoint, same attack seed
   assert again["robust_acc"] == record["robust_acc"]
+  assert cli.main(["eval", "--workdir", str(workdir), "--suite", "fgsm", "--num-examples", "20",
+                   "--tag", "fgsm_n20"]) == 0  # a tagged evaluation keeps eval.json
+  tagged = json.loads((workdir / "eval_fgsm_n20.json").read_text())
+  assert tagged["n_ex"] == 20 and "fgsm" in tagged["accuracy"]
+  assert (workdir / "per_class_fgsm_n20.png").is_file()
+  assert json.loads((workdir / "eval.json").read_text()) == again
+  capsys.readouterr()
+  assert cli.main(["eval", "--workdir", str(workdir), "--tag", "../x"]) == 2
+  assert "bad eval tag" in capsys.readouterr().err
 
 
 def _final_params(workdir, config):

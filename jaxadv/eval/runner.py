@@ -41,9 +41,12 @@ def masking_checks(model, variables, dataset: ArrayDataset, result: robustness.R
 
 def evaluate_suite(model, variables, dataset: ArrayDataset, *, suite, eps: float, norm: str,
                    step_size: float | None, batch_size: int, seed: int = 0, model_name: str = "",
-                   checkpoint_step=None, checks: bool = True, out_dir=None, quiet: bool = False):
+                   checkpoint_step=None, checks: bool = True, out_dir=None, tag: str = "",
+                   quiet: bool = False):
   """Evaluates `suite` (attack names) on `dataset`; prints the table and writes
-  `eval.json` and `per_class.png` into `out_dir` when given. Returns the JSON record."""
+  `eval.json` and `per_class.png` into `out_dir` when given (`eval_<tag>.json` and
+  `per_class_<tag>.png` with a `tag`, so another evaluation keeps its files). Returns the JSON
+  record."""
   step = eps / 4 if step_size is None else step_size
   attacks = suites.build(suite, eps=eps, norm=norm, num_classes=dataset.num_classes,
                          step_size=step)
@@ -65,8 +68,8 @@ def evaluate_suite(model, variables, dataset: ArrayDataset, *, suite, eps: float
     if flags:
       print("\nGradient-masking checks:\n" + report.flags_text(flags))
   if out_dir is not None:
-    out_dir = pathlib.Path(out_dir)
-    report.write_json(record, out_dir / "eval.json")
-    report.per_class_bar_chart(result, out_dir / "per_class.png",
+    out_dir, suffix = pathlib.Path(out_dir), f"_{tag}" if tag else ""
+    report.write_json(record, out_dir / f"eval{suffix}.json")
+    report.per_class_bar_chart(result, out_dir / f"per_class{suffix}.png",
                                title=f"{model_name} on {dataset.name}, {norm} eps={eps:.4g}")
   return record

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import pathlib
+import re
 import signal
 import threading
 
@@ -297,9 +298,10 @@ def mi_report(workdir, estimators_dir, *, num_examples: int = 0, batch_size: int
 
 
 def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None, suite=None,
-                   num_examples: int = 0, checks=None):
+                   num_examples: int = 0, checks=None, tag: str = ""):
   """Evaluates `variables` on the test split with the configured (or given) suite; prints
-  the table and, with a workdir, writes eval.json and per_class.png there."""
+  the table and, with a workdir, writes eval.json and per_class.png there (eval_<tag>.json and
+  per_class_<tag>.png with a tag)."""
   test_ds = load_dataset(config, "test")
   if num_examples > 0:
     test_ds = test_ds.take(num_examples)
@@ -308,7 +310,7 @@ def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None, sui
       build_model(config, test_ds), variables, test_ds, suite=suite or e.suite, eps=e.eps,
       norm=e.norm, step_size=e.step_size, batch_size=e.batch_size, seed=config.seed,
       model_name=f"{config.name} ({config.model.name})", checkpoint_step=checkpoint_step,
-      checks=e.masking_checks if checks is None else checks, out_dir=workdir)
+      checks=e.masking_checks if checks is None else checks, out_dir=workdir, tag=tag)
 
 
 def train_and_evaluate(config, workdir, *, progress: bool = True):
@@ -357,9 +359,15 @@ def vulnerability_workdir(workdir, *, num_examples: int = 0, steps: int = 10):
   return record
 
 
-def evaluate_workdir(workdir, *, suite=None, num_examples: int = 0, checks=None):
+def evaluate_workdir(workdir, *, suite=None, num_examples: int = 0, checks=None, tag: str = ""):
   """Evaluates the latest checkpoint of the run in `workdir` (its config.json decides how,
-  unless `suite`, `num_examples` or `checks` override it)."""
+  unless `suite`, `num_examples` or `checks` override it); `tag` names its output files as
+  `evaluate_state` does.
+
+  Raises ValueError for a tag other than letters, digits, '_', '-' and '.'.
+  """
+  if tag and not re.fullmatch(r"[A-Za-z0-9_.-]+", tag):
+    raise ValueError(f"bad eval tag {tag!r}: use letters, digits, '_', '-' and '.' only.")
   config, variables, step = restore_variables(workdir)
   return evaluate_state(config, variables, checkpoint_step=step, workdir=workdir, suite=suite,
-                        num_examples=num_examples, checks=checks)
+                        num_examples=num_examples, checks=checks, tag=tag)
