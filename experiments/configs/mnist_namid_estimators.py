@@ -8,7 +8,8 @@ CIFAR-10; 512 keeps the MNIST runs CPU-sized), the spec's convolutions (64, 128)
 5 epochs of batch 128.
 
 Variants: "code" trains with the authors' estimator objective and DV variant
-(`mi.objective = "code"`, `mi.dv_variant = "authors"`) for the code-faithful NAMID preset; "clipped" bounds the critic's scores by tau = 10 (`mi.score_clip`);
+(`mi.objective = "code"`, `mi.dv_variant = "authors"`) for the code-faithful NAMID preset;
+"clipped" bounds the critic's scores by tau = 10 (`mi.score_clip`);
 "smoke" trains one small epoch on `runs/mnist_pgd_at_smoke` (`jaxadv train --config
 experiments/configs/mnist_pgd_at.py:smoke --workdir runs/mnist_pgd_at_smoke`). Variants combine
 with commas ("code,smoke").

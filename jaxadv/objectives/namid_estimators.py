@@ -82,6 +82,14 @@ def batch_estimates(estimator, params, classifier: BoundModel, x, x_adv, *, dv_v
   return dict(mi, clean_logits=clean_logits, adv_logits=adv_logits)
 
 
+def gains(mi, mask):
+  """(G_N, G_A) of the module docstring: the masked means over `mask` (B,) of
+  Î_N(x) - Î_N(x_adv) and Î_A(x_adv) - Î_A(x), from the four (B,) estimates `mi` of
+  `namid.mi_estimates`."""
+  return (numerics.masked_mean(mi["natural_clean"] - mi["natural_adv"], mask),
+          numerics.masked_mean(mi["adversarial_adv"] - mi["adversarial_clean"], mask))
+
+
 def paper_loss(mi, clean_correct, non_robust):
   """`-(G_N + G_A)` of the "paper" objective (module docstring).
 
@@ -91,10 +99,7 @@ def paper_loss(mi, clean_correct, non_robust):
     non_robust: (B,) bool, the selection m (h(x) right, h(x_adv) wrong).
   """
   del clean_correct
-  natural_gain = numerics.masked_mean(mi["natural_clean"] - mi["natural_adv"], non_robust)
-  adversarial_gain = numerics.masked_mean(mi["adversarial_adv"] - mi["adversarial_clean"],
-                                          non_robust)
-  return -(natural_gain + adversarial_gain)
+  return -sum(gains(mi, non_robust))
 
 
 def code_loss(mi, clean_correct, non_robust):
@@ -139,10 +144,8 @@ def estimator_loss(params, batch_stats, batch, key, step, *, estimator, classifi
   mask = selection_mask(out["clean_logits"], out["adv_logits"], labels)
   clean_correct = jnp.argmax(out["clean_logits"], axis=-1) == labels
   loss = OBJECTIVES[objective](out, clean_correct, mask)
-  metrics = {"loss": loss,
-             "natural_gain": numerics.masked_mean(out["natural_clean"] - out["natural_adv"], mask),
-             "adversarial_gain": numerics.masked_mean(
-                 out["adversarial_adv"] - out["adversarial_clean"], mask),
+  natural_gain, adversarial_gain = gains(out, mask)
+  metrics = {"loss": loss, "natural_gain": natural_gain, "adversarial_gain": adversarial_gain,
              "natural_mi": numerics.masked_mean(out["natural_clean"], mask),
              "adversarial_mi": numerics.masked_mean(out["adversarial_adv"], mask),
              "selected": jnp.mean(mask), "clean_accuracy": accuracy(out["clean_logits"], labels),
