@@ -180,6 +180,21 @@ def test_evaluator_compiles_each_attack_once_across_variables():
   assert len(compiled) == 2 and all(f._cache_size() == 1 for f in compiled.values())
 
 
+def test_evaluator_batch_never_exceeds_the_dataset():
+  """A 20-point evaluation with batch_size 500 attacks batches of 20 (rounded up to the
+  devices), not 500 rows of which 480 are padding; the results are unchanged."""
+  test = data.load("digits", "test").take(20)
+  model = models.get("small_cnn", num_classes=10, width=8, hidden=16)
+  variables = model.init(jax.random.PRNGKey(0), test.images[:1])
+  attacks = suites.build(["fgsm"], eps=0.1, norm="linf", num_classes=10)
+  fitted = -(-20 // jax.device_count()) * jax.device_count()
+  big = robustness.Evaluator(model, test, batch_size=500)
+  assert big._scorer.batch_size == fitted  # pylint: disable=protected-access
+  results = [evaluator(variables, attacks).correct for evaluator in
+             (big, robustness.Evaluator(model, test, batch_size=fitted))]
+  assert all(np.array_equal(results[0][k], results[1][k]) for k in results[0])
+
+
 def test_sweep_summarises_seeds_and_grid(tmp_path, capsys):
   config = tiny_config(num_epochs=1)
   summary = sweep.run(config, tmp_path, seeds=[0, 1], grid={"attack.eps": [0.0, 0.2]},

@@ -76,7 +76,9 @@ class _Scorer:
   def __init__(self, model, dataset: ArrayDataset, batch_size: int, mesh):
     self.dataset = dataset
     self.mesh = mesh
-    self.batch_size = -(-batch_size // mesh.size) * mesh.size
+    # Never larger than the dataset (rounded up to the mesh): a 100-point evaluation with
+    # batch_size 500 would otherwise attack 400 padding rows.
+    self.batch_size = -(-min(batch_size, len(dataset)) // mesh.size) * mesh.size
     self.model = model
     self._compiled = {}
 
@@ -121,7 +123,8 @@ class Evaluator:
 
   def __init__(self, model, dataset: ArrayDataset, *, batch_size: int, mesh=None):
     """model: Flax module; dataset: images (N, H, W, C) in [0, 1] and labels (N,);
-    batch_size: rounded up to a multiple of the device count; mesh: default all devices."""
+    batch_size: capped at N and rounded up to a multiple of the device count; mesh: default
+    all devices."""
     self.dataset = dataset
     self._scorer = _Scorer(model, dataset, batch_size,
                            mesh_lib.data_mesh() if mesh is None else mesh)
