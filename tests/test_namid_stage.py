@@ -72,10 +72,9 @@ def test_empty_selection_gives_zero_loss_and_zero_finite_gradients(setup):
     assert np.all(np.isfinite(grad)) and not np.any(grad)
 
 
-def test_both_estimators_learn_and_the_gains_grow(setup):
-  """Adam on one fixed batch: each estimator gets a gradient, and 40 steps raise G_N + G_A."""
-  classifier, batch, params = setup
-  objective = estimator_objective(ESTIMATOR, classifier, ATTACK)
+def _adam_on_one_batch(objective, params, batch, steps=40):
+  """`steps` + 1 Adam(1e-3) steps of `objective` on one fixed batch; returns the first step's
+  (loss, metrics, grads) and the last step's (loss, metrics)."""
   tx = optax.adam(1e-3)
 
   @jax.jit
@@ -83,14 +82,21 @@ def test_both_estimators_learn_and_the_gains_grow(setup):
     (loss, (_, metrics)), grads = jax.value_and_grad(objective, has_aux=True)(
         params, {}, batch, jax.random.PRNGKey(1), jnp.int32(0))
     updates, opt_state = tx.update(grads, opt_state)
-    return optax.apply_updates(params, updates), opt_state, loss, grads
+    return optax.apply_updates(params, updates), opt_state, loss, metrics, grads
 
-  opt_state = tx.init(params)
-  params, opt_state, first, grads = step(params, opt_state)
+  params, opt_state, *first = step(params, tx.init(params))
+  for _ in range(steps):
+    params, opt_state, loss, metrics, _ = step(params, opt_state)
+  return first, (loss, metrics)
+
+
+def test_both_estimators_learn_and_the_gains_grow(setup):
+  """Adam on one fixed batch: each estimator gets a gradient, and 40 steps raise G_N + G_A."""
+  classifier, batch, params = setup
+  (first, _, grads), (last, _) = _adam_on_one_batch(
+      estimator_objective(ESTIMATOR, classifier, ATTACK), params, batch)
   for name in ("natural", "adversarial"):
     assert any(np.any(g) for g in jax.tree.leaves(grads[name]))
-  for _ in range(40):
-    params, opt_state, last, _ = step(params, opt_state)
   assert float(last) < float(first) - 0.5
 
 
@@ -137,20 +143,8 @@ def test_code_objective_raises_the_natural_and_adversarial_mi(setup):
   """The code objective trains each estimator up on its own pairing: 40 Adam steps on a batch
   raise the selection's Î_N(h(x)) and Î_A(h(x_adv)) and lower the loss."""
   classifier, batch, params = setup
-  objective = estimator_objective(ESTIMATOR, classifier, ATTACK, objective="code")
-  tx = optax.adam(1e-3)
-
-  @jax.jit
-  def step(params, opt_state):
-    (loss, (_, metrics)), grads = jax.value_and_grad(objective, has_aux=True)(
-        params, {}, batch, jax.random.PRNGKey(1), jnp.int32(0))
-    updates, opt_state = tx.update(grads, opt_state)
-    return optax.apply_updates(params, updates), opt_state, loss, metrics
-
-  opt_state = tx.init(params)
-  params, opt_state, first, start = step(params, opt_state)
-  for _ in range(40):
-    params, opt_state, last, end = step(params, opt_state)
+  (first, start, _), (last, end) = _adam_on_one_batch(
+      estimator_objective(ESTIMATOR, classifier, ATTACK, objective="code"), params, batch)
   assert float(last) < float(first) - 0.5
   assert float(end["natural_mi"]) > float(start["natural_mi"])
   assert float(end["adversarial_mi"]) > float(start["adversarial_mi"])
