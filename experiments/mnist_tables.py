@@ -14,7 +14,15 @@ so a killed launch resumes where it stopped:
    with the PGD-AT loss (`pgd_at_finetune`: what the extra epochs alone give), and θ̂ after;
 3. NAMID (issue 6): the estimator stage on the seed-0 pgd_at run (`jaxadv train-mi`), NAMID,
    NAMID-T and NAMID-M per seed (`mnist_namid.py`), and the natural and adversarial MI
-   (`jaxadv mi`) of every base and NAMID run with those estimators.
+   (`jaxadv mi`) of every base and NAMID run with those estimators. `--namid-recipe` picks how:
+   `authors` (default), the recipe of the authors' code: estimators trained with their
+   objective (`mnist_namid_estimators.py:code`), and per seed 2 epochs of clean training
+   (`erm_warmup`, from `mnist_erm.py`) that both NAMID (`mnist_namid.py:code`, runs
+   `namid_warm`, ...) and its base (`pgd_at_warm`, ...) start from, so the pair differs only
+   in the MI term; or `paper`, the paper's preset (λ = 0.1, paper-objective estimators) trained
+   from scratch and compared with the baselines of stage 1. On MNIST the paper preset
+   diverges and the code preset collapses from scratch; the authors' recipe trains
+   (docs/results.md).
 
 With `--autoattack-examples N` (N > 0), AutoAttack leaves the runs' own suite and runs
 afterwards on the first N test points of every finished run (`jaxadv eval --suite autoattack
@@ -44,6 +52,8 @@ import numpy as np
 CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
 BASELINES = ("erm", "pgd_at", "trades", "mart", "awp", "fgsm_rs")
 NAMID = {"namid": ("pgd_at", ""), "namid_t": ("trades", "trades"), "namid_m": ("mart", "mart")}
+NAMID_RECIPES = ("authors", "paper")
+WARMUP_EPOCHS = 2  # the clean warm-up of the authors' target training
 ADML = ("pgd_at_finetune", "adml", "adml_theta")
 
 
@@ -51,10 +61,11 @@ class Launch:
   """Where a launch writes, its seeds and options, and how it runs `jaxadv` commands."""
 
   def __init__(self, root, seeds, jobs: int, smoke: bool, suite, baselines, namid,
-               autoattack_examples: int = 0):
+               autoattack_examples: int = 0, namid_recipe: str = "authors"):
     self.root, self.seeds, self.jobs, self.smoke = pathlib.Path(root), seeds, jobs, smoke
     self.suite = ("pgd5",) if smoke else tuple(suite)
     self.autoattack_examples = autoattack_examples
+    self.namid_recipe = namid_recipe
     self.baselines, self.namid = tuple(baselines), {name: NAMID[name] for name in namid}
     (self.root / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -76,17 +87,27 @@ class Launch:
   def autoattack_tag(self) -> str:
     return f"autoattack_n{self.autoattack_examples}"
 
-  def train(self, name: str, config: str, seed: int, *overrides: str) -> None:
-    """Trains and evaluates run `name` of `seed` unless done, then its subset AutoAttack."""
+  def train(self, name: str, config: str, seed: int, *overrides: str,
+            autoattack: bool = True) -> pathlib.Path:
+    """Trains and evaluates run `name` of `seed` unless done, then (with `autoattack`) its
+    subset AutoAttack; returns the run directory."""
     workdir = self.root / name / f"seed{seed}"
     if not (workdir / "eval.json").is_file():
       self.run(f"{name}_seed{seed}", "train", "--config", config, "--workdir", str(workdir),
                "--no-progress", f"seed={seed}", f"eval.suite={self.suite!r}", *overrides)
     tag = self.autoattack_tag
-    if self.autoattack_examples and not (workdir / f"eval_{tag}.json").is_file():
+    if (autoattack and self.autoattack_examples
+        and not (workdir / f"eval_{tag}.json").is_file()):
       self.run(f"{tag}_{name}_seed{seed}", "eval", "--workdir", str(workdir), "--suite",
                "autoattack", "--num-examples", str(self.autoattack_examples), "--no-checks",
                "--tag", tag)
+    return workdir
+
+  def namid_runs(self) -> list[tuple[str, str]]:
+    """(base run, NAMID run) per selected NAMID variant; with the authors' recipe both start
+    from the clean warm-up (`*_warm` runs), with the paper's the base is stage 1's run."""
+    suffix = "_warm" if self.namid_recipe == "authors" else ""
+    return [(base + suffix, name + suffix) for name, (base, _) in self.namid.items()]
 
   def parallel(self, tasks) -> None:
     """Runs the zero-argument callables `tasks`, `jobs` at a time; re-raises the first error."""
@@ -122,22 +143,36 @@ def run_adml(launch: Launch) -> None:
 
 
 def run_namid(launch: Launch) -> None:
-  estimators = launch.root / "namid_estimators"
+  authors = launch.namid_recipe == "authors"
+  estimators = launch.root / ("namid_estimators_code" if authors else "namid_estimators")
   if not (estimators / "mi.json").is_file():
-    launch.run("namid_estimators", "train-mi", "--config", launch.config("namid_estimators"),
+    launch.run(estimators.name, "train-mi", "--config",
+               launch.config("namid_estimators", "code" if authors else ""),
                "--workdir", str(estimators), "--no-progress",
                f"init_from={launch.root / 'pgd_at' / 'seed0'}")
+  if authors:
+    launch.parallel([lambda s=s: launch.train("erm_warmup", launch.config("erm"), s,
+                                              f"num_epochs={WARMUP_EPOCHS}", autoattack=False)
+                     for s in launch.seeds])
 
-  def one_run(name, seed):
-    if name in launch.namid:
-      launch.train(name, launch.config("namid", launch.namid[name][1]), seed,
-                   f"objective.namid_estimators={estimators}")
-    workdir = launch.root / name / f"seed{seed}"
+  def one_run(run, base, variant, seed):
+    """Trains `run` (NAMID when `variant` is not None, else the base) unless it is stage 1's
+    baseline, then reports its MI."""
+    start = [f"init_from={launch.root / 'erm_warmup' / f'seed{seed}'}"] if authors else []
+    if variant is not None:
+      launch.train(run, launch.config("namid", variant, "code" if authors else ""), seed,
+                   f"objective.namid_estimators={estimators}", *start)
+    elif authors:
+      launch.train(run, launch.config(base), seed, *start)
+    workdir = launch.root / run / f"seed{seed}"
     if not (workdir / "mi.json").is_file():
-      launch.run(f"mi_{name}_seed{seed}", "mi", "--workdir", str(workdir), "--estimators",
+      launch.run(f"mi_{run}_seed{seed}", "mi", "--workdir", str(workdir), "--estimators",
                  str(estimators))
-  names = [*launch.namid, *(base for base, _ in launch.namid.values())]
-  launch.parallel([lambda n=n, s=s: one_run(n, s) for n in names for s in launch.seeds])
+  tasks = []
+  for (base_run, namid_run), (base, variant) in zip(launch.namid_runs(), launch.namid.values()):
+    tasks += [(namid_run, base, variant), (base_run, base, None)]
+  launch.parallel([lambda task=task, s=s: one_run(*task, s)
+                   for task in tasks for s in launch.seeds])
 
 
 def mean_std(values) -> str:
@@ -212,8 +247,8 @@ def mi_table(launch: Launch) -> str:
   keys = ("natural_clean", "natural_adv", "adversarial_clean", "adversarial_adv")
   lines = ["| run | selected | Î_N(h(x)) | Î_N(h(x_adv)) | Î_A(h(x)) | Î_A(h(x_adv)) |",
            "|---|---:|---:|---:|---:|---:|"]
-  for name, (base, _) in launch.namid.items():
-    for run in (base, name):
+  for pair in launch.namid_runs():
+    for run in pair:
       mi = [r for r in records(launch, run, "mi.json") if r["selected"] is not None]
       cells = [mean_std([r["selected"][k] for r in mi]) if mi else "-" for k in keys]
       selected = mean_std([r["n_selected"] for r in records(launch, run, "mi.json")])
@@ -230,8 +265,11 @@ def adml_section(launch: Launch) -> list[str]:
 
 
 def namid_section(launch: Launch) -> list[str]:
-  pairs = [run for name, (base, _) in launch.namid.items() for run in (base, name)]
-  return ["## NAMID", accuracy_table(launch, pairs),
+  pairs = [run for pair in launch.namid_runs() for run in pair]
+  how = {"authors": "the authors' recipe: code estimators, λ = 0, both runs of a pair from the "
+                    f"same {WARMUP_EPOCHS}-epoch clean warm-up",
+         "paper": "the paper's preset from scratch, against the stage-1 baselines"}
+  return [f"## NAMID ({how[launch.namid_recipe]})", accuracy_table(launch, pairs),
           "Natural and adversarial MI on the selected test points (clean-correct, attacked-wrong)",
           mi_table(launch)]
 
@@ -265,6 +303,9 @@ def main(argv=None) -> int:
                       help=f"subset of {','.join(BASELINES)} (pgd_at: the base of ADML, NAMID)")
   parser.add_argument("--namid", default=",".join(NAMID),
                       help=f"subset of {','.join(NAMID)} (each needs its base baseline)")
+  parser.add_argument("--namid-recipe", default="authors", choices=NAMID_RECIPES,
+                      help="authors: code estimators and preset after a clean warm-up, base "
+                           "from the same warm-up; paper: the paper's preset from scratch")
   parser.add_argument("--stages", default="baselines,adml,namid",
                       help="comma-separated subset of baselines, adml, namid")
   args = parser.parse_args(argv)
@@ -276,7 +317,7 @@ def main(argv=None) -> int:
     parser.error(f"--autoattack-examples must be >= 0, got {args.autoattack_examples}")
   launch = Launch(args.root, [int(s) for s in args.seeds.split(",")], args.jobs, args.smoke,
                   names(args.suite), names(args.baselines), names(args.namid),
-                  args.autoattack_examples)
+                  args.autoattack_examples, args.namid_recipe)
   stages = {"baselines": run_baselines, "adml": run_adml, "namid": run_namid}
   for stage in names(args.stages):
     if stage not in stages:
