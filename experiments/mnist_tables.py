@@ -7,7 +7,8 @@ so a killed launch resumes where it stopped:
 
 1. the baselines (issue 4): erm, pgd_at, trades, mart, awp, fgsm_rs from their
    `experiments/configs/mnist_<name>.py`, one run per seed, evaluated with clean, PGD-20 and
-   AutoAttack (`eval.suite`);
+   AutoAttack (`eval.suite`); MART starts from the seed's 2 epochs of clean training
+   (`erm_warmup`, from `mnist_erm.py`): from scratch it fell to a constant output;
 2. ADML (issue 5): per seed, the per-class vulnerability θ̂ of the pgd_at run
    (`jaxadv vulnerability`), the ADML-AT fine-tune of that run (`mnist_adml.py`), its
    θ̂-weighted variant (`objective.adml_theta` from the θ̂) and the control, the same fine-tune
@@ -53,7 +54,8 @@ CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
 BASELINES = ("erm", "pgd_at", "trades", "mart", "awp", "fgsm_rs")
 NAMID = {"namid": ("pgd_at", ""), "namid_t": ("trades", "trades"), "namid_m": ("mart", "mart")}
 NAMID_RECIPES = ("authors", "paper")
-WARMUP_EPOCHS = 2  # the clean warm-up of the authors' target training
+WARMUP_EPOCHS = 2  # the clean warm-up of NAMID's authors' target training
+WARM_STARTED = ("mart",)  # baselines that start from it (docs/results.md: MART from scratch)
 ADML = ("pgd_at_finetune", "adml", "adml_theta")
 
 
@@ -116,9 +118,17 @@ class Launch:
         future.result()
 
 
+def warm_up(launch: Launch, seed: int) -> pathlib.Path:
+  """The seed's `WARMUP_EPOCHS` of clean training (run `erm_warmup`), trained once."""
+  return launch.train("erm_warmup", launch.config("erm"), seed, f"num_epochs={WARMUP_EPOCHS}",
+                      autoattack=False)
+
+
 def run_baselines(launch: Launch) -> None:
-  launch.parallel([lambda m=m, s=s: launch.train(m, launch.config(m), s)
-                   for m in launch.baselines for s in launch.seeds])
+  def one_run(name, seed):
+    start = [f"init_from={warm_up(launch, seed)}"] if name in WARM_STARTED else []
+    launch.train(name, launch.config(name), seed, *start)
+  launch.parallel([lambda m=m, s=s: one_run(m, s) for m in launch.baselines for s in launch.seeds])
 
 
 def vulnerability(launch: Launch, workdir: pathlib.Path) -> dict:
@@ -151,9 +161,7 @@ def run_namid(launch: Launch) -> None:
                "--workdir", str(estimators), "--no-progress",
                f"init_from={launch.root / 'pgd_at' / 'seed0'}")
   if authors:
-    launch.parallel([lambda s=s: launch.train("erm_warmup", launch.config("erm"), s,
-                                              f"num_epochs={WARMUP_EPOCHS}", autoattack=False)
-                     for s in launch.seeds])
+    launch.parallel([lambda s=s: warm_up(launch, s) for s in launch.seeds])
 
   def one_run(run, base, variant, seed):
     """Trains `run` (NAMID when `variant` is not None, else the base) unless it is stage 1's

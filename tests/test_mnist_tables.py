@@ -1,5 +1,5 @@
-"""experiments/mnist_tables.py: which `jaxadv` commands each NAMID recipe launches (fast, with
-the commands recorded instead of run), and the whole launch end to end on the smoke configs, one
+"""experiments/mnist_tables.py: which `jaxadv` commands the baseline stage and each NAMID recipe
+launch (fast, with the commands recorded instead of run), and the whole launch end to end on the smoke configs, one
 seed and one NAMID variant (slow: 15 training processes and a 4-point AutoAttack of most runs,
 about 10 minutes on 2 cores)."""
 
@@ -18,9 +18,9 @@ def _load_script():
   return tables
 
 
-def _recorded_namid_stage(tables, root, recipe):
-  """The (command, workdir, flags) that the NAMID stage of `recipe` launches for seed 0, in
-  order; each fake command writes the file that marks its step done."""
+def _recorded_stage(tables, root, stage, baselines=("pgd_at",), recipe="authors"):
+  """The (command, workdir, flags) that `stage` (run_baselines, run_namid) launches for seed 0
+  with NAMID and NAMID-T, in order; each fake command writes the file that marks it done."""
   commands = []
 
   def run(self, log_name, *args):  # pylint: disable=unused-argument
@@ -34,15 +34,26 @@ def _recorded_namid_stage(tables, root, recipe):
         flags[option] = args[args.index(option) + 1]
     commands.append((args[0], workdir.relative_to(root).as_posix(), flags))
 
-  launch = tables.Launch(root, [0], 1, False, ["pgd20"], ["pgd_at"], ["namid", "namid_t"],
+  launch = tables.Launch(root, [0], 1, False, ["pgd20"], baselines, ["namid", "namid_t"],
                          namid_recipe=recipe)
   tables.Launch.run = run
-  tables.run_namid(launch)
+  stage(launch)
   return commands
 
 
+def test_mart_alone_of_the_baselines_starts_from_the_clean_warmup(tmp_path):
+  tables = _load_script()
+  commands = _recorded_stage(tables, tmp_path, tables.run_baselines, ("trades", "mart"))
+  assert [(c, w) for c, w, _ in commands] == [
+      ("train", "trades/seed0"), ("train", "erm_warmup/seed0"), ("train", "mart/seed0")]
+  flags = {w: f for _, w, f in commands}
+  assert "init_from" not in flags["trades/seed0"]
+  assert flags["mart/seed0"]["init_from"] == str(tmp_path / "erm_warmup" / "seed0")
+
+
 def test_authors_recipe_starts_namid_and_its_base_from_one_clean_warmup(tmp_path):
-  commands = _recorded_namid_stage(_load_script(), tmp_path, "authors")
+  tables = _load_script()
+  commands = _recorded_stage(tables, tmp_path, tables.run_namid)
   assert [(c, w) for c, w, _ in commands] == [
       ("train-mi", "namid_estimators_code"), ("train", "erm_warmup/seed0"),
       ("train", "namid_warm/seed0"), ("mi", "namid_warm/seed0"),
@@ -64,7 +75,8 @@ def test_authors_recipe_starts_namid_and_its_base_from_one_clean_warmup(tmp_path
 
 
 def test_paper_recipe_trains_namid_from_scratch_against_the_stage1_baselines(tmp_path):
-  commands = _recorded_namid_stage(_load_script(), tmp_path, "paper")
+  tables = _load_script()
+  commands = _recorded_stage(tables, tmp_path, tables.run_namid, recipe="paper")
   assert [(c, w) for c, w, _ in commands] == [
       ("train-mi", "namid_estimators"), ("train", "namid/seed0"), ("mi", "namid/seed0"),
       ("mi", "pgd_at/seed0"), ("train", "namid_t/seed0"), ("mi", "namid_t/seed0"),
