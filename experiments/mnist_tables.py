@@ -19,8 +19,8 @@ so a killed launch resumes where it stopped:
    `authors` (default), the recipe of the authors' code: estimators trained with their
    objective (`mnist_namid_estimators.py:code`), and per seed 2 epochs of clean training
    (`erm_warmup`, from `mnist_erm.py`) that both NAMID (`mnist_namid.py:code`, runs
-   `namid_warm`, ...) and its base (`pgd_at_warm`, ...) start from, so the pair differs only
-   in the MI term; or `paper`, the paper's preset (λ = 0.1, paper-objective estimators) trained
+   `namid_warm`, ...) and its base (`pgd_at_warm`, `trades_warm`; MART's is stage 1's run,
+   which starts from it already) start from, so the pair differs only in the MI term; or `paper`, the paper's preset (λ = 0.1, paper-objective estimators) trained
    from scratch and compared with the baselines of stage 1. On MNIST the paper preset
    diverges and the code preset collapses from scratch; the authors' recipe trains
    (docs/results.md).
@@ -107,9 +107,12 @@ class Launch:
 
   def namid_runs(self) -> list[tuple[str, str]]:
     """(base run, NAMID run) per selected NAMID variant; with the authors' recipe both start
-    from the clean warm-up (`*_warm` runs), with the paper's the base is stage 1's run."""
-    suffix = "_warm" if self.namid_recipe == "authors" else ""
-    return [(base + suffix, name + suffix) for name, (base, _) in self.namid.items()]
+    from the clean warm-up (`*_warm` runs; a WARM_STARTED base is stage 1's run, which already
+    does), with the paper's the base is stage 1's run."""
+    if self.namid_recipe == "paper":
+      return [(base, name) for name, (base, _) in self.namid.items()]
+    return [(base if base in WARM_STARTED else base + "_warm", name + "_warm")
+            for name, (base, _) in self.namid.items()]
 
   def parallel(self, tasks) -> None:
     """Runs the zero-argument callables `tasks`, `jobs` at a time; re-raises the first error."""
@@ -166,7 +169,7 @@ def run_namid(launch: Launch) -> None:
   def one_run(run, base, variant, seed):
     """Trains `run` (NAMID when `variant` is not None, else the base) unless it is stage 1's
     baseline, then reports its MI."""
-    start = [f"init_from={launch.root / 'erm_warmup' / f'seed{seed}'}"] if authors else []
+    start = [f"init_from={warm_up(launch, seed)}"] if authors else []  # trained above
     if variant is not None:
       launch.train(run, launch.config("namid", variant, "code" if authors else ""), seed,
                    f"objective.namid_estimators={estimators}", *start)

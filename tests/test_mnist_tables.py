@@ -74,6 +74,12 @@ def test_authors_recipe_starts_namid_and_its_base_from_one_clean_warmup(tmp_path
   assert {f["--estimators"] for f in mi} == {str(tmp_path / "namid_estimators_code")}
 
 
+def test_namid_m_shares_the_warm_started_mart_baseline(tmp_path):
+  tables = _load_script()
+  launch = tables.Launch(tmp_path, [0], 1, False, ["pgd20"], ["mart"], ["namid", "namid_m"])
+  assert launch.namid_runs() == [("pgd_at_warm", "namid_warm"), ("mart", "namid_m_warm")]
+
+
 def test_paper_recipe_trains_namid_from_scratch_against_the_stage1_baselines(tmp_path):
   tables = _load_script()
   commands = _recorded_stage(tables, tmp_path, tables.run_namid, recipe="paper")
