@@ -167,8 +167,8 @@ def run_namid(launch: Launch) -> None:
     launch.parallel([lambda s=s: warm_up(launch, s) for s in launch.seeds])
 
   def one_run(run, base, variant, seed):
-    """Trains `run` (NAMID when `variant` is not None, else the base) unless it is stage 1's
-    baseline, then reports its MI."""
+    """Trains `run` unless on disk (NAMID when `variant` is not None, else the base, but for
+    the paper's recipe, whose bases are stage 1's runs), then reports its MI."""
     start = [f"init_from={warm_up(launch, seed)}"] if authors else []  # trained above
     if variant is not None:
       launch.train(run, launch.config("namid", variant, "code" if authors else ""), seed,
