@@ -1,7 +1,7 @@
 """experiments/mnist_tables.py: which `jaxadv` commands the baseline stage and each NAMID recipe
-launch (fast, with the commands recorded instead of run), and the whole launch end to end on the smoke configs, one
-seed and one NAMID variant (slow: 15 training processes and a 4-point AutoAttack of most runs,
-about 10 minutes on 2 cores)."""
+launch (fast, with the commands recorded instead of run), and the whole launch end to end on the
+smoke configs, one seed and one NAMID variant (slow: 15 training processes and a 4-point
+AutoAttack of most runs, about 10 minutes on 2 cores)."""
 
 import importlib.util
 import pathlib
