@@ -55,7 +55,8 @@ BASELINES = ("erm", "pgd_at", "trades", "mart", "awp", "fgsm_rs")
 NAMID = {"namid": ("pgd_at", ""), "namid_t": ("trades", "trades"), "namid_m": ("mart", "mart")}
 NAMID_RECIPES = ("authors", "paper")
 WARMUP_EPOCHS = 2  # the clean warm-up of NAMID's authors' target training
-WARM_STARTED = ("mart",)  # baselines that start from it (docs/results.md: MART from scratch)
+WARM_STARTED = ("mart", "awp")  # baselines that start from it (docs/results.md: from scratch
+                                 # MART collapsed and AWP's seed 1 never left chance)
 ADML = ("pgd_at_finetune", "adml", "adml_theta")
 
 
@@ -128,8 +129,11 @@ def warm_up(launch: Launch, seed: int) -> pathlib.Path:
 
 
 def run_baselines(launch: Launch) -> None:
+  if any(name in WARM_STARTED for name in launch.baselines):  # once per seed, before the runs
+    launch.parallel([lambda s=s: warm_up(launch, s) for s in launch.seeds])
+
   def one_run(name, seed):
-    start = [f"init_from={warm_up(launch, seed)}"] if name in WARM_STARTED else []
+    start = [f"init_from={warm_up(launch, seed)}"] if name in WARM_STARTED else []  # on disk
     launch.train(name, launch.config(name), seed, *start)
   launch.parallel([lambda m=m, s=s: one_run(m, s) for m in launch.baselines for s in launch.seeds])
 

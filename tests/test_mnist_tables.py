@@ -41,14 +41,22 @@ def _recorded_stage(tables, root, stage, baselines=("pgd_at",), recipe="authors"
   return commands
 
 
-def test_mart_alone_of_the_baselines_starts_from_the_clean_warmup(tmp_path):
+def test_mart_and_awp_alone_of_the_baselines_start_from_the_clean_warmup(tmp_path):
   tables = _load_script()
-  commands = _recorded_stage(tables, tmp_path, tables.run_baselines, ("trades", "mart"))
+  commands = _recorded_stage(tables, tmp_path, tables.run_baselines, ("trades", "mart", "awp"))
   assert [(c, w) for c, w, _ in commands] == [
-      ("train", "trades/seed0"), ("train", "erm_warmup/seed0"), ("train", "mart/seed0")]
+      ("train", "erm_warmup/seed0"), ("train", "trades/seed0"), ("train", "mart/seed0"),
+      ("train", "awp/seed0")]
   flags = {w: f for _, w, f in commands}
   assert "init_from" not in flags["trades/seed0"]
-  assert flags["mart/seed0"]["init_from"] == str(tmp_path / "erm_warmup" / "seed0")
+  for run in ("mart/seed0", "awp/seed0"):
+    assert flags[run]["init_from"] == str(tmp_path / "erm_warmup" / "seed0")
+
+
+def test_baselines_from_scratch_train_no_warmup(tmp_path):
+  tables = _load_script()
+  commands = _recorded_stage(tables, tmp_path, tables.run_baselines, ("erm", "trades"))
+  assert [w for _, w, _ in commands] == ["erm/seed0", "trades/seed0"]
 
 
 def test_authors_recipe_starts_namid_and_its_base_from_one_clean_warmup(tmp_path):
