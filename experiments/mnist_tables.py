@@ -55,8 +55,9 @@ BASELINES = ("erm", "pgd_at", "trades", "mart", "awp", "fgsm_rs")
 NAMID = {"namid": ("pgd_at", ""), "namid_t": ("trades", "trades"), "namid_m": ("mart", "mart")}
 NAMID_RECIPES = ("authors", "paper")
 WARMUP_EPOCHS = 2  # the clean warm-up of NAMID's authors' target training
-WARM_STARTED = ("mart", "awp")  # baselines that start from it (docs/results.md: from scratch
-                                 # MART collapsed and AWP's seed 1 never left chance)
+# Baselines that start from it: from scratch MART collapsed and AWP's seed 1 never left chance
+# (docs/results.md).
+WARM_STARTED = ("mart", "awp")
 ADML = ("pgd_at_finetune", "adml", "adml_theta")
 
 
