@@ -7,8 +7,8 @@ so a killed launch resumes where it stopped:
 
 1. the baselines (issue 4): erm, pgd_at, trades, mart, awp, fgsm_rs from their
    `experiments/configs/mnist_<name>.py`, one run per seed, evaluated with clean, PGD-20 and
-   AutoAttack (`eval.suite`); MART starts from the seed's 2 epochs of clean training
-   (`erm_warmup`, from `mnist_erm.py`): from scratch it fell to a constant output;
+   AutoAttack (`eval.suite`); MART and AWP start from the seed's 2 epochs of clean training
+   (`erm_warmup`, from `mnist_erm.py`): from scratch they fell to a constant output;
 2. ADML (issue 5): per seed, the per-class vulnerability θ̂ of the pgd_at run
    (`jaxadv vulnerability`), the ADML-AT fine-tune of that run (`mnist_adml.py`), its
    θ̂-weighted variant (`objective.adml_theta` from the θ̂) and the control, the same fine-tune
@@ -20,10 +20,11 @@ so a killed launch resumes where it stopped:
    objective (`mnist_namid_estimators.py:code`), and per seed 2 epochs of clean training
    (`erm_warmup`, from `mnist_erm.py`) that both NAMID (`mnist_namid.py:code`, runs
    `namid_warm`, ...) and its base (`pgd_at_warm`, `trades_warm`; MART's is stage 1's run,
-   which starts from it already) start from, so the pair differs only in the MI term; or `paper`, the paper's preset (λ = 0.1, paper-objective estimators) trained
-   from scratch and compared with the baselines of stage 1. On MNIST the paper preset
-   diverges and the code preset collapses from scratch; the authors' recipe trains
-   (docs/results.md).
+   which starts from it already) start from, so the pair differs only in the MI term; or
+   `paper`, the paper's preset (λ = 0.1, paper-objective estimators) trained from scratch and
+   compared with the baselines of stage 1. On MNIST the paper preset diverges and the code
+   preset collapses from scratch; with the authors' recipe NAMID trains, while on seed 0
+   NAMID-T collapsed and NAMID-M ended far below MART (docs/results.md).
 
 With `--autoattack-examples N` (N > 0), AutoAttack leaves the runs' own suite and runs
 afterwards on the first N test points of every finished run (`jaxadv eval --suite autoattack
