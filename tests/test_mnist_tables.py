@@ -66,15 +66,15 @@ def test_authors_recipe_starts_namid_and_its_base_from_one_clean_warmup(tmp_path
       ("train-mi", "namid_estimators_code"), ("train", "erm_warmup/seed0"),
       ("train", "namid_warm/seed0"), ("mi", "namid_warm/seed0"),
       ("train", "pgd_at_warm/seed0"), ("mi", "pgd_at_warm/seed0"),
-      ("train", "namid_t_warm/seed0"), ("mi", "namid_t_warm/seed0"),
-      ("train", "trades_warm/seed0"), ("mi", "trades_warm/seed0")]
+      ("train", "namid_t_warm_clip/seed0"), ("mi", "namid_t_warm_clip/seed0"),
+      ("train", "trades_warm_clip/seed0"), ("mi", "trades_warm_clip/seed0")]
   flags = {w: f for c, w, f in commands if c == "train"}
   assert flags["erm_warmup/seed0"]["num_epochs"] == "2"
   assert flags["erm_warmup/seed0"]["--config"].endswith("mnist_erm.py:")
-  for run in ("namid_warm", "pgd_at_warm", "namid_t_warm", "trades_warm"):
+  for run in ("namid_warm", "pgd_at_warm", "namid_t_warm_clip", "trades_warm_clip"):
     assert flags[f"{run}/seed0"]["init_from"] == str(tmp_path / "erm_warmup" / "seed0")
-  assert flags["namid_t_warm/seed0"]["--config"].endswith("mnist_namid.py:trades,code")
-  assert flags["trades_warm/seed0"]["--config"].endswith("mnist_trades.py:")
+  assert flags["namid_t_warm_clip/seed0"]["--config"].endswith("mnist_namid.py:trades,code")
+  assert flags["trades_warm_clip/seed0"]["--config"].endswith("mnist_trades.py:")
   assert flags["namid_warm/seed0"]["objective.namid_estimators"] == str(
       tmp_path / "namid_estimators_code")
   assert commands[0][2]["--config"].endswith("mnist_namid_estimators.py:code")
@@ -82,10 +82,20 @@ def test_authors_recipe_starts_namid_and_its_base_from_one_clean_warmup(tmp_path
   assert {f["--estimators"] for f in mi} == {str(tmp_path / "namid_estimators_code")}
 
 
-def test_namid_m_shares_the_warm_started_mart_baseline(tmp_path):
+def test_authors_recipe_clips_both_runs_of_the_namid_t_pair_alone(tmp_path):
+  tables = _load_script()
+  commands = _recorded_stage(tables, tmp_path, tables.run_namid)
+  clip = {w: f.get("optim.grad_clip_norm") for c, w, f in commands if c == "train"}
+  assert clip == {"erm_warmup/seed0": None, "namid_warm/seed0": None, "pgd_at_warm/seed0": None,
+                  "namid_t_warm_clip/seed0": "1.0", "trades_warm_clip/seed0": "1.0"}
+
+
+def test_namid_m_pairs_with_a_clipped_mart_from_the_warmup(tmp_path):
   tables = _load_script()
   launch = tables.Launch(tmp_path, [0], 1, False, ["pgd20"], ["mart"], ["namid", "namid_m"])
-  assert launch.namid_runs() == [("pgd_at_warm", "namid_warm"), ("mart", "namid_m_warm")]
+  assert launch.namid_runs() == [("pgd_at_warm", "namid_warm"),
+                                 ("mart_warm_clip", "namid_m_warm_clip")]
+  assert launch.namid_overrides("namid_m") == ["optim.grad_clip_norm=1.0"]
 
 
 def test_paper_recipe_trains_namid_from_scratch_against_the_stage1_baselines(tmp_path):
@@ -98,6 +108,7 @@ def test_paper_recipe_trains_namid_from_scratch_against_the_stage1_baselines(tmp
   flags = {w: f for c, w, f in commands if c == "train"}
   assert "init_from" not in flags["namid/seed0"]
   assert flags["namid_t/seed0"]["--config"].endswith("mnist_namid.py:trades")
+  assert "optim.grad_clip_norm" not in flags["namid_t/seed0"]
 
 
 @pytest.mark.slow
