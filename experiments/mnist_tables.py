@@ -60,8 +60,8 @@ WARMUP_EPOCHS = 2  # the clean warm-up of NAMID's authors' target training
 # Baselines that start from it: from scratch MART collapsed and AWP's seed 1 never left chance
 # (docs/results.md).
 WARM_STARTED = ("mart", "awp")
-# With the authors' recipe, NAMID-T and NAMID-M collapsed within 60 steps on seed 0 (their MI
-# term's gradient reached norm 17 against TRADES's 1-2; docs/results.md), so both runs of those
+# With the authors' recipe, NAMID-T and NAMID-M collapsed within 60 steps on seed 0 (NAMID-T's
+# loss gradient reached norm 17 at step 20, TRADES's 1-2; docs/results.md), so both runs of those
 # pairs clip the gradient's global norm to GRAD_CLIP_NORM (runs `*_warm_clip`): the pair still
 # differs only in the MI term. NAMID trained without it and stays unclipped.
 GRAD_CLIPPED = ("namid_t", "namid_m")
