@@ -18,11 +18,10 @@ so a killed launch resumes where it stopped:
    (`jaxadv mi`) of every base and NAMID run with those estimators. `--namid-recipe` picks how:
    `authors` (default), the recipe of the authors' code: estimators trained with their
    objective (`mnist_namid_estimators.py:code`), and per seed 2 epochs of clean training
-   (`erm_warmup`, from `mnist_erm.py`) that both NAMID (`mnist_namid.py:code`, run
-   `namid_warm`) and its base (`pgd_at_warm`) start from, so the pair differs only in the MI
-   term; NAMID-T and NAMID-M, which collapsed so, and their bases also clip the gradient to
-   norm 1 (runs `namid_t_warm_clip`, `trades_warm_clip`, `namid_m_warm_clip`,
-   `mart_warm_clip`); or
+   (`erm_warmup`, from `mnist_erm.py`) that both NAMID (`mnist_namid.py:code`, runs
+   `namid_warm_clip`, ...) and its base (`pgd_at_warm_clip`, ...) start from, both clipping the
+   gradient to norm 1 (each variant collapsed without it on some seed), so the pair differs
+   only in the MI term; or
    `paper`, the paper's preset (λ = 0.1, paper-objective estimators) trained from scratch and
    compared with the baselines of stage 1. On MNIST the paper preset diverges and the code
    preset collapses from scratch (docs/results.md).
@@ -60,11 +59,10 @@ WARMUP_EPOCHS = 2  # the clean warm-up of NAMID's authors' target training
 # Baselines that start from it: from scratch MART collapsed and AWP's seed 1 never left chance
 # (docs/results.md).
 WARM_STARTED = ("mart", "awp")
-# With the authors' recipe, NAMID-T and NAMID-M collapsed within 60 steps on seed 0 (NAMID-T's
-# loss gradient reached norm 17 at step 20, TRADES's 1-2; docs/results.md), so both runs of those
-# pairs clip the gradient's global norm to GRAD_CLIP_NORM (runs `*_warm_clip`): the pair still
-# differs only in the MI term. NAMID trained without it and stays unclipped.
-GRAD_CLIPPED = ("namid_t", "namid_m")
+# With the authors' recipe, NAMID-T and NAMID-M collapsed within 60 steps on seed 0 and NAMID on
+# seed 1 (NAMID-T's loss gradient reached norm 17 at step 20, TRADES's 1-2; docs/results.md), so
+# both runs of every pair clip the gradient's global norm to GRAD_CLIP_NORM (runs `*_warm_clip`):
+# a pair still differs only in the MI term.
 GRAD_CLIP_NORM = 1.0
 ADML = ("pgd_at_finetune", "adml", "adml_theta")
 
@@ -117,19 +115,15 @@ class Launch:
 
   def namid_runs(self) -> list[tuple[str, str]]:
     """(base run, NAMID run) per selected NAMID variant; with the authors' recipe both start
-    from the clean warm-up (`*_warm` runs, `*_warm_clip` for a GRAD_CLIPPED pair), with the
-    paper's the base is stage 1's run."""
-    if self.namid_recipe == "paper":
-      return [(base, name) for name, (base, _) in self.namid.items()]
-    suffix = lambda name: "_warm_clip" if name in GRAD_CLIPPED else "_warm"
-    return [(base + suffix(name), name + suffix(name)) for name, (base, _) in self.namid.items()]
+    from the clean warm-up and clip the gradient (`*_warm_clip` runs), with the paper's the base
+    is stage 1's run."""
+    suffix = "" if self.namid_recipe == "paper" else "_warm_clip"
+    return [(base + suffix, name + suffix) for name, (base, _) in self.namid.items()]
 
-  def namid_overrides(self, name: str) -> list[str]:
-    """The config overrides both runs of NAMID variant `name`'s pair get: the gradient clip of a
-    GRAD_CLIPPED variant with the authors' recipe, else none."""
-    if self.namid_recipe == "authors" and name in GRAD_CLIPPED:
-      return [f"optim.grad_clip_norm={GRAD_CLIP_NORM}"]
-    return []
+  @property
+  def namid_overrides(self) -> list[str]:
+    """The config overrides of both runs of every NAMID pair: the authors' recipe clips."""
+    return [] if self.namid_recipe == "paper" else [f"optim.grad_clip_norm={GRAD_CLIP_NORM}"]
 
   def parallel(self, tasks) -> None:
     """Runs the zero-argument callables `tasks`, `jobs` at a time; re-raises the first error."""
@@ -200,9 +194,8 @@ def run_namid(launch: Launch) -> None:
       launch.run(f"mi_{run}_seed{seed}", "mi", "--workdir", str(workdir), "--estimators",
                  str(estimators))
   tasks = []
-  for (base_run, namid_run), (name, (base, variant)) in zip(launch.namid_runs(),
-                                                           launch.namid.items()):
-    overrides = launch.namid_overrides(name)
+  overrides = launch.namid_overrides
+  for (base_run, namid_run), (base, variant) in zip(launch.namid_runs(), launch.namid.values()):
     tasks += [(namid_run, base, variant, overrides), (base_run, base, None, overrides)]
   launch.parallel([lambda task=task, s=s: one_run(*task, s)
                    for task in tasks for s in launch.seeds])
@@ -300,8 +293,8 @@ def adml_section(launch: Launch) -> list[str]:
 def namid_section(launch: Launch) -> list[str]:
   pairs = [run for pair in launch.namid_runs() for run in pair]
   how = {"authors": "the authors' recipe: code estimators, λ = 0, both runs of a pair from the "
-                    f"same {WARMUP_EPOCHS}-epoch clean warm-up; `_clip` pairs clip the "
-                    f"gradient to norm {GRAD_CLIP_NORM}",
+                    f"same {WARMUP_EPOCHS}-epoch clean warm-up, gradient clipped to norm "
+                    f"{GRAD_CLIP_NORM}",
          "paper": "the paper's preset from scratch, against the stage-1 baselines"}
   return [f"## NAMID ({how[launch.namid_recipe]})", accuracy_table(launch, pairs),
           "Natural and adversarial MI on the selected test points (clean-correct, attacked-wrong)",

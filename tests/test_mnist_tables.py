@@ -64,38 +64,37 @@ def test_authors_recipe_starts_namid_and_its_base_from_one_clean_warmup(tmp_path
   commands = _recorded_stage(tables, tmp_path, tables.run_namid)
   assert [(c, w) for c, w, _ in commands] == [
       ("train-mi", "namid_estimators_code"), ("train", "erm_warmup/seed0"),
-      ("train", "namid_warm/seed0"), ("mi", "namid_warm/seed0"),
-      ("train", "pgd_at_warm/seed0"), ("mi", "pgd_at_warm/seed0"),
+      ("train", "namid_warm_clip/seed0"), ("mi", "namid_warm_clip/seed0"),
+      ("train", "pgd_at_warm_clip/seed0"), ("mi", "pgd_at_warm_clip/seed0"),
       ("train", "namid_t_warm_clip/seed0"), ("mi", "namid_t_warm_clip/seed0"),
       ("train", "trades_warm_clip/seed0"), ("mi", "trades_warm_clip/seed0")]
   flags = {w: f for c, w, f in commands if c == "train"}
   assert flags["erm_warmup/seed0"]["num_epochs"] == "2"
   assert flags["erm_warmup/seed0"]["--config"].endswith("mnist_erm.py:")
-  for run in ("namid_warm", "pgd_at_warm", "namid_t_warm_clip", "trades_warm_clip"):
+  for run in ("namid_warm_clip", "pgd_at_warm_clip", "namid_t_warm_clip", "trades_warm_clip"):
     assert flags[f"{run}/seed0"]["init_from"] == str(tmp_path / "erm_warmup" / "seed0")
   assert flags["namid_t_warm_clip/seed0"]["--config"].endswith("mnist_namid.py:trades,code")
   assert flags["trades_warm_clip/seed0"]["--config"].endswith("mnist_trades.py:")
-  assert flags["namid_warm/seed0"]["objective.namid_estimators"] == str(
+  assert flags["namid_warm_clip/seed0"]["objective.namid_estimators"] == str(
       tmp_path / "namid_estimators_code")
   assert commands[0][2]["--config"].endswith("mnist_namid_estimators.py:code")
   mi = [f for c, _, f in commands if c == "mi"]
   assert {f["--estimators"] for f in mi} == {str(tmp_path / "namid_estimators_code")}
 
 
-def test_authors_recipe_clips_both_runs_of_the_namid_t_pair_alone(tmp_path):
+def test_authors_recipe_clips_both_runs_of_every_pair(tmp_path):
   tables = _load_script()
   commands = _recorded_stage(tables, tmp_path, tables.run_namid)
   clip = {w: f.get("optim.grad_clip_norm") for c, w, f in commands if c == "train"}
-  assert clip == {"erm_warmup/seed0": None, "namid_warm/seed0": None, "pgd_at_warm/seed0": None,
-                  "namid_t_warm_clip/seed0": "1.0", "trades_warm_clip/seed0": "1.0"}
+  assert clip == {"erm_warmup/seed0": None, "namid_warm_clip/seed0": "1.0",
+                  "pgd_at_warm_clip/seed0": "1.0", "namid_t_warm_clip/seed0": "1.0",
+                  "trades_warm_clip/seed0": "1.0"}
 
 
 def test_namid_m_pairs_with_a_clipped_mart_from_the_warmup(tmp_path):
   tables = _load_script()
-  launch = tables.Launch(tmp_path, [0], 1, False, ["pgd20"], ["mart"], ["namid", "namid_m"])
-  assert launch.namid_runs() == [("pgd_at_warm", "namid_warm"),
-                                 ("mart_warm_clip", "namid_m_warm_clip")]
-  assert launch.namid_overrides("namid_m") == ["optim.grad_clip_norm=1.0"]
+  launch = tables.Launch(tmp_path, [0], 1, False, ["pgd20"], ["mart"], ["namid_m"])
+  assert launch.namid_runs() == [("mart_warm_clip", "namid_m_warm_clip")]
 
 
 def test_paper_recipe_trains_namid_from_scratch_against_the_stage1_baselines(tmp_path):
@@ -120,7 +119,7 @@ def test_smoke_launch_writes_every_table_and_resumes(mnist_dir, tmp_path, monkey
   assert tables.main(args) == 0
   text = (tmp_path / "tables.md").read_text()
   for heading in ("## Baselines", "## ADML", "## NAMID", "| pgd_at_finetune |", "| adml_theta |",
-                  "| namid_warm |", "| pgd_at_warm |", "autoattack (first 4)"):
+                  "| namid_warm_clip |", "| pgd_at_warm_clip |", "autoattack (first 4)"):
     assert heading in text
   assert (tmp_path / "adml_per_class.png").read_bytes()[:4] == b"\x89PNG"
   logs = {path: path.stat().st_mtime_ns for path in (tmp_path / "logs").iterdir()}

@@ -8,9 +8,10 @@ base, so `jaxadv sweep` of this config and of the base compares them seed for se
 
 Variants (comma-separated): "trades" (NAMID-T) or "mart" (NAMID-M) for the base; "code" for the
 authors' code preset (λ = 0, estimators of mnist_namid_estimators.py:code, trained with their
-estimator objective and DV variant); "smoke" for a few CPU seconds with the smoke estimators. No variant clips the gradient;
-experiments/mnist_tables.py adds `optim.grad_clip_norm=1.0` to NAMID-T, NAMID-M and their bases,
-which collapsed without it on MNIST (docs/objectives.md).
+estimator objective and DV variant); "smoke" for a few CPU seconds with the smoke estimators.
+No variant clips the gradient; experiments/mnist_tables.py adds `optim.grad_clip_norm=1.0` to
+every NAMID run and its base: each variant collapsed without it on some MNIST seed
+(docs/objectives.md).
 """
 
 import pathlib
