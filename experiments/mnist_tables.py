@@ -180,10 +180,11 @@ def run_namid(launch: Launch) -> None:
   if authors:
     launch.parallel([lambda s=s: warm_up(launch, s) for s in launch.seeds])
 
-  def one_run(run, base, variant, overrides, seed):
-    """Trains `run` with `overrides` unless on disk (NAMID when `variant` is not None, else the
-    base, but for the paper's recipe, whose bases are stage 1's runs), then reports its MI."""
+  def one_run(run, base, variant, seed):
+    """Trains `run` unless on disk (NAMID when `variant` is not None, else the base, but for
+    the paper's recipe, whose bases are stage 1's runs), then reports its MI."""
     start = [f"init_from={warm_up(launch, seed)}"] if authors else []  # trained above
+    overrides = launch.namid_overrides
     if variant is not None:
       launch.train(run, launch.config("namid", variant, "code" if authors else ""), seed,
                    f"objective.namid_estimators={estimators}", *start, *overrides)
@@ -194,9 +195,8 @@ def run_namid(launch: Launch) -> None:
       launch.run(f"mi_{run}_seed{seed}", "mi", "--workdir", str(workdir), "--estimators",
                  str(estimators))
   tasks = []
-  overrides = launch.namid_overrides
   for (base_run, namid_run), (base, variant) in zip(launch.namid_runs(), launch.namid.values()):
-    tasks += [(namid_run, base, variant, overrides), (base_run, base, None, overrides)]
+    tasks += [(namid_run, base, variant), (base_run, base, None)]
   launch.parallel([lambda task=task, s=s: one_run(*task, s)
                    for task in tasks for s in launch.seeds])
 
