@@ -34,8 +34,11 @@ on 2 cores (docs/results.md).
 
 It then writes <root>/tables.md (mean ± sample std over the seeds) and
 <root>/adml_per_class.png, also when a run fails (a run whose loss diverges stops with
-`NonFiniteLoss`, as NAMID's paper preset did on MNIST: docs/results.md; the tables then hold the
-stages that finished). Runs are independent processes, `--jobs` at a time: on one GPU set
+`NonFiniteLoss`, as NAMID's paper preset did on MNIST: docs/results.md) or the launch is
+stopped: each run's row averages the seeds it finished, named in its `seeds` column.
+`--export DIR` then copies every run's config, training curve and reports (not its checkpoints;
+a few kB a run) to DIR, and `--root DIR --stages ""` prints the same tables from those copies
+(experiments/results/ holds the ones behind docs/results.md). Runs are independent processes, `--jobs` at a time: on one GPU set
 XLA_PYTHON_CLIENT_PREALLOCATE=false so they share its memory. `--smoke` runs the configs' smoke
 variants with PGD-5 instead of PGD-20 and AutoAttack (a CPU check of the whole pipeline).
 """
@@ -46,6 +49,7 @@ import argparse
 import concurrent.futures
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -65,6 +69,9 @@ WARM_STARTED = ("mart", "awp")
 # a pair still differs only in the MI term.
 GRAD_CLIP_NORM = 1.0
 ADML = ("pgd_at_finetune", "adml", "adml_theta")
+# What `--export` keeps of a run directory (one with a config.json): its config, training curve
+# and reports, not its checkpoints or event files.
+RECORD_FILES = ("config.json", "metrics.jsonl", "eval*.json", "mi.json", "vulnerability.json")
 
 
 class Launch:
@@ -169,7 +176,8 @@ def run_adml(launch: Launch) -> None:
   launch.parallel([lambda s=s: one_seed(s) for s in launch.seeds])
 
 
-def run_namid(launch: Launch) -> None:
+def namid_estimators(launch: Launch) -> pathlib.Path:
+  """The recipe's MI estimators, trained once on the seed-0 pgd_at run; returns their workdir."""
   authors = launch.namid_recipe == "authors"
   estimators = launch.root / ("namid_estimators_code" if authors else "namid_estimators")
   if not (estimators / "mi.json").is_file():
@@ -177,27 +185,37 @@ def run_namid(launch: Launch) -> None:
                launch.config("namid_estimators", "code" if authors else ""),
                "--workdir", str(estimators), "--no-progress",
                f"init_from={launch.root / 'pgd_at' / 'seed0'}")
-  if authors:
-    launch.parallel([lambda s=s: warm_up(launch, s) for s in launch.seeds])
+  return estimators
 
-  def one_run(run, base, variant, seed):
-    """Trains `run` unless on disk (NAMID when `variant` is not None, else the base, but for
-    the paper's recipe, whose bases are stage 1's runs), then reports its MI."""
-    start = [f"init_from={warm_up(launch, seed)}"] if authors else []  # trained above
-    overrides = launch.namid_overrides
-    if variant is not None:
-      launch.train(run, launch.config("namid", variant, "code" if authors else ""), seed,
-                   f"objective.namid_estimators={estimators}", *start, *overrides)
-    elif authors:
-      launch.train(run, launch.config(base), seed, *start, *overrides)
-    workdir = launch.root / run / f"seed{seed}"
-    if not (workdir / "mi.json").is_file():
-      launch.run(f"mi_{run}_seed{seed}", "mi", "--workdir", str(workdir), "--estimators",
-                 str(estimators))
+
+def namid_run(launch: Launch, run: str, base: str, variant, seed: int) -> None:
+  """Trains `run` of `seed` unless on disk (NAMID when `variant` is not None, else the base, but
+  for the paper's recipe, whose bases are stage 1's runs), then reports its MI. Needs the
+  estimators and, with the authors' recipe, the seed's warm-up on disk (`run_namid` trains them
+  first)."""
+  authors = launch.namid_recipe == "authors"
+  estimators = namid_estimators(launch)
+  start = [f"init_from={warm_up(launch, seed)}"] if authors else []
+  overrides = launch.namid_overrides
+  if variant is not None:
+    launch.train(run, launch.config("namid", variant, "code" if authors else ""), seed,
+                 f"objective.namid_estimators={estimators}", *start, *overrides)
+  elif authors:
+    launch.train(run, launch.config(base), seed, *start, *overrides)
+  workdir = launch.root / run / f"seed{seed}"
+  if not (workdir / "mi.json").is_file():
+    launch.run(f"mi_{run}_seed{seed}", "mi", "--workdir", str(workdir), "--estimators",
+               str(estimators))
+
+
+def run_namid(launch: Launch) -> None:
+  namid_estimators(launch)
+  if launch.namid_recipe == "authors":
+    launch.parallel([lambda s=s: warm_up(launch, s) for s in launch.seeds])
   tasks = []
-  for (base_run, namid_run), (base, variant) in zip(launch.namid_runs(), launch.namid.values()):
-    tasks += [(namid_run, base, variant), (base_run, base, None)]
-  launch.parallel([lambda task=task, s=s: one_run(*task, s)
+  for (base_run, target_run), (base, variant) in zip(launch.namid_runs(), launch.namid.values()):
+    tasks += [(target_run, base, variant), (base_run, base, None)]
+  launch.parallel([lambda task=task, s=s: namid_run(launch, *task, s)
                    for task in tasks for s in launch.seeds])
 
 
@@ -207,25 +225,42 @@ def mean_std(values) -> str:
   return f"{values.mean():.2f} ± {std:.2f}"
 
 
-def records(launch: Launch, name: str, file: str = "eval.json") -> list[dict]:
-  return [json.loads((launch.root / name / f"seed{s}" / file).read_text()) for s in launch.seeds]
+def records(launch: Launch, name: str, file: str = "eval.json", seeds=None) -> list[dict]:
+  """The JSON `file` of run `name` for `seeds` (default: all the launch's)."""
+  seeds = launch.seeds if seeds is None else seeds
+  return [json.loads((launch.root / name / f"seed{s}" / file).read_text()) for s in seeds]
+
+
+def finished_seeds(launch: Launch, name: str, *files: str) -> list[int]:
+  """The launch's seeds whose run `name` has every one of `files` on disk."""
+  return [s for s in launch.seeds
+          if all((launch.root / name / f"seed{s}" / file).is_file() for file in files)]
+
+
+def seeds_cell(seeds) -> str:
+  return ", ".join(map(str, seeds)) or "none"
 
 
 def accuracy_table(launch: Launch, names) -> str:
-  """Mean ± std over seeds of clean and suite accuracy, and of the subset AutoAttack (with its
-  clean accuracy on the same points) when the launch has one."""
+  """Mean ± std over the finished seeds of clean and suite accuracy, and of the subset
+  AutoAttack (with its clean accuracy on the same points) when the launch has one; a run
+  counts for a seed once all of these are on disk, and the `seeds` column says which did."""
   attacks = ["clean", *launch.suite]
   subset = launch.autoattack_examples
   extra = [f"clean (first {subset})", f"autoattack (first {subset})"] if subset else []
-  lines = [f"| run (seeds {', '.join(map(str, launch.seeds))}) | " + " | ".join(attacks + extra)
-           + " |", "|---|" + "---:|" * len(attacks + extra)]
+  files = ["eval.json"] + ([f"eval_{launch.autoattack_tag}.json"] if subset else [])
+  lines = ["| run | seeds | " + " | ".join(attacks + extra) + " |",
+           "|---|---|" + "---:|" * len(attacks + extra)]
   for name in names:
-    runs = records(launch, name)
-    cells = [mean_std([r["accuracy"][a] for r in runs]) for a in attacks]
-    if subset:
-      aa = records(launch, name, f"eval_{launch.autoattack_tag}.json")
-      cells += [mean_std([r["accuracy"][a] for r in aa]) for a in ("clean", "autoattack")]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    seeds = finished_seeds(launch, name, *files)
+    cells = ["-"] * len(attacks + extra)
+    if seeds:
+      runs = records(launch, name, seeds=seeds)
+      cells = [mean_std([r["accuracy"][a] for r in runs]) for a in attacks]
+      if subset:
+        aa = records(launch, name, files[1], seeds)
+        cells += [mean_std([r["accuracy"][a] for r in aa]) for a in ("clean", "autoattack")]
+    lines.append(f"| {name} | {seeds_cell(seeds)} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -269,16 +304,18 @@ def plot_per_class(means: dict, attack: str, path: pathlib.Path) -> None:
 
 
 def mi_table(launch: Launch) -> str:
-  """Mean over seeds of the four MI estimates on the selected test points, base vs NAMID."""
+  """Mean over the seeds on disk of the four MI estimates on the selected test points, base vs
+  NAMID."""
   keys = ("natural_clean", "natural_adv", "adversarial_clean", "adversarial_adv")
-  lines = ["| run | selected | Î_N(h(x)) | Î_N(h(x_adv)) | Î_A(h(x)) | Î_A(h(x_adv)) |",
-           "|---|---:|---:|---:|---:|---:|"]
-  for pair in launch.namid_runs():
-    for run in pair:
-      mi = [r for r in records(launch, run, "mi.json") if r["selected"] is not None]
-      cells = [mean_std([r["selected"][k] for r in mi]) if mi else "-" for k in keys]
-      selected = mean_std([r["n_selected"] for r in records(launch, run, "mi.json")])
-      lines.append(f"| {run} | {selected} | " + " | ".join(cells) + " |")
+  lines = ["| run | seeds | selected | Î_N(h(x)) | Î_N(h(x_adv)) | Î_A(h(x)) | Î_A(h(x_adv)) |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+  for run in (run for pair in launch.namid_runs() for run in pair):
+    seeds = finished_seeds(launch, run, "mi.json")
+    reports = records(launch, run, "mi.json", seeds)
+    mi = [r for r in reports if r["selected"] is not None]
+    cells = [mean_std([r["selected"][k] for r in mi]) if mi else "-" for k in keys]
+    selected = mean_std([r["n_selected"] for r in reports]) if reports else "-"
+    lines.append(f"| {run} | {seeds_cell(seeds)} | {selected} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -302,16 +339,36 @@ def namid_section(launch: Launch) -> list[str]:
 
 
 def summarise(launch: Launch) -> str:
-  """The tables of every stage whose results are all on disk (the others are left out)."""
+  """The tables of every stage with a finished run on disk; the baseline and NAMID tables give
+  each run's mean over the seeds finished so far (a partial launch still reports), the ADML
+  section needs all of its runs."""
   sections = []
-  for section in (lambda launch: ["## Baselines", accuracy_table(launch, launch.baselines)],
-                  adml_section,
-                  namid_section):
-    try:
-      sections += section(launch)
-    except FileNotFoundError:
-      continue
+  if any(finished_seeds(launch, name, "eval.json") for name in launch.baselines):
+    sections += ["## Baselines", accuracy_table(launch, launch.baselines)]
+  if all(finished_seeds(launch, name, "eval.json", "vulnerability.json") == launch.seeds
+         for name in ("pgd_at", *ADML)):
+    sections += adml_section(launch)
+  pairs = [run for pair in launch.namid_runs() for run in pair]
+  if any(finished_seeds(launch, run, "eval.json") for run in pairs):
+    sections += namid_section(launch)
   return "\n\n".join(sections) + "\n"
+
+
+def export_records(root: pathlib.Path, dest: pathlib.Path) -> list[pathlib.Path]:
+  """Copies `RECORD_FILES` of every run directory under `root`, and root's tables.md, to the same
+  relative paths under `dest` (a few kB a run, small enough to commit); returns the copies.
+  `--root DEST --stages ""` then prints the tables from the copies alone."""
+  copies = []
+  for config in sorted(root.rglob("config.json")):
+    files = {path for pattern in RECORD_FILES for path in config.parent.glob(pattern)}
+    for path in sorted(files):
+      copies.append(dest / path.relative_to(root))
+      copies[-1].parent.mkdir(parents=True, exist_ok=True)
+      shutil.copyfile(path, copies[-1])
+  if (root / "tables.md").is_file():
+    copies.append(dest / "tables.md")
+    shutil.copyfile(root / "tables.md", copies[-1])
+  return copies
 
 
 def main(argv=None) -> int:
@@ -334,7 +391,11 @@ def main(argv=None) -> int:
                       help="authors: code estimators and preset after a clean warm-up, base "
                            "from the same warm-up; paper: the paper's preset from scratch")
   parser.add_argument("--stages", default="baselines,adml,namid",
-                      help="comma-separated subset of baselines, adml, namid")
+                      help="comma-separated subset of baselines, adml, namid; '' runs nothing "
+                           "and only prints the tables of what is on disk")
+  parser.add_argument("--export", default="",
+                      help="after the tables, copy every run's config, curve and reports (no "
+                           "checkpoints) under this directory")
   args = parser.parse_args(argv)
   names = lambda text: [name for name in text.split(",") if name]
   for name in names(args.namid):
@@ -357,6 +418,9 @@ def main(argv=None) -> int:
     tables = summarise(launch)
     (launch.root / "tables.md").write_text(tables)
     print(tables)
+    if args.export:
+      copies = export_records(launch.root, pathlib.Path(args.export))
+      print(f"mnist_tables: {len(copies)} record files exported to {args.export}")
   return 0
 
 

@@ -4,6 +4,7 @@ smoke configs, one seed and one NAMID variant (slow: 15 training processes and a
 AutoAttack of most runs, about 10 minutes on 2 cores)."""
 
 import importlib.util
+import json
 import pathlib
 
 import pytest
@@ -127,3 +128,62 @@ def test_smoke_launch_writes_every_table_and_resumes(mnist_dir, tmp_path, monkey
   assert tables.main(args) == 0  # everything on disk: nothing is run again
   assert {path: path.stat().st_mtime_ns for path in (tmp_path / "logs").iterdir()} == logs
   assert capsys.readouterr().out.strip().endswith(text.strip())
+
+
+def _write_run(root, run, seed, clean, pgd20, mi=None):
+  """A finished run's reports as the launch leaves them, with a checkpoint beside them."""
+  workdir = root / run / f"seed{seed}"
+  (workdir / "checkpoints" / "100").mkdir(parents=True)
+  (workdir / "checkpoints" / "100" / "params").write_bytes(b"weights")
+  (workdir / "config.json").write_text("{}")
+  (workdir / "metrics.jsonl").write_text('{"step": 100}\n')
+  (workdir / "eval.json").write_text(json.dumps({"accuracy": {"clean": clean, "pgd20": pgd20}}))
+  if mi is not None:
+    keys = ("natural_clean", "natural_adv", "adversarial_clean", "adversarial_adv")
+    (workdir / "mi.json").write_text(json.dumps({"n_selected": 10,
+                                                 "selected": dict.fromkeys(keys, mi)}))
+
+
+def test_a_partial_launch_reports_each_run_over_its_finished_seeds(tmp_path):
+  tables = _load_script()
+  for seed, pgd20 in ((0, 90.0), (1, 92.0)):
+    _write_run(tmp_path, "namid_t_warm_clip", seed, 97.0, pgd20, mi=-1.0)
+  _write_run(tmp_path, "trades_warm_clip", 0, 98.0, 91.0, mi=-0.5)
+  launch = tables.Launch(tmp_path, [0, 1, 2], 1, False, ["pgd20"], ["trades"], ["namid_t"])
+  text = tables.summarise(launch)
+  assert "## Baselines" not in text and "## ADML" not in text
+  accuracy, mi = (part.splitlines() for part in text.split("Natural and adversarial MI"))
+  assert "| namid_t_warm_clip | 0, 1 | 97.00 ± 0.00 | 91.00 ± 1.41 |" in accuracy
+  assert "| trades_warm_clip | 0 | 98.00 ± 0.00 | 91.00 ± 0.00 |" in accuracy
+  assert ("| namid_t_warm_clip | 0, 1 | 10.00 ± 0.00 | " + " | ".join(["-1.00 ± 0.00"] * 4)
+          + " |") in mi
+
+
+def test_a_run_without_a_finished_seed_is_listed_as_not_run(tmp_path):
+  tables = _load_script()
+  _write_run(tmp_path, "pgd_at", 1, 98.0, 90.0)
+  launch = tables.Launch(tmp_path, [0, 1], 1, False, ["pgd20"], ["pgd_at", "trades"], [])
+  lines = tables.summarise(launch).splitlines()
+  assert "| pgd_at | 1 | 98.00 ± 0.00 | 90.00 ± 0.00 |" in lines
+  assert "| trades | none | - | - |" in lines
+
+
+def test_exported_records_hold_no_checkpoint_and_reproduce_the_tables(tmp_path, capsys):
+  tables = _load_script()
+  root, dest = tmp_path / "root", tmp_path / "records"
+  for seed in (0, 1):
+    _write_run(root, "pgd_at", seed, 98.0 + seed, 90.0)
+  (root / "pgd_at" / "seed0" / "eval_autoattack_n100.json").write_text("{}")
+  args = ["--seeds", "0,1", "--suite", "pgd20", "--baselines", "pgd_at", "--namid", "",
+          "--stages", ""]
+  assert tables.main(["--root", str(root), "--export", str(dest), *args]) == 0
+  copied = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+  assert copied == ["pgd_at/seed0/config.json", "pgd_at/seed0/eval.json",
+                    "pgd_at/seed0/eval_autoattack_n100.json", "pgd_at/seed0/metrics.jsonl",
+                    "pgd_at/seed1/config.json", "pgd_at/seed1/eval.json",
+                    "pgd_at/seed1/metrics.jsonl", "tables.md"]
+  exported = (dest / "tables.md").read_text()
+  assert "| pgd_at | 0, 1 | 98.50 ± 0.71 | 90.00 ± 0.00 |" in exported
+  capsys.readouterr()
+  assert tables.main(["--root", str(dest), *args]) == 0
+  assert (dest / "tables.md").read_text() == exported
