@@ -242,24 +242,24 @@ def seeds_cell(seeds) -> str:
 
 
 def accuracy_table(launch: Launch, names) -> str:
-  """Mean ± std over the finished seeds of clean and suite accuracy, and of the subset
-  AutoAttack (with its clean accuracy on the same points) when the launch has one; a run
-  counts for a seed once all of these are on disk, and the `seeds` column says which did."""
+  """Mean ± std of clean and suite accuracy over the seeds each run finished (the `seeds`
+  column), and of the subset AutoAttack (with its clean accuracy on the same points) when the
+  launch has one, over the seeds it ran on (named in the cell when they are fewer)."""
   attacks = ["clean", *launch.suite]
   subset = launch.autoattack_examples
   extra = [f"clean (first {subset})", f"autoattack (first {subset})"] if subset else []
-  files = ["eval.json"] + ([f"eval_{launch.autoattack_tag}.json"] if subset else [])
   lines = ["| run | seeds | " + " | ".join(attacks + extra) + " |",
            "|---|---|" + "---:|" * len(attacks + extra)]
   for name in names:
-    seeds = finished_seeds(launch, name, *files)
-    cells = ["-"] * len(attacks + extra)
-    if seeds:
-      runs = records(launch, name, seeds=seeds)
-      cells = [mean_std([r["accuracy"][a] for r in runs]) for a in attacks]
-      if subset:
-        aa = records(launch, name, files[1], seeds)
-        cells += [mean_std([r["accuracy"][a] for r in aa]) for a in ("clean", "autoattack")]
+    seeds = finished_seeds(launch, name, "eval.json")
+    runs = records(launch, name, seeds=seeds)
+    cells = [mean_std([r["accuracy"][a] for r in runs]) if runs else "-" for a in attacks]
+    if subset:
+      aa_seeds = finished_seeds(launch, name, f"eval_{launch.autoattack_tag}.json")
+      aa = records(launch, name, f"eval_{launch.autoattack_tag}.json", aa_seeds)
+      note = f" (seeds {seeds_cell(aa_seeds)})" if aa and aa_seeds != seeds else ""
+      cells += [mean_std([r["accuracy"][a] for r in aa]) + note if aa else "-"
+                for a in ("clean", "autoattack")]
     lines.append(f"| {name} | {seeds_cell(seeds)} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -355,11 +355,14 @@ def summarise(launch: Launch) -> str:
 
 
 def export_records(root: pathlib.Path, dest: pathlib.Path) -> list[pathlib.Path]:
-  """Copies `RECORD_FILES` of every run directory under `root`, and root's tables.md, to the same
-  relative paths under `dest` (a few kB a run, small enough to commit); returns the copies.
-  `--root DEST --stages ""` then prints the tables from the copies alone."""
+  """Copies `RECORD_FILES` of every finished run under `root` (a directory with a config.json
+  and a report: eval.json, or mi.json for the estimator stage), and root's tables.md, to the
+  same relative paths under `dest` (a few kB a run, small enough to commit); returns the
+  copies. `--root DEST --stages ""` then prints the tables from the copies alone."""
   copies = []
   for config in sorted(root.rglob("config.json")):
+    if not any((config.parent / report).is_file() for report in ("eval.json", "mi.json")):
+      continue  # still training, or stopped
     files = {path for pattern in RECORD_FILES for path in config.parent.glob(pattern)}
     for path in sorted(files):
       copies.append(dest / path.relative_to(root))

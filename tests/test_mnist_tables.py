@@ -168,12 +168,28 @@ def test_a_run_without_a_finished_seed_is_listed_as_not_run(tmp_path):
   assert "| trades | none | - | - |" in lines
 
 
+def test_the_subset_autoattack_columns_name_their_seeds_when_fewer(tmp_path):
+  tables = _load_script()
+  for seed in (0, 1):
+    _write_run(tmp_path, "pgd_at", seed, 98.0, 90.0)
+  (tmp_path / "pgd_at" / "seed1" / "eval_autoattack_n100.json").write_text(
+      json.dumps({"accuracy": {"clean": 100.0, "autoattack": 88.0}}))
+  launch = tables.Launch(tmp_path, [0, 1], 1, False, ["pgd20"], ["pgd_at", "trades"], [],
+                         autoattack_examples=100)
+  lines = tables.summarise(launch).splitlines()
+  assert ("| pgd_at | 0, 1 | 98.00 ± 0.00 | 90.00 ± 0.00 | 100.00 ± 0.00 (seeds 1) | "
+          "88.00 ± 0.00 (seeds 1) |") in lines
+  assert "| trades | none | - | - | - | - |" in lines
+
+
 def test_exported_records_hold_no_checkpoint_and_reproduce_the_tables(tmp_path, capsys):
   tables = _load_script()
   root, dest = tmp_path / "root", tmp_path / "records"
   for seed in (0, 1):
     _write_run(root, "pgd_at", seed, 98.0 + seed, 90.0)
   (root / "pgd_at" / "seed0" / "eval_autoattack_n100.json").write_text("{}")
+  (root / "trades" / "seed0").mkdir(parents=True)  # still training: not a record yet
+  (root / "trades" / "seed0" / "config.json").write_text("{}")
   args = ["--seeds", "0,1", "--suite", "pgd20", "--baselines", "pgd_at", "--namid", "",
           "--stages", ""]
   assert tables.main(["--root", str(root), "--export", str(dest), *args]) == 0
