@@ -36,9 +36,11 @@ It then writes <root>/tables.md (mean ± sample std over the seeds) and
 <root>/adml_per_class.png, also when a run fails (a run whose loss diverges stops with
 `NonFiniteLoss`, as NAMID's paper preset did on MNIST: docs/results.md) or the launch is
 stopped: each run's row averages the seeds it finished, named in its `seeds` column.
-`--export DIR` then copies every run's config, training curve and reports (not its checkpoints;
-a few kB a run) to DIR, and `--root DIR --stages ""` prints the same tables from those copies
-(experiments/results/ holds the ones behind docs/results.md). Runs are independent processes, `--jobs` at a time: on one GPU set
+`--export DIR` then copies every finished run's config, training curve and reports (not its
+checkpoints; a few kB a run) to DIR, and `--root DIR --stages ""` prints the same tables from
+those copies (experiments/results/ holds the ones behind docs/results.md).
+
+Runs are independent processes, `--jobs` at a time: on one GPU set
 XLA_PYTHON_CLIENT_PREALLOCATE=false so they share its memory. `--smoke` runs the configs' smoke
 variants with PGD-5 instead of PGD-20 and AutoAttack (a CPU check of the whole pipeline).
 """
@@ -238,6 +240,7 @@ def finished_seeds(launch: Launch, name: str, *files: str) -> list[int]:
 
 
 def seeds_cell(seeds) -> str:
+  """A table cell naming `seeds`: "0, 2", or "none"."""
   return ", ".join(map(str, seeds)) or "none"
 
 
