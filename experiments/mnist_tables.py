@@ -129,6 +129,10 @@ class Launch:
     suffix = "" if self.namid_recipe == "paper" else "_warm_clip"
     return [(base + suffix, name + suffix) for name, (base, _) in self.namid.items()]
 
+  def namid_run_names(self) -> list[str]:
+    """The runs of `namid_runs()` in table order: each pair's base, then its NAMID run."""
+    return [run for pair in self.namid_runs() for run in pair]
+
   @property
   def namid_overrides(self) -> list[str]:
     """The config overrides of both runs of every NAMID pair: the authors' recipe clips."""
@@ -312,7 +316,7 @@ def mi_table(launch: Launch) -> str:
   keys = ("natural_clean", "natural_adv", "adversarial_clean", "adversarial_adv")
   lines = ["| run | seeds | selected | Î_N(h(x)) | Î_N(h(x_adv)) | Î_A(h(x)) | Î_A(h(x_adv)) |",
            "|---|---|---:|---:|---:|---:|---:|"]
-  for run in (run for pair in launch.namid_runs() for run in pair):
+  for run in launch.namid_run_names():
     seeds = finished_seeds(launch, run, "mi.json")
     reports = records(launch, run, "mi.json", seeds)
     mi = [r for r in reports if r["selected"] is not None]
@@ -331,12 +335,12 @@ def adml_section(launch: Launch) -> list[str]:
 
 
 def namid_section(launch: Launch) -> list[str]:
-  pairs = [run for pair in launch.namid_runs() for run in pair]
   how = {"authors": "the authors' recipe: code estimators, λ = 0, both runs of a pair from the "
                     f"same {WARMUP_EPOCHS}-epoch clean warm-up, gradient clipped to norm "
                     f"{GRAD_CLIP_NORM}",
          "paper": "the paper's preset from scratch, against the stage-1 baselines"}
-  return [f"## NAMID ({how[launch.namid_recipe]})", accuracy_table(launch, pairs),
+  return [f"## NAMID ({how[launch.namid_recipe]})",
+          accuracy_table(launch, launch.namid_run_names()),
           "Natural and adversarial MI on the selected test points (clean-correct, attacked-wrong)",
           mi_table(launch)]
 
@@ -351,8 +355,7 @@ def summarise(launch: Launch) -> str:
   if all(finished_seeds(launch, name, "eval.json", "vulnerability.json") == launch.seeds
          for name in ("pgd_at", *ADML)):
     sections += adml_section(launch)
-  pairs = [run for pair in launch.namid_runs() for run in pair]
-  if any(finished_seeds(launch, run, "eval.json") for run in pairs):
+  if any(finished_seeds(launch, run, "eval.json") for run in launch.namid_run_names()):
     sections += namid_section(launch)
   return "\n\n".join(sections) + "\n"
 
