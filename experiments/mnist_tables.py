@@ -32,7 +32,8 @@ afterwards on the first N test points of every finished run (`jaxadv eval --suit
 column. That is the CPU-sized form: AutoAttack on all 2,000 points costs about 1.5 h per model
 on 2 cores (docs/results.md).
 
-It then writes <root>/tables.md (mean ± sample std over the seeds) and
+It then writes <root>/tables.md (mean ± sample std over the seeds; NAMID against its base
+as the difference paired by seed) and
 <root>/adml_per_class.png, also when a run fails (a run whose loss diverges stops with
 `NonFiniteLoss`, as NAMID's paper preset did on MNIST: docs/results.md) or the launch is
 stopped: each run's row averages the seeds it finished, named in its `seeds` column.
@@ -326,6 +327,39 @@ def mi_table(launch: Launch) -> str:
   return "\n".join(lines)
 
 
+def paired_difference_table(launch: Launch) -> str:
+  """NAMID − base per pair, paired by seed over the seeds both runs finished: mean ± std of the
+  difference in clean and suite accuracy (and the subset AutoAttack over the seeds both ran it
+  on), and the per-seed difference under the suite's last attack."""
+  attacks = ["clean", *launch.suite]
+  subset = launch.autoattack_examples
+  last = launch.suite[-1]
+  extra = [f"autoattack (first {subset})"] if subset else []
+  lines = ["| NAMID − base | seeds | " + " | ".join(attacks + extra) + f" | {last} per seed |",
+           "|---|---|" + "---:|" * len(attacks + extra) + "---|"]
+
+  def differences(pair, file, metric, seeds):
+    base, target = (records(launch, run, file, seeds) for run in pair)
+    return [t["accuracy"][metric] - b["accuracy"][metric] for b, t in zip(base, target)]
+
+  for pair in launch.namid_runs():
+    seeds = [s for s in finished_seeds(launch, pair[0], "eval.json")
+             if s in finished_seeds(launch, pair[1], "eval.json")]
+    cells = [mean_std(differences(pair, "eval.json", a, seeds)) if seeds else "-"
+             for a in attacks]
+    if subset:
+      file = f"eval_{launch.autoattack_tag}.json"
+      aa_seeds = [s for s in finished_seeds(launch, pair[0], file)
+                  if s in finished_seeds(launch, pair[1], file)]
+      note = f" (seeds {seeds_cell(aa_seeds)})" if aa_seeds and aa_seeds != seeds else ""
+      cells.append(mean_std(differences(pair, file, "autoattack", aa_seeds)) + note
+                   if aa_seeds else "-")
+    per_seed = ", ".join(f"{d:+.2f}" for d in differences(pair, "eval.json", last, seeds))
+    lines.append(f"| {pair[1]} − {pair[0]} | {seeds_cell(seeds)} | " + " | ".join(cells)
+                 + f" | {per_seed or '-'} |")
+  return "\n".join(lines)
+
+
 def adml_section(launch: Launch) -> list[str]:
   per_class, means = per_class_table(launch)
   plot_per_class(means, launch.suite[-1], launch.root / "adml_per_class.png")
@@ -341,6 +375,8 @@ def namid_section(launch: Launch) -> list[str]:
          "paper": "the paper's preset from scratch, against the stage-1 baselines"}
   return [f"## NAMID ({how[launch.namid_recipe]})",
           accuracy_table(launch, launch.namid_run_names()),
+          "NAMID against its base, paired by seed (accuracy points)",
+          paired_difference_table(launch),
           "Natural and adversarial MI on the selected test points (clean-correct, attacked-wrong)",
           mi_table(launch)]
 

@@ -159,6 +159,24 @@ def test_a_partial_launch_reports_each_run_over_its_finished_seeds(tmp_path):
           + " |") in mi
 
 
+def test_namid_is_compared_with_its_base_on_the_seeds_both_finished(tmp_path):
+  tables = _load_script()
+  for seed, (base, target) in enumerate(((91.0, 90.0), (92.0, 90.0), (89.0, None))):
+    _write_run(tmp_path, "trades_warm_clip", seed, 98.0, base)
+    if target is not None:
+      _write_run(tmp_path, "namid_t_warm_clip", seed, 97.5, target)
+  (tmp_path / "namid_t_warm_clip" / "seed1" / "eval_autoattack_n100.json").write_text(
+      json.dumps({"accuracy": {"clean": 100.0, "autoattack": 80.0}}))
+  (tmp_path / "trades_warm_clip" / "seed1" / "eval_autoattack_n100.json").write_text(
+      json.dumps({"accuracy": {"clean": 100.0, "autoattack": 83.0}}))
+  launch = tables.Launch(tmp_path, [0, 1, 2], 1, False, ["pgd20"], ["trades"],
+                         ["namid", "namid_t"], autoattack_examples=100)
+  lines = tables.summarise(launch).splitlines()
+  assert ("| namid_t_warm_clip − trades_warm_clip | 0, 1 | -0.50 ± 0.00 | -1.50 ± 0.71 | "
+          "-3.00 ± 0.00 (seeds 1) | -1.00, -2.00 |") in lines
+  assert "| namid_warm_clip − pgd_at_warm_clip | none | - | - | - | - |" in lines
+
+
 def test_a_run_without_a_finished_seed_is_listed_as_not_run(tmp_path):
   tables = _load_script()
   _write_run(tmp_path, "pgd_at", 1, 98.0, 90.0)
