@@ -342,15 +342,17 @@ def paired_difference_table(launch: Launch) -> str:
     base, target = (records(launch, run, file, seeds) for run in pair)
     return [t["accuracy"][metric] - b["accuracy"][metric] for b, t in zip(base, target)]
 
+  def both_finished(pair, file):
+    return [s for s in finished_seeds(launch, pair[0], file)
+            if s in finished_seeds(launch, pair[1], file)]
+
   for pair in launch.namid_runs():
-    seeds = [s for s in finished_seeds(launch, pair[0], "eval.json")
-             if s in finished_seeds(launch, pair[1], "eval.json")]
+    seeds = both_finished(pair, "eval.json")
     cells = [mean_std(differences(pair, "eval.json", a, seeds)) if seeds else "-"
              for a in attacks]
     if subset:
       file = f"eval_{launch.autoattack_tag}.json"
-      aa_seeds = [s for s in finished_seeds(launch, pair[0], file)
-                  if s in finished_seeds(launch, pair[1], file)]
+      aa_seeds = both_finished(pair, file)
       note = f" (seeds {seeds_cell(aa_seeds)})" if aa_seeds and aa_seeds != seeds else ""
       cells.append(mean_std(differences(pair, file, "autoattack", aa_seeds)) + note
                    if aa_seeds else "-")
