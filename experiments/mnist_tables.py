@@ -249,6 +249,12 @@ def seeds_cell(seeds) -> str:
   return ", ".join(map(str, seeds)) or "none"
 
 
+def fewer_seeds_note(subset_seeds, seeds) -> str:
+  """The note after a cell averaged over `subset_seeds`, e.g. " (seeds 1)", when they differ
+  from the row's `seeds`; else ""."""
+  return f" (seeds {seeds_cell(subset_seeds)})" if subset_seeds != seeds else ""
+
+
 def accuracy_table(launch: Launch, names) -> str:
   """Mean ± std of clean and suite accuracy over the seeds each run finished (the `seeds`
   column), and of the subset AutoAttack (with its clean accuracy on the same points) when the
@@ -265,9 +271,8 @@ def accuracy_table(launch: Launch, names) -> str:
     if subset:
       aa_seeds = finished_seeds(launch, name, f"eval_{launch.autoattack_tag}.json")
       aa = records(launch, name, f"eval_{launch.autoattack_tag}.json", aa_seeds)
-      note = f" (seeds {seeds_cell(aa_seeds)})" if aa and aa_seeds != seeds else ""
-      cells += [mean_std([r["accuracy"][a] for r in aa]) + note if aa else "-"
-                for a in ("clean", "autoattack")]
+      cells += [mean_std([r["accuracy"][a] for r in aa]) + fewer_seeds_note(aa_seeds, seeds)
+                if aa else "-" for a in ("clean", "autoattack")]
     lines.append(f"| {name} | {seeds_cell(seeds)} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -338,25 +343,23 @@ def paired_difference_table(launch: Launch) -> str:
   lines = ["| NAMID − base | seeds | " + " | ".join(attacks + extra) + f" | {last} per seed |",
            "|---|---|" + "---:|" * len(attacks + extra) + "---|"]
 
-  def differences(pair, file, metric, seeds):
+  def differences(pair, file):
+    """The seeds both runs of `pair` have `file` for, and {metric: [NAMID − base per seed]}."""
+    target_seeds = set(finished_seeds(launch, pair[1], file))
+    seeds = [s for s in finished_seeds(launch, pair[0], file) if s in target_seeds]
     base, target = (records(launch, run, file, seeds) for run in pair)
-    return [t["accuracy"][metric] - b["accuracy"][metric] for b, t in zip(base, target)]
-
-  def both_finished(pair, file):
-    return [s for s in finished_seeds(launch, pair[0], file)
-            if s in finished_seeds(launch, pair[1], file)]
+    metrics = base[0]["accuracy"] if seeds else {}
+    return seeds, {metric: [t["accuracy"][metric] - b["accuracy"][metric]
+                            for b, t in zip(base, target)] for metric in metrics}
 
   for pair in launch.namid_runs():
-    seeds = both_finished(pair, "eval.json")
-    cells = [mean_std(differences(pair, "eval.json", a, seeds)) if seeds else "-"
-             for a in attacks]
+    seeds, diff = differences(pair, "eval.json")
+    cells = [mean_std(diff[a]) if seeds else "-" for a in attacks]
     if subset:
-      file = f"eval_{launch.autoattack_tag}.json"
-      aa_seeds = both_finished(pair, file)
-      note = f" (seeds {seeds_cell(aa_seeds)})" if aa_seeds and aa_seeds != seeds else ""
-      cells.append(mean_std(differences(pair, file, "autoattack", aa_seeds)) + note
+      aa_seeds, aa = differences(pair, f"eval_{launch.autoattack_tag}.json")
+      cells.append(mean_std(aa["autoattack"]) + fewer_seeds_note(aa_seeds, seeds)
                    if aa_seeds else "-")
-    per_seed = ", ".join(f"{d:+.2f}" for d in differences(pair, "eval.json", last, seeds))
+    per_seed = ", ".join(f"{d:+.2f}" for d in diff.get(last, []))
     lines.append(f"| {pair[1]} − {pair[0]} | {seeds_cell(seeds)} | " + " | ".join(cells)
                  + f" | {per_seed or '-'} |")
   return "\n".join(lines)
