@@ -11,7 +11,7 @@ import pytest
 
 from jaxadv import attacks
 from jaxadv.data import ArrayDataset
-from jaxadv.eval import masking, report, robustness, runner, suites
+from jaxadv.eval import journal, masking, report, robustness, runner, suites
 
 
 class Linear(nn.Module):
@@ -67,6 +67,74 @@ def test_attacks_run_only_on_clean_correct_points_and_cascades_only_on_robust_on
   assert result.accuracy()["clean"] == pytest.approx(75.0)
 
 
+class _Killed(Exception):
+  pass
+
+
+class _CountingJournal(journal.EvalJournal):
+  """Counts the batches it records; raises `_Killed` after recording `kill_after` of them."""
+
+  def __init__(self, *args, kill_after=None, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.kill_after, self.recorded = kill_after, 0
+
+  def record(self, *args):
+    super().record(*args)
+    self.recorded += 1
+    if self.recorded == self.kill_after:
+      raise _Killed
+
+
+def test_killed_evaluation_resumes_to_the_uninterrupted_result(tmp_path):
+  model = Linear()
+  variables, dataset = _fit(model)
+  cascade = robustness.Cascade((
+      ("weak", functools.partial(attacks.pgd, eps=0.05, step_size=0.02, steps=3)),
+      ("strong", functools.partial(attacks.pgd, eps=0.15, step_size=0.05, steps=5))))
+  attack_set = {"pgd": functools.partial(attacks.pgd, eps=0.08, step_size=0.03, steps=5),
+                "casc": cascade}
+  text = journal.fingerprint(variables, dataset.images, dataset.labels, suite="test")
+  evaluate = functools.partial(robustness.evaluate, model, variables, dataset, attack_set,
+                               batch_size=8, seed=3)
+  whole = _CountingJournal(tmp_path / "whole.npz", text)
+  expected = evaluate(journal=whole)
+  with pytest.raises(_Killed):
+    evaluate(journal=_CountingJournal(tmp_path / "run.npz", text, kill_after=9))
+  resumed_journal = _CountingJournal(tmp_path / "run.npz", text)
+  resumed = evaluate(journal=resumed_journal)
+  assert resumed_journal.recorded == whole.recorded - 9  # only the unrecorded batches ran
+  assert resumed_journal.restored_points == 9 * 8  # 6 clean batches, 3 PGD batches
+  for name in ("clean", "pgd", "casc"):
+    np.testing.assert_array_equal(resumed.correct[name], expected.correct[name])
+  for stage in ("weak", "strong"):
+    np.testing.assert_array_equal(resumed.stages["casc"][stage], expected.stages["casc"][stage])
+  assert 0 < expected.accuracy()["casc"] < expected.accuracy()["pgd"] < 100  # a real test
+
+
+def test_journal_of_another_evaluation_or_unreadable_is_set_aside(tmp_path):
+  model = Linear()
+  variables, dataset = _fit(model)
+  attack_set = {"pgd": functools.partial(attacks.pgd, eps=0.1, step_size=0.03, steps=5)}
+  path = tmp_path / "eval.journal.npz"
+  text = journal.fingerprint(variables, dataset.images, dataset.labels, seed=0)
+  robustness.evaluate(model, variables, dataset, attack_set, batch_size=16,
+                      journal=journal.EvalJournal(path, text))
+  other_weights = jax.tree_util.tree_map(lambda v: v + 1.0, variables)
+  messages = []
+  other = journal.EvalJournal(
+      path, journal.fingerprint(other_weights, dataset.images, dataset.labels, seed=0),
+      log=messages.append)
+  assert other.resume("clean", np.arange(len(dataset)))[1] == 0
+  assert "records another evaluation" in messages[-1]
+  assert journal.EvalJournal(path, text).resume("clean", np.arange(len(dataset)))[1] == 48
+  path.write_bytes(b"not a zip file")
+  broken = journal.EvalJournal(path, text, log=messages.append)
+  assert broken.resume("clean", np.arange(len(dataset)))[1] == 0
+  assert "cannot read the evaluation journal" in messages[-1]
+  robustness.evaluate(model, variables, dataset, attack_set, batch_size=16, journal=broken)
+  assert journal.EvalJournal(path, text).resume("clean", np.arange(len(dataset)))[1] == 48
+
+
 def test_suites_build_and_reject_unknown_names():
   built = suites.build(["clean", "pgd20", "cw30", "fgsm", "autoattack"], eps=0.1, norm="linf",
                        num_classes=10)
@@ -93,12 +161,43 @@ def test_report_files_and_fields(tmp_path):
   assert on_disk["clean_acc"] == 100.0
   assert on_disk["robust_acc"] <= min(on_disk["accuracy"]["pgd5"], on_disk["accuracy"]["cw5"])
   assert (tmp_path / "per_class.png").stat().st_size > 1000
+  assert not (tmp_path / "eval.journal.npz").exists()  # removed once the reports are written
   assert {f["name"] for f in on_disk["masking_flags"]} >= {"randomness", "zero_gradients",
                                                              "softmax_outputs", "eps_monotonicity"}
   assert not any(f["raised"] for f in on_disk["masking_flags"]), on_disk["masking_flags"]
   table = report.markdown_table(robustness.RobustnessResult(
       {"clean": np.array([True, False])}, np.array([0, 1]), 3))
   assert "| 2 | 0 | - |" in table  # an absent class shows "-", not NaN
+
+
+def test_killed_suite_evaluation_resumes_from_its_journal(tmp_path, monkeypatch, capsys):
+  model = Linear()
+  variables, dataset = _fit(model)
+  evaluate = functools.partial(runner.evaluate_suite, model, variables, dataset,
+                               suite=("pgd5", "cw5"), eps=0.1, norm="linf", step_size=0.03,
+                               batch_size=16, checks=False, tag="aa")
+  expected = evaluate(quiet=True)
+  record = journal.EvalJournal.record
+  calls = []
+
+  def record_then_die(self, *args):
+    record(self, *args)
+    calls.append(1)
+    if len(calls) == 4:
+      raise _Killed
+
+  monkeypatch.setattr(journal.EvalJournal, "record", record_then_die)
+  with pytest.raises(_Killed):
+    evaluate(out_dir=tmp_path)
+  assert (tmp_path / "eval_aa.journal.npz").is_file() and not (tmp_path / "eval_aa.json").exists()
+  monkeypatch.setattr(journal.EvalJournal, "record", record)
+  capsys.readouterr()
+  resumed = evaluate(out_dir=tmp_path)
+  out = capsys.readouterr().out
+  assert "64 point-attack outcomes were read" in out  # 3 clean batches and 1 of PGD, 16 each
+  assert "pgd5: " in out and "points robust" in out  # a progress line per stage
+  assert resumed["accuracy"] == expected["accuracy"]
+  assert not (tmp_path / "eval_aa.journal.npz").exists()
 
 
 def test_quantised_model_is_flagged():

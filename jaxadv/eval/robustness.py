@@ -13,6 +13,7 @@ every batch; the host decides which points go to the next stage, between attacks
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable, Mapping, Sequence, Union
 
 import jax
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxadv.data import ArrayDataset
+from jaxadv.eval.journal import EvalJournal
 from jaxadv.models import BoundModel
 from jaxadv.train import mesh as mesh_lib
 
@@ -97,20 +99,24 @@ class _Scorer:
                    in_shardings=(replicated, mesh_lib.batch_sharded(self.mesh), replicated),
                    out_shardings=replicated)
 
-  def __call__(self, variables, attack: Attack | None, indices: np.ndarray, key) -> np.ndarray:
+  def __call__(self, variables, attack: Attack | None, indices: np.ndarray, key,
+               journal: EvalJournal | None = None, unit: str = "") -> np.ndarray:
     """bool (len(indices),): correct after `attack` (None: clean) on dataset[indices];
-    `variables` are replicated over the mesh."""
+    `variables` are replicated over the mesh. With a `journal`, batches it holds for `unit`
+    are read from it and each new batch is recorded in it."""
     if id(attack) not in self._compiled:
       self._compiled[id(attack)] = self._compile(attack)
     score = self._compiled[id(attack)]
-    out = np.zeros(len(indices), bool)
-    for start in range(0, len(indices), self.batch_size):
+    out, done = journal.resume(unit, indices) if journal else (np.zeros(len(indices), bool), 0)
+    for start in range(done, len(indices), self.batch_size):
       chunk = indices[start:start + self.batch_size]
       rows = np.resize(chunk, self.batch_size)  # pad by repeating points; results cut below
       batch = {"image": self.dataset.images[rows], "label": self.dataset.labels[rows]}
       batch_key = jax.random.fold_in(key, start // self.batch_size)
       result = score(variables, mesh_lib.put_batch(batch, self.mesh), batch_key)
       out[start:start + len(chunk)] = np.asarray(result)[:len(chunk)]
+      if journal:
+        journal.record(unit, indices, out, start + len(chunk))
     return out
 
 
@@ -130,16 +136,19 @@ class Evaluator:
                            mesh_lib.data_mesh() if mesh is None else mesh)
 
   def __call__(self, variables, attacks: Mapping[str, Union[Attack, Cascade]], *,
-               seed: int = 0) -> RobustnessResult:
+               seed: int = 0, journal: EvalJournal | None = None,
+               log: Callable[[str], None] | None = None) -> RobustnessResult:
     """Results clean and under each attack or cascade (name -> attack(apply_fn, x, y, key)
     -> x_adv, or a Cascade; "clean" is reserved). `seed` fixes the attacks' randomness per
-    (attack, stage, batch)."""
+    (attack, stage, batch). With a `journal` (whose fingerprint must name this evaluation:
+    `jaxadv.eval.journal.fingerprint`), scored batches are recorded as they finish and batches
+    it already holds are not attacked again. `log` receives one line per finished stage."""
     if "clean" in attacks:
       raise ValueError("the attack name 'clean' is reserved for the unattacked accuracy.")
     scorer, dataset = self._scorer, self.dataset
     variables = jax.device_put(variables, mesh_lib.replicated(scorer.mesh))
     base_key = jax.random.PRNGKey(seed)
-    clean = scorer(variables, None, np.arange(len(dataset)), base_key)
+    clean = scorer(variables, None, np.arange(len(dataset)), base_key, journal, "clean")
     result = RobustnessResult({"clean": clean}, dataset.labels.copy(), dataset.num_classes)
     for attack_index, (name, attack) in enumerate(attacks.items()):
       cascade = attack if isinstance(attack, Cascade) else Cascade(((name, attack),))
@@ -147,10 +156,16 @@ class Evaluator:
       after_stage = {}
       for stage_index, (stage_name, stage) in enumerate(cascade.stages):
         indices = np.flatnonzero(robust)
+        start = time.perf_counter()
         if indices.size:
           key = jax.random.fold_in(jax.random.fold_in(base_key, attack_index + 1), stage_index)
-          robust[indices] = scorer(variables, stage, indices, key)
+          robust[indices] = scorer(variables, stage, indices, key, journal,
+                                   f"{attack_index}.{stage_index}")
         after_stage[stage_name] = robust.copy()
+        if log:
+          label = name if stage_name == name else f"{name} / {stage_name}"
+          log(f"{label}: {robust.sum()} of {len(dataset)} points robust "
+              f"({indices.size} attacked, {time.perf_counter() - start:.0f} s)")
       result.correct[name] = robust
       if isinstance(attack, Cascade):
         result.stages[name] = after_stage
@@ -159,7 +174,8 @@ class Evaluator:
 
 def evaluate(model, variables, dataset: ArrayDataset,
              attacks: Mapping[str, Union[Attack, Cascade]], *, batch_size: int, seed: int = 0,
-             mesh=None) -> RobustnessResult:
+             mesh=None, journal: EvalJournal | None = None,
+             log: Callable[[str], None] | None = None) -> RobustnessResult:
   """Scores `model` with `variables` on `dataset`, clean and under each attack or cascade.
 
   Args:
@@ -169,6 +185,8 @@ def evaluate(model, variables, dataset: ArrayDataset,
     batch_size: evaluation batch size (rounded up to a multiple of the device count).
     seed: randomness of the attacks, fixed per (attack, stage, batch).
     mesh: data mesh (default: all devices).
+    journal: records scored batches and resumes from them (`Evaluator.__call__`).
+    log: receives one progress line per finished attack stage.
   """
-  return Evaluator(model, dataset, batch_size=batch_size, mesh=mesh)(variables, attacks,
-                                                                     seed=seed)
+  return Evaluator(model, dataset, batch_size=batch_size, mesh=mesh)(
+      variables, attacks, seed=seed, journal=journal, log=log)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import pathlib
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxadv.attacks import pgd
 from jaxadv.data import ArrayDataset
-from jaxadv.eval import masking, report, robustness, suites
+from jaxadv.eval import journal, masking, report, robustness, suites
 from jaxadv.models import BoundModel
 
 EPS_SCALES = (0.25, 0.5, 1.0, 2.0)
@@ -46,18 +47,33 @@ def evaluate_suite(model, variables, dataset: ArrayDataset, *, suite, eps: float
   """Evaluates `suite` (attack names) on `dataset`; prints the table and writes
   `eval.json` and `per_class.png` into `out_dir` when given (`eval_<tag>.json` and
   `per_class_<tag>.png` with a `tag`, so another evaluation keeps its files). Returns the JSON
-  record."""
+  record.
+
+  With an `out_dir`, scored batches are journaled in `eval[_<tag>].journal.npz` until the
+  reports are written (`jaxadv.eval.journal`): rerunning a killed evaluation resumes it.
+  """
   step = eps / 4 if step_size is None else step_size
   attacks = suites.build(suite, eps=eps, norm=norm, num_classes=dataset.num_classes,
                          step_size=step)
+  descriptions = {name: suites.describe(name, eps=eps, norm=norm, step_size=step)
+                  for name in attacks}
+  log = None if quiet else functools.partial(print, flush=True)
+  suffix = f"_{tag}" if tag else ""
+  evaluation_journal = None if out_dir is None else journal.EvalJournal(
+      pathlib.Path(out_dir) / f"eval{suffix}.journal.npz",
+      journal.fingerprint(variables, dataset.images, dataset.labels, attacks=descriptions,
+                          num_classes=dataset.num_classes, seed=seed, batch_size=batch_size,
+                          devices=jax.device_count()))
   result = robustness.evaluate(model, variables, dataset, attacks, batch_size=batch_size,
-                               seed=seed)
+                               seed=seed, journal=evaluation_journal, log=log)
+  if evaluation_journal and evaluation_journal.restored_points:
+    print(f"resumed from {evaluation_journal.path}: {evaluation_journal.restored_points} "
+          "point-attack outcomes were read from it instead of recomputed.")
   flags = masking_checks(model, variables, dataset, result, eps=eps, norm=norm, step_size=step,
                          batch_size=batch_size, seed=seed) if checks else []
   record = report.to_record(
       result, dataset=dataset.name, norm=norm, eps=eps, model=model_name,
-      checkpoint_step=checkpoint_step, flags=flags,
-      attacks={name: suites.describe(name, eps=eps, norm=norm, step_size=step) for name in attacks})
+      checkpoint_step=checkpoint_step, flags=flags, attacks=descriptions)
   if not quiet:
     print(f"\n{model_name} on {record['n_ex']} test points of {dataset.name}, {norm} eps={eps:.4g}, "
           "model in eval mode")
@@ -68,8 +84,9 @@ def evaluate_suite(model, variables, dataset: ArrayDataset, *, suite, eps: float
     if flags:
       print("\nGradient-masking checks:\n" + report.flags_text(flags))
   if out_dir is not None:
-    out_dir, suffix = pathlib.Path(out_dir), f"_{tag}" if tag else ""
+    out_dir = pathlib.Path(out_dir)
     report.write_json(record, out_dir / f"eval{suffix}.json")
     report.per_class_bar_chart(result, out_dir / f"per_class{suffix}.png",
                                title=f"{model_name} on {dataset.name}, {norm} eps={eps:.4g}")
+    evaluation_journal.discard()
   return record
