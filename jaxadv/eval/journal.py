@@ -94,7 +94,9 @@ class EvalJournal:
     for name, (unit_indices, unit_outcomes, unit_done) in self._units.items():
       arrays.update({f"{name}.indices": unit_indices, f"{name}.outcomes": unit_outcomes,
                      f"{name}.done": np.array(unit_done)})
-    partial = self.path.with_name(self.path.name + ".writing")
+    # One temporary name per process: on a shared workdir every host of a multi-host
+    # evaluation writes the same (replicated) record.
+    partial = self.path.with_name(f"{self.path.name}.{jax.process_index()}.writing")
     with open(partial, "wb") as f:
       np.savez(f, **arrays)
     os.replace(partial, self.path)
