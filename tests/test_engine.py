@@ -5,6 +5,8 @@ import json
 import signal
 
 import chex
+import hypothesis
+import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -177,7 +179,23 @@ def test_evaluator_compiles_each_attack_once_across_variables():
     variables = model.init(jax.random.PRNGKey(seed), test.images[:1])
     evaluator(variables, attacks)
   compiled = evaluator._scorer._compiled  # pylint: disable=protected-access
-  assert len(compiled) == 2 and all(f._cache_size() == 1 for f in compiled.values())
+  sizes = [f._cache_size() for f in compiled.values()]
+  assert len(compiled) == 2 and all(size <= 4 for size in sizes)  # batch shapes: see rows()
+  evaluator(variables, attacks)
+  assert [f._cache_size() for f in compiled.values()] == sizes  # nothing new compiled
+
+
+@hypothesis.given(batches=st.integers(1, 64), num_points=st.data())
+def test_short_last_batch_pads_to_a_halving_of_the_batch(batches, num_points):
+  devices = jax.device_count()
+  batch_size = batches * devices
+  scorer = robustness._Scorer(None, range(batch_size), batch_size,  # pylint: disable=protected-access
+                              mesh_lib.data_mesh())
+  n = num_points.draw(st.integers(1, batch_size))
+  rows = scorer.rows(n)
+  assert n <= rows <= batch_size and rows % devices == 0
+  assert rows <= max(2 * n, batch_size / 8 + devices)  # padding at most about the points
+  assert len({scorer.rows(k) for k in range(1, batch_size + 1)}) <= 4  # few compiled shapes
 
 
 def test_evaluator_batch_never_exceeds_the_dataset():

@@ -6,8 +6,9 @@ correctly classified (AutoAttack's protocol). Every attack runs only on clean-co
 a point counts as robust when it is classified correctly clean *and* after each attack.
 
 Model calls are in eval mode (BatchNorm running averages). Points are gathered into
-fixed-size batches (padded, masked) split over the data mesh, so one compilation serves
-every batch; the host decides which points go to the next stage, between attacks only.
+fixed-size batches split over the data mesh, the last one padded to the full size or to a
+halving of it, so at most four compilations serve every batch; the host decides which points
+go to the next stage, between attacks only.
 """
 
 from __future__ import annotations
@@ -71,16 +72,21 @@ class RobustnessResult:
     return out
 
 
+def _round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
 class _Scorer:
   """Runs `attack` + prediction on chosen points in fixed-size, mesh-sharded batches; each
-  attack is compiled once and serves any variables of the same structure."""
+  attack is compiled once per batch shape (`rows`) and serves any variables of the same
+  structure."""
 
   def __init__(self, model, dataset: ArrayDataset, batch_size: int, mesh):
     self.dataset = dataset
     self.mesh = mesh
     # Never larger than the dataset (rounded up to the mesh): a 100-point evaluation with
     # batch_size 500 would otherwise attack 400 padding rows.
-    self.batch_size = -(-min(batch_size, len(dataset)) // mesh.size) * mesh.size
+    self.batch_size = _round_up(min(batch_size, len(dataset)), mesh.size)
     self.model = model
     self._compiled = {}
 
@@ -99,6 +105,19 @@ class _Scorer:
                    in_shardings=(replicated, mesh_lib.batch_sharded(self.mesh), replicated),
                    out_shardings=replicated)
 
+  def rows(self, num_points: int) -> int:
+    """Rows of the batch that carries `num_points` (<= batch_size) points: the smallest of
+    batch_size and its halvings down to batch_size / 8 (each rounded up to the mesh) that holds
+    them. A short last batch then pads at most about as many rows as it carries, at the cost of
+    at most four compiled shapes per attack."""
+    rows = self.batch_size
+    for _ in range(3):
+      half = _round_up(-(-rows // 2), self.mesh.size)
+      if half < num_points or half >= rows:
+        break
+      rows = half
+    return rows
+
   def __call__(self, variables, attack: Attack | None, indices: np.ndarray, key,
                journal: EvalJournal | None = None, unit: str = "") -> np.ndarray:
     """bool (len(indices),): correct after `attack` (None: clean) on dataset[indices];
@@ -110,7 +129,7 @@ class _Scorer:
     out, done = journal.resume(unit, indices) if journal else (np.zeros(len(indices), bool), 0)
     for start in range(done, len(indices), self.batch_size):
       chunk = indices[start:start + self.batch_size]
-      rows = np.resize(chunk, self.batch_size)  # pad by repeating points; results cut below
+      rows = np.resize(chunk, self.rows(len(chunk)))  # pad by repeating points; cut below
       batch = {"image": self.dataset.images[rows], "label": self.dataset.labels[rows]}
       batch_key = jax.random.fold_in(key, start // self.batch_size)
       result = score(variables, mesh_lib.put_batch(batch, self.mesh), batch_key)
