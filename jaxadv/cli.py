@@ -21,6 +21,7 @@ the same command resumes it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from jaxadv import config as config_lib
@@ -119,19 +120,34 @@ def _load_config(path, overrides):
   return config_lib.validate(config_lib.apply_overrides(config, overrides))
 
 
-def _initialize_distributed(args) -> None:
-  if args.distributed:
-    import jax  # pylint: disable=import-outside-toplevel
+def _start_jax(args) -> None:
+  """Calls `jax.distributed.initialize` when `--distributed` asks for it (before anything
+  else touches the devices), then prints `mesh.idle_cores_hint` if it has one."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from jaxadv.train import mesh  # pylint: disable=import-outside-toplevel
+  if getattr(args, "distributed", False):
     jax.distributed.initialize(coordinator_address=args.coordinator,
                                num_processes=args.num_processes, process_id=args.process_id)
+  chosen = (getattr(jax.config, "jax_num_cpu_devices", -1) != -1  # -1: not set
+            or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""))
+  cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+           else os.cpu_count() or 1)
+  hint = mesh.idle_cores_hint(jax.default_backend(), jax.device_count(), cores, chosen)
+  if hint:
+    print(hint, file=sys.stderr, flush=True)
 
 
 def _run(args, overrides) -> None:
   # Imported here so that `jaxadv --help` and config errors do not wait for JAX to load.
   from jaxadv.train import loop, plot, sweep  # pylint: disable=import-outside-toplevel
+  if args.command == "plot":
+    print(f"jaxadv plot: wrote {plot.plot_run(args.workdir, args.out)}")
+    return
+  config = (_load_config(args.config, overrides + args.overrides)
+            if args.command in ("train", "sweep", "train-mi") else None)
+  grid = _parse_grid(args.grid) if args.command == "sweep" else None
+  _start_jax(args)
   if args.command == "train":
-    config = _load_config(args.config, overrides + args.overrides)
-    _initialize_distributed(args)
     workdir = args.workdir or f"runs/{config.name}"
     print(f"jaxadv train: {config.name} -> {workdir}", flush=True)
     loop.train_and_evaluate(config, workdir, progress=not args.no_progress)
@@ -140,15 +156,11 @@ def _run(args, overrides) -> None:
     loop.evaluate_workdir(args.workdir, suite=suite, num_examples=args.num_examples,
                           checks=False if args.no_checks else None, tag=args.tag)
   elif args.command == "sweep":
-    config = _load_config(args.config, overrides + args.overrides)
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    grid = _parse_grid(args.grid)
-    _initialize_distributed(args)
     root = args.root or f"runs/{config.name}_sweep"
     summary = sweep.run(config, root, seeds=seeds, grid=grid, progress=not args.no_progress)
     print("\n" + sweep.markdown(summary, seeds))
   elif args.command == "train-mi":
-    config = _load_config(args.config, overrides + args.overrides)
     workdir = args.workdir or f"runs/{config.name}"
     print(f"jaxadv train-mi: {config.name} on {config.init_from} -> {workdir}", flush=True)
     loop.train_estimators(config, workdir, progress=not args.no_progress)
@@ -156,10 +168,8 @@ def _run(args, overrides) -> None:
   elif args.command == "mi":
     loop.mi_report(args.workdir, args.estimators, num_examples=args.num_examples,
                    batch_size=args.batch_size)
-  elif args.command == "vulnerability":
-    loop.vulnerability_workdir(args.workdir, num_examples=args.num_examples, steps=args.steps)
   else:
-    print(f"jaxadv plot: wrote {plot.plot_run(args.workdir, args.out)}")
+    loop.vulnerability_workdir(args.workdir, num_examples=args.num_examples, steps=args.steps)
 
 
 def main(argv=None) -> int:

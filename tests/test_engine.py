@@ -238,3 +238,15 @@ def test_sweep_cli_rejects_a_bad_grid(capsys):
   assert cli.main(["sweep", "--config", "experiments/configs/digits_pgd_at.py",
                    "--grid", "attack.eps"]) == 2
   assert "field=value1,value2" in capsys.readouterr().err
+
+
+def test_one_cpu_device_on_a_multicore_host_gets_the_devices_hint(capsys):
+  hint = mesh_lib.idle_cores_hint("cpu", 1, 4, chosen=False)
+  assert "JAX_NUM_CPU_DEVICES=4" in hint and "4-core host" in hint
+  for platform, devices, cores, chosen in [("gpu", 1, 4, False), ("tpu", 1, 4, False),
+                                           ("cpu", 2, 4, False), ("cpu", 1, 1, False),
+                                           ("cpu", 1, 4, True)]:
+    assert mesh_lib.idle_cores_hint(platform, devices, cores, chosen) is None
+  # The CLI starts JAX (here on the 8 fake devices of conftest: a chosen count) without it.
+  assert cli.main(["vulnerability", "--workdir", "/nonexistent"]) == 2
+  assert "JAX_NUM_CPU_DEVICES" not in capsys.readouterr().err

@@ -56,3 +56,19 @@ def must_sync_each_step(mesh: Mesh) -> bool:
   process (seen with 8 fake devices on 2 cores). Accelerators keep asynchronous dispatch.
   """
   return mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
+
+
+def idle_cores_hint(platform: str, device_count: int, cores: int, chosen: bool) -> str | None:
+  """A one-line suggestion when JAX runs on one CPU device of a host with `cores` > 1 cores
+  and the user did not choose the device count (`chosen`), else None.
+
+  XLA:CPU runs one device's program with intra-op threads, which keep little more than one
+  core busy in the input-gradient convolutions of the attacks. With one device per core every
+  batch is sharded over the cores: AutoAttack ran 1.61x faster on 2 cores with the same robust
+  points (docs/performance.md, section 8).
+  """
+  if platform != "cpu" or device_count != 1 or cores < 2 or chosen:
+    return None
+  return (f"jaxadv: JAX sees this {cores}-core host as one CPU device, which keeps about one core "
+          f"busy; JAX_NUM_CPU_DEVICES={cores} gives each core a shard of every batch (AutoAttack "
+          "1.6x faster on 2 cores, same results: docs/performance.md, section 8).")
