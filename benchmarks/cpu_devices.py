@@ -47,21 +47,20 @@ def _child(args) -> None:
   evaluator = robustness.Evaluator(loop.build_model(config, dataset), dataset,
                                    batch_size=e.batch_size)
   evaluator(variables, {})  # compiles and runs the clean scoring, which every call repeats
-  stage_seconds, last = {}, [time.perf_counter()]
+  stage_times, last = [], [time.perf_counter()]
 
   def log(line: str) -> None:  # called once per finished stage, in order
     now = time.perf_counter()
-    stage_seconds[line.split(":")[0]] = now - last[0]
+    stage_times.append((line.split(":")[0], now - last[0]))
     last[0] = now
 
   start = last[0]
   result = evaluator(variables, attacks, seed=config.seed, log=log)
   total = time.perf_counter() - start
-  stages = {f"{name} / {stage}" if stage != name else name: robust
-            for name in attacks for stage, robust in result.stages.get(
-                name, {name: result.correct[name]}).items()}
-  for label, seconds in stage_seconds.items():
-    robust = np.asarray(stages[label], bool)
+  masks = [robust for name in attacks  # the stages' robust points, in the order of the log
+           for robust in result.stages.get(name, {name: result.correct[name]}).values()]
+  for (label, seconds), robust in zip(stage_times, masks, strict=True):
+    robust = np.asarray(robust, bool)
     print(json.dumps({"stage": label, "seconds": seconds, "robust": int(robust.sum()),
                       "digest": hashlib.sha256(robust.tobytes()).hexdigest()[:12]}))
   print(json.dumps({"devices": jax.device_count(), "total": total}))
