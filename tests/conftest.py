@@ -1,6 +1,10 @@
-"""Test set-up: 8 fake CPU devices (set before JAX starts), `--runslow`, hypothesis profile."""
+"""Test set-up: 8 fake CPU devices (set before JAX starts), a compilation cache for the
+session, `--runslow`, hypothesis profile."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
@@ -14,6 +18,16 @@ import optax  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=wrong-import-position
 
 from jaxadv import data, models  # pylint: disable=wrong-import-position
+
+# Many tests compile the same programs again (a CLI evaluation after the training run that
+# evaluated the same model, a resumed run, the same attack on the same shapes in new closures):
+# an XLA cache for this session serves the repeats from disk. Executables are the same, so
+# results are too; the cache starts empty and is deleted at exit, so no test depends on an
+# earlier session.
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix="jaxadv-test-xla-")
+atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _COMPILATION_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 hypothesis.settings.register_profile("jaxadv", max_examples=20, deadline=None, derandomize=True,
                                      print_blob=True)

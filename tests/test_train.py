@@ -75,6 +75,11 @@ def test_resume_after_preemption_equals_uninterrupted_run(tmp_path):
   resumed = loop.train(config, tmp_path / "split", progress=False)
   assert int(resumed.step) == int(reference.step) == 16
   chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(reference.params))
+  # What eval restores (from a target built by jax.eval_shape) is the same final state.
+  _, variables, step = loop.restore_variables(tmp_path / "whole")
+  assert step == 16
+  chex.assert_trees_all_equal(jax.device_get(variables["params"]),
+                              jax.device_get(reference.params))
   rows = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
   assert rows[-1]["step"] == 16 and np.isfinite(rows[-1]["loss"])
 

@@ -44,14 +44,20 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
   def restore(self, target, step: int | None = None):
-    """Restores `step` (default: latest) with the structure, dtypes and shardings of `target`.
+    """Restores `step` (default: latest) with the structure, dtypes and shardings of `target`:
+    arrays, or `jax.ShapeDtypeStruct`s (e.g. from `jax.eval_shape`, which builds the tree
+    without running any initialiser) whose missing sharding means the default device.
 
     Returns None when there is no checkpoint.
     """
     step = self.latest_step() if step is None else step
     if step is None:
       return None
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                          sharding=getattr(leaf, "sharding", None) or default),
+        target)
     try:
       return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as error:  # orbax raises many types for unreadable data.

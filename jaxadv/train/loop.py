@@ -330,8 +330,8 @@ def restore_variables(workdir):
   test_ds = load_dataset(config, "test")
   model = build_model(config, test_ds)
   tx, _ = make_optimizer(config.optim, 1, 1)
-  target = state_lib.create(model, tx, test_ds.image_shape, config.seed,
-                            ema=config.optim.ema_decay > 0)
+  target = jax.eval_shape(lambda: state_lib.create(model, tx, test_ds.image_shape, config.seed,
+                                                   ema=config.optim.ema_decay > 0))
   checkpointer = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
   step = checkpointer.latest_step()
   if step is None:

@@ -64,7 +64,7 @@ def load(workdir, mesh=None) -> NamidEstimators:
   config = read_config(workdir)
   dataset = data.load(config.dataset.name, "test", data_dir=config.dataset.data_dir or None,
                       download=config.dataset.download)
-  target = create_state(config, dataset)
+  target = jax.eval_shape(lambda: create_state(config, dataset))
   checkpointer = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
   step = checkpointer.latest_step()
   if step is None:
