@@ -46,14 +46,14 @@ class Checkpointer:
   def restore(self, target, step: int | None = None):
     """Restores `step` (default: latest) with the structure, dtypes and shardings of `target`:
     arrays, or `jax.ShapeDtypeStruct`s (e.g. from `jax.eval_shape`, which builds the tree
-    without running any initialiser) whose missing sharding means the default device.
+    without running any initialiser) whose missing sharding means this process's first device.
 
     Returns None when there is no checkpoint.
     """
     step = self.latest_step() if step is None else step
     if step is None:
       return None
-    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                           sharding=getattr(leaf, "sharding", None) or default),
