@@ -31,7 +31,7 @@ def _run_steps(mesh, num_steps=2):
 
   The attack is L2 PGD: its normalised gradient step moves continuously with rounding, where
   the L-inf step's sign turns a last-bit difference into a 2/255 pixel change (on an AMD AVX2
-  host that broke a 2e-5 match of two steps; docs/results.md, issue 2's section)."""
+  host that broke a 2e-5 match of two steps)."""
   model = models.ResNet(stage_sizes=(1, 1), width=8, num_classes=10)
   tx = optax.sgd(0.1, momentum=0.9)
   objective = objectives.build("pgd_at", model,
