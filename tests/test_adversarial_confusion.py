@@ -5,6 +5,7 @@ import pathlib
 
 import numpy as np
 
+from jaxadv.eval import suites
 from jaxadv.train import loop
 
 from helpers import tiny_config
@@ -47,3 +48,15 @@ def test_at_eps_zero_the_diagonal_is_the_evaluated_clean_accuracy(tmp_path, caps
   np.testing.assert_allclose(record["robust_accuracy"], evaluated["accuracy"]["clean"])
   out = capsys.readouterr().out
   assert "| true \\ adv | 0 | 1 |" in out and "out: sent to another class" in out
+
+  # At eps 0.2 the same weak model's points leave the diagonal: fewer robust than clean, and
+  # the flows still balance.
+  config, variables, _ = loop.restore_variables(tmp_path)
+  dataset = loop.load_dataset(config, "test").take(50)
+  attack = suites.build(["pgd3"], eps=0.2, norm="linf", num_classes=10)["pgd3"]
+  predicted = script.adversarial_predictions(loop.build_model(config, dataset), variables,
+                                             dataset, attack, batch_size=32, seed=0)
+  attacked = script.confusion(dataset.labels, predicted, 10)
+  assert attacked.sum() == 50 and np.trace(attacked) < np.trace(matrix)
+  out_flow, in_flow = script.flows(attacked)
+  assert out_flow.sum() == in_flow.sum() == 50 - np.trace(attacked)
