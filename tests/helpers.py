@@ -1,5 +1,8 @@
 """Small models and data that tests build themselves."""
 
+import importlib.util
+import pathlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -50,3 +53,12 @@ def tiny_config(**overrides):
       node = node[part]
     node[leaf] = value
   return config_lib.validate(c)
+
+
+def load_experiment(name: str):
+  """The module of experiments/<name>.py (a script, not a package module)."""
+  path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

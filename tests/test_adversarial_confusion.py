@@ -1,23 +1,15 @@
 """experiments/adversarial_confusion.py: the confusion matrix under attack and its flows."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 
 from jaxadv.eval import suites
 from jaxadv.train import loop
 
-from helpers import tiny_config
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "adversarial_confusion.py"
+from helpers import load_experiment, tiny_config
 
 
 def _load_script():
-  spec = importlib.util.spec_from_file_location("adversarial_confusion", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_experiment("adversarial_confusion")
 
 
 def test_confusion_counts_points_and_flows_balance():

@@ -3,20 +3,16 @@ launch (fast, with the commands recorded instead of run), and the whole launch e
 smoke configs, one seed and one NAMID variant (slow: 15 training processes and a 4-point
 AutoAttack of most runs, about 10 minutes on 2 cores)."""
 
-import importlib.util
 import json
 import pathlib
 
 import pytest
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "mnist_tables.py"
+from helpers import load_experiment
 
 
 def _load_script():
-  spec = importlib.util.spec_from_file_location("mnist_tables", SCRIPT)
-  tables = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(tables)
-  return tables
+  return load_experiment("mnist_tables")
 
 
 def _recorded_stage(tables, root, stage, baselines=("pgd_at",), recipe="authors"):
