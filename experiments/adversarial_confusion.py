@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxadv.data import ArrayDataset
+from jaxadv.data import ArrayDataset, eval_batches
 from jaxadv.eval import suites
 from jaxadv.models import BoundModel
 from jaxadv.train import loop
@@ -33,17 +33,15 @@ from jaxadv.train import loop
 
 def adversarial_predictions(model, variables, dataset: ArrayDataset, attack, *,
                             batch_size: int, seed: int) -> np.ndarray:
-  """argmax f(attack(x)) of every point, (N,), in batches of `batch_size` (the last padded by
-  repeating points and cut); batch b's attack key is fold_in(PRNGKey(seed), b)."""
+  """argmax f(attack(x)) of every point, (N,), over `eval_batches` of `batch_size` (padded
+  rows dropped); batch b's attack key is fold_in(PRNGKey(seed), b)."""
   apply_fn = BoundModel(model, variables, "eval")
   predict = jax.jit(lambda x, y, key: jnp.argmax(apply_fn(attack(apply_fn, x, y, key)), -1))
   key = jax.random.PRNGKey(seed)
   parts = []
-  for start in range(0, len(dataset), batch_size):
-    rows = np.resize(np.arange(start, min(start + batch_size, len(dataset))), batch_size)
-    predicted = predict(dataset.images[rows], dataset.labels[rows],
-                        jax.random.fold_in(key, start // batch_size))
-    parts.append(np.asarray(predicted)[:min(batch_size, len(dataset) - start)])
+  for index, batch in enumerate(eval_batches(dataset, batch_size)):
+    predicted = predict(batch["image"], batch["label"], jax.random.fold_in(key, index))
+    parts.append(np.asarray(predicted)[batch["mask"] > 0])
   return np.concatenate(parts)
 
 
