@@ -33,7 +33,8 @@ column. That is the CPU-sized form: AutoAttack on all 2,000 points costs about 1
 on 2 cores (docs/results.md).
 
 It then writes <root>/tables.md (mean ± sample std over the seeds; NAMID against its base
-as the difference paired by seed) and
+as the difference paired by seed; for ADML also the accuracy on each seed's two classes with
+the most negative base θ̂ beside that on all classes) and
 <root>/adml_per_class.png, also when a run fails (a run whose loss diverges stops with
 `NonFiniteLoss`, as NAMID's paper preset did on MNIST: docs/results.md) or the launch is
 stopped: each run's row averages the seeds it finished, named in its `seeds` column.
@@ -72,6 +73,7 @@ WARM_STARTED = ("mart", "awp")
 # a pair still differs only in the MI term.
 GRAD_CLIP_NORM = 1.0
 ADML = ("pgd_at_finetune", "adml", "adml_theta")
+WEAKEST_CLASSES = 2  # per seed, by the base's θ̂, in the ADML section's weakest-class table
 # What `--export` keeps of a run directory (one with a config.json): its config, training curve
 # and reports, not its checkpoints or event files.
 RECORD_FILES = ("config.json", "metrics.jsonl", "eval*.json", "mi.json", "vulnerability.json")
@@ -293,6 +295,33 @@ def per_class_table(launch: Launch) -> tuple[str, dict]:
   return "\n".join(lines), means
 
 
+def weakest_classes_table(launch: Launch, k: int = WEAKEST_CLASSES) -> str:
+  """Robust accuracy on each seed's `k` classes with the most negative θ̂ of its pgd_at run
+  (the classes ADML is meant to help) beside the accuracy on all classes, each the mean over
+  seeds, per run: the suite's last attack and, when every run has it on every seed, the subset
+  AutoAttack. With W_s the weakest classes of seed s and a_s[c] a run's accuracy on class c,
+  the "weakest" cell is mean_s mean_{c in W_s} a_s[c]."""
+  weakest = [np.argsort(v["theta"])[:k] for v in records(launch, "pgd_at", "vulnerability.json")]
+  runs = ("pgd_at", *ADML)
+  attacks = [(launch.suite[-1], "eval.json")]
+  aa_file = f"eval_{launch.autoattack_tag}.json"
+  if launch.autoattack_examples and all(finished_seeds(launch, name, aa_file) == launch.seeds
+                                        for name in runs):
+    attacks.append(("autoattack", aa_file))
+  header = " | ".join(f"{attack} weakest | {attack} all" for attack, _ in attacks)
+  lines = [f"| run | {header} |", "|---|" + "---:|" * (2 * len(attacks))]
+  for name in runs:
+    cells = []
+    for attack, file in attacks:
+      reports = records(launch, name, file)
+      cells += [np.mean([np.take(r["per_class_accuracy"][attack], w).mean()
+                         for r, w in zip(reports, weakest)]),
+                np.mean([r["accuracy"][attack] for r in reports])]
+    lines.append(f"| {name} | " + " | ".join(f"{cell:.2f}" for cell in cells) + " |")
+  chosen = "; ".join(f"seed {s}: {', '.join(map(str, w))}" for s, w in zip(launch.seeds, weakest))
+  return f"Weakest classes by the base's θ̂ ({chosen})\n\n" + "\n".join(lines)
+
+
 def plot_per_class(means: dict, attack: str, path: pathlib.Path) -> None:
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
@@ -370,7 +399,8 @@ def adml_section(launch: Launch) -> list[str]:
   plot_per_class(means, launch.suite[-1], launch.root / "adml_per_class.png")
   return ["## ADML (fine-tunes of each seed's pgd_at run)",
           accuracy_table(launch, ("pgd_at", *ADML)),
-          "Per-class robust accuracy and θ̂ (mean over seeds)", per_class]
+          "Per-class robust accuracy and θ̂ (mean over seeds)", per_class,
+          weakest_classes_table(launch)]
 
 
 def namid_section(launch: Launch) -> list[str]:

@@ -216,3 +216,53 @@ def test_exported_records_hold_no_checkpoint_and_reproduce_the_tables(tmp_path):
   assert "| pgd_at | 0, 1 | 98.50 ± 0.71 | 90.00 ± 0.00 |" in exported
   assert tables.main(["--root", str(dest), *args]) == 0
   assert (dest / "tables.md").read_text() == exported
+
+
+def _write_adml_run(root, run, seed, theta, pgd20, autoattack):
+  """A finished ADML-stage run with per-class PGD-20 and AutoAttack accuracy (3 classes) and
+  its θ̂; the overall accuracy is the mean over classes."""
+  workdir = root / run / f"seed{seed}"
+  workdir.mkdir(parents=True)
+  for file, attack, accuracy in (("eval.json", "pgd20", pgd20),
+                                 ("eval_autoattack_n100.json", "autoattack", autoattack)):
+    (workdir / file).write_text(json.dumps({
+        "accuracy": {"clean": 99.0, attack: sum(accuracy) / 3},
+        "per_class_accuracy": {"clean": [99.0] * 3, attack: accuracy}}))
+  (workdir / "vulnerability.json").write_text(json.dumps({"theta": theta}))
+
+
+def test_the_weakest_class_table_follows_each_seeds_most_negative_base_theta(tmp_path):
+  tables = _load_script()
+  # The two most negative base θ̂ are classes 2, 1 on seed 0 and 0, 2 on seed 1; the
+  # fine-tunes' own θ̂ (most negative: 1, 0) do not choose the classes.
+  base_theta = {0: [-0.1, -0.5, -2.0], 1: [-3.0, 0.2, -1.0]}
+  for seed in (0, 1):
+    for shift, run in enumerate(("pgd_at", "pgd_at_finetune", "adml", "adml_theta")):
+      pgd20 = ([90.0 + shift, 80.0, 70.0 + 2 * shift] if seed == 0
+               else [60.0 + 4 * shift, 90.0, 90.0])
+      theta = base_theta[seed] if run == "pgd_at" else [-2.0, -3.0, 0.0]
+      _write_adml_run(tmp_path, run, seed, theta, pgd20, [x - 10.0 for x in pgd20])
+  launch = tables.Launch(tmp_path, [0, 1], 1, False, ["pgd20"], ["pgd_at"], [],
+                         autoattack_examples=100)
+  text = tables.summarise(launch)
+  assert "Weakest classes by the base's θ̂ (seed 0: 2, 1; seed 1: 0, 2)" in text
+  lines = text.splitlines()
+  assert ("| run | pgd20 weakest | pgd20 all | autoattack weakest | autoattack all |"
+          in lines)
+  # pgd_at: weakest = mean((70 + 80) / 2, (60 + 90) / 2) = 75; all = mean(80, 80) = 80.
+  assert "| pgd_at | 75.00 | 80.00 | 65.00 | 70.00 |" in lines
+  # adml (shift 2): seed 0 weakest (74 + 80) / 2 = 77, seed 1 (68 + 90) / 2 = 79: 78;
+  # all: seed 0 (92 + 80 + 74) / 3 = 82, seed 1 (68 + 90 + 90) / 3 = 82.67: 82.33.
+  assert "| adml | 78.00 | 82.33 | 68.00 | 72.33 |" in lines
+
+
+def test_the_weakest_class_table_leaves_out_autoattack_unless_every_run_has_it(tmp_path):
+  tables = _load_script()
+  for run in ("pgd_at", "pgd_at_finetune", "adml", "adml_theta"):
+    _write_adml_run(tmp_path, run, 0, [-1.0, -2.0, 0.0], [90.0, 80.0, 70.0], [80.0, 70.0, 60.0])
+  (tmp_path / "adml_theta" / "seed0" / "eval_autoattack_n100.json").unlink()
+  launch = tables.Launch(tmp_path, [0], 1, False, ["pgd20"], ["pgd_at"], [],
+                         autoattack_examples=100)
+  lines = tables.summarise(launch).splitlines()
+  assert "| run | pgd20 weakest | pgd20 all |" in lines
+  assert "| adml_theta | 85.00 | 80.00 |" in lines
