@@ -112,9 +112,9 @@ def mnist(args):
   """(test set, model, variables, where the weights come from) for MNIST."""
   test = data.load("mnist_idx", "test").take(args.num_examples)
   if args.workdir:
-    from jaxadv.train import loop  # pylint: disable=import-outside-toplevel
-    config, variables, step = loop.restore_variables(args.workdir)
-    model = loop.build_model(config, test)
+    from jaxadv import train as training  # pylint: disable=import-outside-toplevel
+    config, variables, step = training.restore(args.workdir)
+    model = training.build_model(config, test)
     return test, model, variables, f"{args.workdir}, checkpoint of step {step}"
   train = data.load("mnist_idx", "train")
   model = models.get(args.model, num_classes=NUM_CLASSES, mean=train.mean, std=train.std)

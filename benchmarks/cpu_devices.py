@@ -36,15 +36,15 @@ def _child(args) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from jaxadv.eval import robustness, suites  # pylint: disable=import-outside-toplevel
-  from jaxadv.train import loop  # pylint: disable=import-outside-toplevel
+  from jaxadv import train as training  # pylint: disable=import-outside-toplevel
 
-  config, variables, _ = loop.restore_variables(args.workdir)
-  dataset = loop.load_dataset(config, "test").take(args.num_examples)
+  config, variables, _ = training.restore(args.workdir)
+  dataset = training.load_dataset(config, "test").take(args.num_examples)
   e = config.eval
   attacks = suites.build(args.suite.split(","), eps=e.eps, norm=e.norm,
                          num_classes=dataset.num_classes,
                          step_size=e.eps / 4 if e.step_size is None else e.step_size)
-  evaluator = robustness.Evaluator(loop.build_model(config, dataset), dataset,
+  evaluator = robustness.Evaluator(training.build_model(config, dataset), dataset,
                                    batch_size=e.batch_size)
   evaluator(variables, {})  # compiles and runs the clean scoring, which every call repeats
   stage_times, last = [], [time.perf_counter()]

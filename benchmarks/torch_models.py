@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from jaxadv import data, models, objectives
-from jaxadv.train import mesh as mesh_lib
+from jaxadv import data, methods, models
+from jaxadv import sharding
 from jaxadv.train import state as state_lib
 from jaxadv.train.step import make_train_step
 
@@ -241,17 +241,17 @@ def short_pgd_at(model, train_ds: data.ArrayDataset, *, steps: int, batch_size: 
   batches from `jaxadv.data.train_batches(train_ds, batch_size, seed)` on the data mesh.
   """
   tx = optax.sgd(optax.cosine_decay_schedule(lr, steps), momentum=0.9)
-  objective = objectives.build(
+  objective = methods.build(
       "pgd_at", model, {"eps": eps, "step_size": 2.5 * eps / attack_steps,
                         "steps": attack_steps, "norm": "linf"},
       attack_mode="eval", eps_warmup_steps=steps // 2)
-  mesh = mesh_lib.data_mesh()
+  mesh = sharding.data_mesh()
   train_step = make_train_step(objective, tx, mesh)
   state = jax.device_put(state_lib.create(model, tx, train_ds.image_shape, seed),
-                         mesh_lib.replicated(mesh))
-  sync_each_step = mesh_lib.must_sync_each_step(mesh)  # fake CPU devices, as in the tests
+                         sharding.replicated(mesh))
+  sync_each_step = sharding.must_sync_each_step(mesh)  # fake CPU devices, as in the tests
   for _, batch in zip(range(steps), data.train_batches(train_ds, batch_size, seed)):
-    state, metrics = train_step(state, mesh_lib.put_batch(batch, mesh))
+    state, metrics = train_step(state, sharding.put_batch(batch, mesh))
     if sync_each_step:
       jax.block_until_ready(metrics)
   return jax.device_get(state_lib.variables(state))

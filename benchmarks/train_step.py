@@ -44,9 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxadv import models, objectives
+from jaxadv import methods, models
 from jaxadv.attacks import pgd
-from jaxadv.train import mesh as mesh_lib
+from jaxadv import sharding
 from jaxadv.train import state as state_lib
 from jaxadv.train.step import make_train_step
 
@@ -81,10 +81,10 @@ def _stepper(model, objective_name: str, mesh, batch_size: int):
   """A closure running one train step on a fixed sharded batch (state threaded through)."""
   tx = optax.sgd(0.01, momentum=0.9)
   attack = dict(eps=EPS, step_size=STEP_SIZE, steps=ATTACK_STEPS, norm="linf")
-  step = make_train_step(objectives.build(objective_name, model, attack), tx, mesh)
+  step = make_train_step(methods.build(objective_name, model, attack), tx, mesh)
   holder = [jax.device_put(state_lib.create(model, tx, IMAGE_SHAPE, 0),
-                           mesh_lib.replicated(mesh))]
-  batch = mesh_lib.put_batch(_batch(batch_size), mesh)
+                           sharding.replicated(mesh))]
+  batch = sharding.put_batch(_batch(batch_size), mesh)
 
   def run():
     holder[0], metrics = step(holder[0], batch)
@@ -94,13 +94,13 @@ def _stepper(model, objective_name: str, mesh, batch_size: int):
 
 def measure_parts(model, batch_size: int, repeats: int) -> dict:
   """Timings (s) of the clean step, one attack iteration and the AT step on all devices."""
-  mesh = mesh_lib.data_mesh()
+  mesh = sharding.data_mesh()
   clean, _ = _stepper(model, "erm", mesh, batch_size)
   at_step, holder = _stepper(model, "pgd_at", mesh, batch_size)
   state = holder[0]
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  variables = state_lib.raw_variables(state)
   attacker = models.BoundModel(model, variables, "batch_stats")
-  batch = mesh_lib.put_batch(_batch(batch_size), mesh)
+  batch = sharding.put_batch(_batch(batch_size), mesh)
   one_iteration = jax.jit(lambda a, x, y: pgd(a, x, y, None, eps=EPS, step_size=STEP_SIZE,
                                               steps=1, random_start=False))
   out = {}
@@ -156,7 +156,7 @@ def measure_torch(model, batch_size: int, repeats: int, dtype: str, device: str)
 
 def _child(args) -> None:
   """Runs in a process with --num-devices devices; prints the AT step time as JSON."""
-  at_step, _ = _stepper(_model(args.model, args.dtype), "pgd_at", mesh_lib.data_mesh(),
+  at_step, _ = _stepper(_model(args.model, args.dtype), "pgd_at", sharding.data_mesh(),
                         args.batch)
   first, median = _time(at_step, args.repeats)
   print(json.dumps({"devices": jax.device_count(), "first_s": first, "at_step_s": median}))

@@ -28,7 +28,7 @@ import numpy as np
 from jaxadv.data import ArrayDataset, eval_batches
 from jaxadv.eval import suites
 from jaxadv.models import BoundModel
-from jaxadv.train import loop
+from jaxadv import train as training
 
 
 def adversarial_predictions(model, variables, dataset: ArrayDataset, attack, *,
@@ -61,13 +61,13 @@ def flows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def run_confusion(workdir, *, num_examples: int = 0) -> dict:
   """{"name", "attack", "n_ex", "robust_accuracy", "confusion"} of the run in `workdir`."""
-  config, variables, _ = loop.restore_variables(workdir)
-  dataset = loop.load_dataset(config, "test").take(num_examples)
+  config, variables, _ = training.restore(workdir)
+  dataset = training.load_dataset(config, "test").take(num_examples)
   e = config.eval
   attack_name = e.suite[0]
   attack = suites.build([attack_name], eps=e.eps, norm=e.norm, step_size=e.step_size,
                         num_classes=dataset.num_classes)[attack_name]
-  predictions = adversarial_predictions(loop.build_model(config, dataset), variables, dataset,
+  predictions = adversarial_predictions(training.build_model(config, dataset), variables, dataset,
                                         attack, batch_size=min(e.batch_size, len(dataset)),
                                         seed=config.seed)
   matrix = confusion(dataset.labels, predictions, dataset.num_classes)

@@ -10,14 +10,15 @@ so a killed launch resumes where it stopped:
    AutoAttack (`eval.suite`); MART and AWP start from the seed's 2 epochs of clean training
    (`erm_warmup`, from `mnist_erm.py`): from scratch they fell to a constant output;
 2. ADML (issue 5): per seed, the per-class vulnerability θ̂ of the pgd_at run
-   (`jaxadv vulnerability`), the ADML-AT fine-tune of that run (`mnist_adml.py`), its
-   θ̂-weighted variant (`objective.adml_theta` from the θ̂) and the control, the same fine-tune
+   (`jaxadv report vulnerability`), the ADML-AT fine-tune of that run (`mnist_adml.py`), its
+   θ̂-weighted variant (`objective.adml.theta` from the θ̂) and the control, the same fine-tune
    with the PGD-AT loss (`pgd_at_finetune`: what the extra epochs alone give), and θ̂ after;
-3. NAMID (issue 6): the estimator stage on the seed-0 pgd_at run (`jaxadv train-mi`), NAMID,
+3. NAMID (issue 6): the estimator stage on the seed-0 pgd_at run (`jaxadv train --stages
+   estimators`), NAMID,
    NAMID-T and NAMID-M per seed (`mnist_namid.py`), and the natural and adversarial MI
-   (`jaxadv mi`) of every base and NAMID run with those estimators. `--namid-recipe` picks how:
+   (`jaxadv report mi`) of every base and NAMID run with those estimators. `--namid-recipe` picks how:
    `authors` (default), the recipe of the authors' code: estimators trained with their
-   objective (`mnist_namid_estimators.py:code`), and per seed 2 epochs of clean training
+   objective (`mnist_namid.py:code`), and per seed 2 epochs of clean training
    (`erm_warmup`, from `mnist_erm.py`) that both NAMID (`mnist_namid.py:code`, runs
    `namid_warm_clip`, ...) and its base (`pgd_at_warm_clip`, ...) start from, both clipping the
    gradient to norm 1 (each variant collapsed without it on some seed), so the pair differs
@@ -166,7 +167,7 @@ def run_baselines(launch: Launch) -> None:
 
 def vulnerability(launch: Launch, workdir: pathlib.Path) -> dict:
   if not (workdir / "vulnerability.json").is_file():
-    launch.run(f"vulnerability_{workdir.parent.name}_{workdir.name}", "vulnerability",
+    launch.run(f"vulnerability_{workdir.parent.name}_{workdir.name}", "report", "vulnerability",
                "--workdir", str(workdir))
   return json.loads((workdir / "vulnerability.json").read_text())
 
@@ -179,21 +180,22 @@ def run_adml(launch: Launch) -> None:
                  "objective.name=pgd_at")
     launch.train("adml", launch.config("adml"), seed, f"init_from={base}")
     launch.train("adml_theta", launch.config("adml"), seed, f"init_from={base}",
-                 f"objective.adml_theta={weights!r}")
+                 f"objective.adml.theta={weights!r}")
     for name in ADML:
       vulnerability(launch, launch.root / name / f"seed{seed}")
   launch.parallel([lambda s=s: one_seed(s) for s in launch.seeds])
 
 
 def namid_estimators(launch: Launch) -> pathlib.Path:
-  """The recipe's MI estimators, trained once on the seed-0 pgd_at run; returns their workdir."""
+  """The recipe's MI estimators, trained once on the seed-0 pgd_at run (NAMID's estimator stage
+  alone, `--stages estimators`); returns the stage's directory."""
   authors = launch.namid_recipe == "authors"
-  estimators = launch.root / ("namid_estimators_code" if authors else "namid_estimators")
+  run = launch.root / ("namid_estimators_code" if authors else "namid_estimators")
+  estimators = run / "estimators"
   if not (estimators / "mi.json").is_file():
-    launch.run(estimators.name, "train-mi", "--config",
-               launch.config("namid_estimators", "code" if authors else ""),
-               "--workdir", str(estimators), "--no-progress",
-               f"init_from={launch.root / 'pgd_at' / 'seed0'}")
+    launch.run(run.name, "train", "--config", launch.config("namid", "code" if authors else ""),
+               "--workdir", str(run), "--stages", "estimators", "--no-progress",
+               f"objective.namid.estimator.classifier={launch.root / 'pgd_at' / 'seed0'}")
   return estimators
 
 
@@ -208,13 +210,13 @@ def namid_run(launch: Launch, run: str, base: str, variant, seed: int) -> None:
   overrides = launch.namid_overrides
   if variant is not None:
     launch.train(run, launch.config("namid", variant, "code" if authors else ""), seed,
-                 f"objective.namid_estimators={estimators}", *start, *overrides)
+                 f"objective.namid.estimators={estimators}", *start, *overrides)
   elif authors:
     launch.train(run, launch.config(base), seed, *start, *overrides)
   workdir = launch.root / run / f"seed{seed}"
   if not (workdir / "mi.json").is_file():
-    launch.run(f"mi_{run}_seed{seed}", "mi", "--workdir", str(workdir), "--estimators",
-               str(estimators))
+    launch.run(f"mi_{run}_seed{seed}", "report", "mi", "--workdir", str(workdir),
+               f"estimators={estimators}")
 
 
 def run_namid(launch: Launch) -> None:

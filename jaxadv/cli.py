@@ -1,17 +1,17 @@
-"""`jaxadv` command line: `train`, `eval`, `sweep`, `plot`, `vulnerability`, `train-mi`, `mi`.
+"""`jaxadv` command line: `train`, `eval`, `report`, `sweep`, `plot`.
 
-    jaxadv train [--config experiments/configs/NAME.py[:variant]] [--workdir W] [field=value ...]
+    jaxadv train [--config experiments/configs/NAME.py[:variant]] [--workdir W] [--stages S,...]
+                 [field=value ...]
     jaxadv eval --workdir W [--suite clean,pgd20,cw30,autoattack] [--num-examples N] [--tag T]
+    jaxadv report NAME --workdir W [--num-examples N] [option=value ...]
     jaxadv sweep --config FILE --seeds 0,1,2 [--grid field=v1,v2 ...] [--root R] [field=value ...]
     jaxadv plot --workdir W [--out curves.png]
-    jaxadv vulnerability --workdir W [--num-examples N] [--steps 10]
-    jaxadv train-mi --config FILE [--workdir E] [field=value ...]
-    jaxadv mi --workdir W --estimators E [--num-examples N] [--batch-size B]
 
-With no --config, `train` runs the embedded default (PGD-AT of SmallCNN on scikit-learn's
-digits). `train-mi` is NAMID's estimator stage: it trains the natural and adversarial MI
-estimators on the frozen classifier of `init_from`, then reports the MI of that classifier's
-outputs; `mi` reports it for any run with given estimators. Overrides are `field=value` pairs (or `--config.field=value`, as in absl).
+With no --config, `train` runs the embedded default (adversarial training of SmallCNN on scikit-learn's
+digits). `train` runs the stages of the configured method in order (`--stages` picks some of
+them; "model" is the run's model) and evaluates the model. `report NAME` runs a report a method
+offers on any trained run (`jaxadv report --help` lists them). Overrides are `field=value`
+pairs (or `--config.field=value`, as in absl).
 `--distributed` (train, sweep) calls `jax.distributed.initialize()` first: on a TPU pod slice
 or a SLURM/Open MPI cluster it finds its peers itself; elsewhere pass --coordinator,
 --num-processes and --process-id. A run stopped by SIGTERM saves its step and exits with 143;
@@ -25,6 +25,7 @@ import os
 import sys
 
 from jaxadv import config as config_lib
+from jaxadv import methods
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, as a shell reports a process ended by SIGTERM.
 
@@ -44,23 +45,12 @@ def _parser() -> argparse.ArgumentParser:
   train = commands.add_parser("train", help="train (or resume) a run, then evaluate it")
   train.add_argument("--config", default=None, help="config file, optionally PATH:variant")
   train.add_argument("--workdir", default=None, help="run directory (default runs/<config name>)")
+  train.add_argument("--stages", default=None,
+                     help="comma-separated stages of the method to run (default: all; 'model' "
+                          "is the run's model, evaluated after training)")
   train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   _add_distributed(train)
   train.add_argument("overrides", nargs="*", help="field=value config overrides")
-  train_mi = commands.add_parser(
-      "train-mi", help="NAMID's estimator stage: train the MI estimators on a frozen classifier")
-  train_mi.add_argument("--config", required=True, help="config file, optionally PATH:variant")
-  train_mi.add_argument("--workdir", default=None,
-                        help="estimator run directory (default runs/<config name>)")
-  train_mi.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-  train_mi.add_argument("overrides", nargs="*", help="field=value config overrides")
-  mi = commands.add_parser("mi", help="natural and adversarial MI of a run's outputs")
-  mi.add_argument("--workdir", required=True, help="the classifier's run directory")
-  mi.add_argument("--estimators", required=True, help="run directory of `jaxadv train-mi`")
-  mi.add_argument("--num-examples", type=int, default=0,
-                  help="the first N test points (default: all)")
-  mi.add_argument("--batch-size", type=int, default=0,
-                  help="points per DV estimate (default: the estimators' training batch size)")
   evaluate = commands.add_parser("eval", help="evaluate the latest checkpoint of a run")
   evaluate.add_argument("--workdir", required=True)
   evaluate.add_argument("--suite", default=None,
@@ -81,16 +71,41 @@ def _parser() -> argparse.ArgumentParser:
   sweep.add_argument("--no-progress", action="store_true", help="hide the progress bars")
   _add_distributed(sweep)
   sweep.add_argument("overrides", nargs="*", help="field=value overrides for every run")
-  vulnerability = commands.add_parser(
-      "vulnerability", help="per-class causal effect of the attack budget (double ML)")
-  vulnerability.add_argument("--workdir", required=True)
-  vulnerability.add_argument("--num-examples", type=int, default=0,
-                             help="the first N test points (default: all)")
-  vulnerability.add_argument("--steps", type=int, default=10, help="PGD steps of the treatment")
+  report = commands.add_parser(
+      "report", help="a report of a trained run, offered by a method",
+      description="Reports: " + "; ".join(f"{name}: {r.help} (options: {_options_text(r)})"
+                                           for name, r in methods.reports().items()))
+  report.add_argument("name", choices=sorted(methods.reports()))
+  report.add_argument("--workdir", required=True)
+  report.add_argument("--num-examples", type=int, default=0,
+                      help="the first N test points (default: all)")
+  report.add_argument("options", nargs="*", help="option=value pairs of the report")
   plot = commands.add_parser("plot", help="draw loss and accuracy against epoch to PNG")
   plot.add_argument("--workdir", required=True)
   plot.add_argument("--out", default=None, help="PNG path (default <workdir>/curves.png)")
   return parser
+
+
+def _options_text(report) -> str:
+  options = report.options.items()
+  return ", ".join(f"{name}={default!r}" for name, (_, default, _) in options) or "none"
+
+
+def _report_options(name: str, items) -> dict:
+  """["option=value", ...] of report `name`, typed as the report declares them."""
+  declared = methods.reports()[name].options
+  options = {}
+  for item in items:
+    field, sep, text = item.partition("=")
+    if not sep or field not in declared:
+      raise ValueError(f"report {name!r} takes option=value pairs among {sorted(declared)}, "
+                       f"got {item!r}.")
+    kind = declared[field][0]
+    try:
+      options[field] = kind(text)
+    except ValueError:
+      raise ValueError(f"report option {field} must be a {kind.__name__}, got {text!r}.") from None
+  return options
 
 
 def _split_overrides(argv):
@@ -124,7 +139,7 @@ def _start_jax(args) -> None:
   """Calls `jax.distributed.initialize` when `--distributed` asks for it (before anything
   else touches the devices), then prints `mesh.idle_cores_hint` if it has one."""
   import jax  # pylint: disable=import-outside-toplevel
-  from jaxadv.train import mesh  # pylint: disable=import-outside-toplevel
+  from jaxadv import sharding as mesh  # pylint: disable=import-outside-toplevel
   if getattr(args, "distributed", False):
     jax.distributed.initialize(coordinator_address=args.coordinator,
                                num_processes=args.num_processes, process_id=args.process_id)
@@ -139,44 +154,47 @@ def _start_jax(args) -> None:
 
 def _run(args, overrides) -> None:
   # Imported here so that `jaxadv --help` and config errors do not wait for JAX to load.
-  from jaxadv.train import loop, plot, sweep  # pylint: disable=import-outside-toplevel
+  from jaxadv import train  # pylint: disable=import-outside-toplevel
+  from jaxadv.train import plot, sweep  # pylint: disable=import-outside-toplevel
   if args.command == "plot":
     print(f"jaxadv plot: wrote {plot.plot_run(args.workdir, args.out)}")
     return
   config = (_load_config(args.config, overrides + args.overrides)
-            if args.command in ("train", "sweep", "train-mi") else None)
+            if args.command in ("train", "sweep") else None)
   grid = _parse_grid(args.grid) if args.command == "sweep" else None
   _start_jax(args)
   if args.command == "train":
     workdir = args.workdir or f"runs/{config.name}"
+    stages = args.stages.split(",") if args.stages else None
     print(f"jaxadv train: {config.name} -> {workdir}", flush=True)
-    loop.train_and_evaluate(config, workdir, progress=not args.no_progress)
+    train.train_and_evaluate(config, workdir, stages=stages, progress=not args.no_progress)
   elif args.command == "eval":
     suite = tuple(args.suite.split(",")) if args.suite else None
-    loop.evaluate_workdir(args.workdir, suite=suite, num_examples=args.num_examples,
-                          checks=False if args.no_checks else None, tag=args.tag)
-  elif args.command == "sweep":
+    train.evaluate_workdir(args.workdir, suite=suite, num_examples=args.num_examples,
+                           checks=False if args.no_checks else None, tag=args.tag)
+  elif args.command == "report":
+    train.report(args.name, args.workdir, num_examples=args.num_examples,
+                 **_report_options(args.name, args.options))
+  else:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     root = args.root or f"runs/{config.name}_sweep"
     summary = sweep.run(config, root, seeds=seeds, grid=grid, progress=not args.no_progress)
     print("\n" + sweep.markdown(summary, seeds))
-  elif args.command == "train-mi":
-    workdir = args.workdir or f"runs/{config.name}"
-    print(f"jaxadv train-mi: {config.name} on {config.init_from} -> {workdir}", flush=True)
-    loop.train_estimators(config, workdir, progress=not args.no_progress)
-    loop.mi_report(config.init_from, workdir, out_dir=workdir)
-  elif args.command == "mi":
-    loop.mi_report(args.workdir, args.estimators, num_examples=args.num_examples,
-                   batch_size=args.batch_size)
-  else:
-    loop.vulnerability_workdir(args.workdir, num_examples=args.num_examples, steps=args.steps)
 
 
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   argv, overrides = _split_overrides(argv)
-  args = _parser().parse_args(argv)
-  from jaxadv.train.loop import Preempted  # pylint: disable=import-outside-toplevel
+  parser = _parser()
+  args, extra = parser.parse_known_args(argv)
+  # field=value pairs may come before, between or after the options: argparse hands those after
+  # an option back as `extra`.
+  pairs = getattr(args, "overrides", getattr(args, "options", None))
+  if extra and (pairs is None or any(item.startswith("-") or "=" not in item for item in extra)):
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+  if extra:
+    pairs.extend(extra)
+  from jaxadv.train import Preempted  # pylint: disable=import-outside-toplevel
   try:
     _run(args, overrides)
   except Preempted as stop:

@@ -5,6 +5,11 @@ from `base_config()`, whose fields and types are the schema: a config file or co
 override that adds an unknown field, or gives a field a value of another type, is rejected
 with a message naming the field. The base config is also the embedded default job: PGD
 adversarial training of a SmallCNN on scikit-learn's digits.
+
+The `objective` group names the training method (`objective.name`) and holds one subgroup per
+registered method (`jaxadv.methods`) with that method's defaults, `objective.<method>.<field>`;
+the method validates its own group when a config selecting it loads. This module names no
+method: it asks the registry.
 """
 
 from __future__ import annotations
@@ -16,17 +21,16 @@ import pathlib
 
 import ml_collections
 
-from jaxadv import data, models, objectives
+from jaxadv import data, methods, models
 from jaxadv.attacks import geometry
-from jaxadv.estimators.mutual_info import DV_VARIANTS
-from jaxadv.objectives.namid_estimators import OBJECTIVES as ESTIMATOR_OBJECTIVES
 from jaxadv.eval import suites
 from jaxadv.models import MODES
 from jaxadv.train.schedules import SCHEDULES
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Defaults of every field: PGD-AT (L-inf, eps 0.2) of SmallCNN on scikit-learn's digits."""
+  """Defaults of every field: the embedded default job, adversarial training (the registry's
+  default method, `jaxadv.methods.DEFAULT`; L-inf, eps 0.2) of SmallCNN on scikit-learn's digits."""
   c = ml_collections.ConfigDict()
   c.name = "digits_pgd_at"
   c.seed = 0
@@ -36,23 +40,19 @@ def base_config() -> ml_collections.ConfigDict:
       num_test=0,   # 0: the whole test split.
       augment="none",  # on-device training augmentation: "none", "crop" or "crop_flip".
   ))
-  c.model = ml_collections.ConfigDict(dict(name="small_cnn", dtype="float32"))
+  # aux_bn: every BatchNorm gets an auxiliary twin (models with BatchNorm only), which methods
+  # route adversarial inputs through (`jaxadv.models.apply_model(..., bn="aux")`).
+  c.model = ml_collections.ConfigDict(dict(name="small_cnn", dtype="float32", aux_bn=False))
   eps = ml_collections.FieldReference(0.2)
   norm = ml_collections.FieldReference("linf")
-  # The objective's constants (beta, awp_*, fgsm_step_ratio, adml_*, namid_*):
-  # docs/objectives.md.
-  c.objective = ml_collections.ConfigDict(dict(name="pgd_at", attack_mode="batch_stats",
-                                               **objectives.DEFAULTS))
+  # The training method, the model mode of its inner attack, and one group of constants per
+  # registered method (`objective.<method>.<field>`; docs/methods.md).
+  c.objective = ml_collections.ConfigDict(dict(
+      name=methods.DEFAULT, attack_mode="batch_stats",
+      **{name: methods.get(name).defaults() for name in methods.names()}))
   # The training attack (inner maximisation).
   c.attack = ml_collections.ConfigDict(dict(eps=eps, step_size=0.05, steps=7, norm=norm,
                                              warmup_epochs=0.0))
-  # NAMID's estimator stage (`jaxadv train-mi`, docs/estimators.md): the MI estimators'
-  # architecture, DV variant ("exact": the paper; "authors": the NAMID code), critic bound
-  # (score_clip tau > 0: scores tau * tanh(u / tau); 0: unbounded, the paper), training
-  # objective ("paper" or "code", `jaxadv.objectives.namid_estimators`) and Adam step size.
-  # A NAMID run reads these from its estimators' run directory, not from its own config.
-  c.mi = ml_collections.ConfigDict(dict(width=2048, conv_features=(64, 128), dv_variant="exact",
-                                        score_clip=0.0, objective="paper", lr=1e-4))
   c.optim = ml_collections.ConfigDict(dict(
       lr=0.05, momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="cosine",
       warmup_epochs=0.0, milestones=(0.5, 0.75), decay_factor=0.1,
@@ -64,8 +64,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 20
   c.checkpoint_every_steps = 200
   c.keep_checkpoints = 3
-  # A run directory whose latest params and batch_stats start training (a fine-tune such as
-  # ADML) when the workdir has no checkpoint of its own; "": start from the seed's init.
+  # A run directory whose latest params and model state start training (a fine-tune) when
+  # the workdir has no checkpoint of its own; "": start from the seed's init.
   c.init_from = ""
   # Evaluation: clean and the named attacks (jaxadv.eval.suites) at the training eps unless
   # overridden; step_size is that of the PGD-type attacks (pgdN, cwN).
@@ -113,29 +113,18 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(config.model.name in models.names(),
          f"model.name {config.model.name!r} is unknown; choose one of {models.names()}.")
   _check(config.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16.")
-  _check(config.objective.name in objectives.OBJECTIVES,
-         f"objective.name {config.objective.name!r} is unknown; choose one of {list(objectives.OBJECTIVES)}.")
+  _check(config.model.aux_bn is False or "aux_bn" in models.fields(config.model.name),
+         f"model.aux_bn: model {config.model.name!r} has no BatchNorm to twin; choose one of "
+         f"{[name for name in models.names() if 'aux_bn' in models.fields(name)]}.")
+  _check(config.objective.name in methods.names(),
+         f"objective.name {config.objective.name!r} is unknown; choose one of {methods.names()}.")
   _check(config.objective.attack_mode in MODES[:2],
          f"objective.attack_mode must be one of {list(MODES[:2])}.")
+  name = config.objective.name
   try:
-    objectives.check_options(config.objective)
+    methods.get(name).validate(config.objective[name], config)
   except ValueError as error:
-    _check(False, f"objective.{error}")
-  _check(config.objective.name != "namid" or bool(config.objective.namid_estimators),
-         "objective 'namid' needs objective.namid_estimators, the run directory of its trained "
-         "estimators (`jaxadv train-mi`).")
-  _check(config.mi.width >= 1, f"mi.width must be >= 1, got {config.mi.width}.")
-  _check(len(config.mi.conv_features) >= 1 and all(
-      isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in config.mi.conv_features),
-         f"mi.conv_features must be a non-empty tuple of ints >= 1, got {config.mi.conv_features}.")
-  _check(config.mi.dv_variant in DV_VARIANTS,
-         f"mi.dv_variant {config.mi.dv_variant!r} is unknown; choose one of {list(DV_VARIANTS)}.")
-  _check(config.mi.score_clip >= 0,
-         f"mi.score_clip must be >= 0 (0: unbounded scores), got {config.mi.score_clip}.")
-  _check(config.mi.objective in ESTIMATOR_OBJECTIVES,
-         f"mi.objective {config.mi.objective!r} is unknown; choose one of "
-         f"{list(ESTIMATOR_OBJECTIVES)}.")
-  _check(config.mi.lr > 0, f"mi.lr must be > 0, got {config.mi.lr}.")
+    _check(False, f"objective.{name}.{error}")
   for group in ("attack", "eval"):
     attack = config[group]
     _check(attack.eps >= 0, f"{group}.eps must be >= 0, got {attack.eps}.")
@@ -181,7 +170,7 @@ def load_file(path: str) -> ml_collections.ConfigDict:
 
 
 def variant_words(variant: str, allowed) -> set[str]:
-  """The comma-separated words of a config variant ("trades,smoke" -> {"trades", "smoke"});
+  """The comma-separated words of a config variant ("code,smoke" -> {"code", "smoke"});
   ValueError naming the allowed words for any other word."""
   words = set(filter(None, variant.split(",")))
   if words - set(allowed):
@@ -227,13 +216,49 @@ def to_json(config: ml_collections.ConfigDict) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True)
 
 
+def _pop_path(tree: dict, path: str, missing):
+  """Removes and returns the value at the dotted `path` of the nested dict `tree`."""
+  *parents, leaf = path.split(".")
+  for part in parents:
+    tree = tree.get(part)
+    if not isinstance(tree, dict):
+      return missing
+  return tree.pop(leaf, missing)
+
+
+def migrate(tree: dict) -> dict:
+  """Moves the fields of configs written before method groups existed (the methods' `legacy`
+  maps, "objective.<method>_<field>" -> "objective.<method>.<field>") into the method groups;
+  a field several methods took over (the shared "objective.beta") goes to each. Returns
+  `tree`."""
+  missing = object()
+  moves: dict[str, list[tuple[str, str]]] = {}
+  for name in methods.names():
+    for old, new in methods.get(name).legacy.items():
+      moves.setdefault(old, []).append((name, new))
+  for old, targets in moves.items():
+    value = _pop_path(tree, old, missing)
+    if value is missing:
+      continue
+    for name, new in targets:
+      node = tree.setdefault("objective", {}).setdefault(name, {})
+      *parents, leaf = new.split(".")
+      for part in parents:
+        node = node.setdefault(part, {})
+      node.setdefault(leaf, value)
+  if isinstance(tree.get("mi"), dict) and not tree["mi"]:
+    del tree["mi"]  # a legacy group whose fields all moved
+  return tree
+
+
 def from_json(text: str) -> ml_collections.ConfigDict:
   """Inverse of `to_json`, validated; lists become tuples as in the base config. Fields added
-  to the schema after the file was written take their base-config defaults, so older run
-  directories still load."""
+  to the schema after the file was written take their base-config defaults, and legacy fields
+  move to their method groups (`migrate`), so older run directories still load."""
   def merged(value, default):
     if isinstance(value, dict):
       default = default if isinstance(default, dict) else {}
       return {**default, **{k: merged(v, default.get(k)) for k, v in value.items()}}
     return tuple(value) if isinstance(value, list) else value
-  return validate(ml_collections.ConfigDict(merged(json.loads(text), base_config().to_dict())))
+  tree = migrate(json.loads(text))
+  return validate(ml_collections.ConfigDict(merged(tree, base_config().to_dict())))

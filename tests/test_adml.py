@@ -12,14 +12,14 @@ import optax
 import pytest
 
 from jaxadv import config as config_lib
-from jaxadv import objectives
+from jaxadv import methods, models
 from jaxadv.attacks import losses
-from jaxadv.objectives.adml import LOG_FLOOR, adml_loss, dml_risk
-from jaxadv.objectives.mart import mart_loss
-from jaxadv.objectives.pgd_at import pgd_at_loss
-from jaxadv.objectives.trades import trades_loss
-from jaxadv.train import loop
-from jaxadv.train import mesh as mesh_lib
+from jaxadv.methods.adml.objective import LOG_FLOOR, adml_loss, dml_risk
+from jaxadv.methods.mart import mart_loss
+from jaxadv.methods.pgd_at import pgd_at_loss
+from jaxadv.methods.trades import trades_loss
+from jaxadv import train as training
+from jaxadv import sharding
 from jaxadv.train import state as state_lib
 from jaxadv.train.checkpoint import Checkpointer
 from jaxadv.train.step import make_optimizer, make_train_step
@@ -46,7 +46,7 @@ def setup():
   variables = MODEL.init(jax.random.PRNGKey(0), images)
   batch = {"image": images, "label": jnp.arange(16, dtype=jnp.int32) % 3}
   x_adv = jnp.clip(images + 0.1 * jnp.sign(random_images((16, 4, 4, 1), seed=1) - 0.5), 0, 1)
-  return variables["params"], variables["batch_stats"], batch, x_adv
+  return variables["params"], models.model_state(variables), batch, x_adv
 
 
 def test_dml_risk_by_hand():
@@ -105,65 +105,64 @@ def test_weight_carries_no_gradient():
     ("mart", mart_loss, {"beta": 2.0})])
 def test_half_split(setup, base, loss_fn, options):
   """Total = base loss of the first 8 examples + L_dml of the last 8 (BN stats threaded)."""
-  params, batch_stats, batch, x_adv = setup
-  loss, (new_stats, metrics) = adml_loss(params, batch_stats, batch, x_adv, model=MODEL,
+  params, model_state, batch, x_adv = setup
+  loss, (new_stats, metrics) = adml_loss(params, model_state, batch, x_adv, model=MODEL,
                                          base=base, beta=2.0)
   first = {k: v[:8] for k, v in batch.items()}
-  base_value, (stats, _) = loss_fn(params, batch_stats, first, x_adv[:8], model=MODEL, **options)
-  variables = lambda s: {"params": params, "batch_stats": s}
+  base_value, (stats, _) = loss_fn(params, model_state, first, x_adv[:8], model=MODEL, **options)
+  variables = lambda s: {"params": params, **s}
   adv_logits, updates = MODEL.apply(variables(stats), x_adv[8:], train=True,
                                     mutable=["batch_stats"])
-  clean_logits, updates = MODEL.apply(variables(updates["batch_stats"]), batch["image"][8:],
+  clean_logits, updates = MODEL.apply(variables(updates), batch["image"][8:],
                                       train=True, mutable=["batch_stats"])
   dml_value, _ = dml_risk(clean_logits, adv_logits, batch["label"][8:])
   np.testing.assert_allclose(loss, base_value + dml_value, rtol=1e-5)
   np.testing.assert_allclose(metrics["base_loss"], base_value, rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), new_stats,
-               updates["batch_stats"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), new_stats, updates)
 
 
 def test_identical_halves_give_ce_on_adversarial_batch(setup):
   """With two identical halves, ADML-AT's first half is the mean CE on the whole x_adv."""
-  params, batch_stats, batch, x_adv = setup
+  params, model_state, batch, x_adv = setup
   doubled = {k: jnp.concatenate([v[:8], v[:8]]) for k, v in batch.items()}
   x_doubled = jnp.concatenate([x_adv[:8], x_adv[:8]])
-  _, (_, metrics) = adml_loss(params, batch_stats, doubled, x_doubled, model=MODEL,
+  _, (_, metrics) = adml_loss(params, model_state, doubled, x_doubled, model=MODEL,
                               base="pgd_at", beta=2.0)
-  ce, _ = pgd_at_loss(params, batch_stats, doubled, x_doubled, model=MODEL)
+  ce, _ = pgd_at_loss(params, model_state, doubled, x_doubled, model=MODEL)
   np.testing.assert_allclose(metrics["base_loss"], ce, rtol=1e-5)
 
 
 def test_bad_inputs(setup):
   """Unknown base, a batch of 1, theta of the wrong length and bad options raise ValueError."""
-  params, batch_stats, batch, x_adv = setup
+  params, model_state, batch, x_adv = setup
   with pytest.raises(ValueError, match="base"):
-    adml_loss(params, batch_stats, batch, x_adv, model=MODEL, base="awp", beta=2.0)
+    adml_loss(params, model_state, batch, x_adv, model=MODEL, base="awp", beta=2.0)
   one = {k: v[:1] for k, v in batch.items()}
   with pytest.raises(ValueError, match=">= 2 examples"):
-    adml_loss(params, batch_stats, one, x_adv[:1], model=MODEL, base="pgd_at", beta=2.0)
-  with pytest.raises(ValueError, match="adml_theta has 2 entries"):
-    adml_loss(params, batch_stats, batch, x_adv, model=MODEL, base="pgd_at", beta=2.0,
+    adml_loss(params, model_state, one, x_adv[:1], model=MODEL, base="pgd_at", beta=2.0)
+  with pytest.raises(ValueError, match="theta has 2 entries"):
+    adml_loss(params, model_state, batch, x_adv, model=MODEL, base="pgd_at", beta=2.0,
               theta=(1.0, 1.0))
-  for field, value in [("adml_base", "erm"), ("adml_beta", -1.0), ("adml_theta", (1.0, -2.0)),
-                       ("adml_theta", (math.nan,))]:
-    with pytest.raises(ValueError, match=field):
-      objectives.check_options(dict(objectives.DEFAULTS, **{field: value}))
+  for field, value in [("base", "erm"), ("beta", -1.0), ("theta", (1.0, -2.0)),
+                       ("theta", (math.nan,))]:
+    with pytest.raises(ValueError, match=f"^{field}"):
+      methods.group("adml", {field: value})
 
 
 def test_sharded_train_step(setup):
   """`build("adml")` of ADML-TRADES with θ̂ weights trains one sharded step on 8 devices (the
   default options are in test_objectives' every-objective step)."""
   batch = setup[2]
-  objective = objectives.build(
+  objective = methods.build(
       "adml", MODEL, dict(eps=0.1, step_size=0.023, steps=2, norm="linf"),
-      options={"adml_base": "trades", "adml_theta": (1.0, 2.0, 0.5)})
+      options={"base": "trades", "theta": (1.0, 2.0, 0.5)})
   tx = optax.sgd(0.1)
   state = state_lib.create(MODEL, tx, (4, 4, 1), 0)
   before = jax.tree.map(np.asarray, state.params)
-  mesh = mesh_lib.data_mesh()
+  mesh = sharding.data_mesh()
   step = make_train_step(objective, tx, mesh)
-  new_state, metrics = step(jax.device_put(state, mesh_lib.replicated(mesh)),
-                            mesh_lib.put_batch(batch, mesh))
+  new_state, metrics = step(jax.device_put(state, sharding.replicated(mesh)),
+                            sharding.put_batch(batch, mesh))
   assert np.isfinite(float(metrics["loss"])) and 0.0 <= float(metrics["flipped"]) <= 1.0
   changed = jax.tree.map(lambda a, b: not np.allclose(a, b), new_state.params, before)
   assert any(jax.tree.leaves(changed))
@@ -186,10 +185,10 @@ def _saved_run(config, workdir):
   """A run directory holding `config` and its seed's initial state as checkpoint 1 (no training)."""
   workdir.mkdir()
   (workdir / "config.json").write_text(config_lib.to_json(config))
-  dataset = loop.load_dataset(config, "train")
+  dataset = training.load_dataset(config, "train")
   tx, _ = make_optimizer(config.optim, 1, 1)
   checkpointer = Checkpointer(workdir)
-  checkpointer.save(1, state_lib.create(loop.build_model(config, dataset), tx,
+  checkpointer.save(1, state_lib.create(training.build_model(config, dataset), tx,
                                         dataset.image_shape, config.seed))
   checkpointer.close()
 
@@ -198,12 +197,12 @@ def test_init_from(tmp_path):
   """A workdir without a checkpoint starts from the latest params of the `init_from` run; a
   missing run directory is an error."""
   _saved_run(tiny_config(seed=1), tmp_path / "base")
-  _, variables, _ = loop.restore_variables(tmp_path / "base")
+  _, variables, _ = training.restore(tmp_path / "base")
   tuned = tiny_config(init_from=str(tmp_path / "base"), **{"objective.name": "adml"})
-  state = loop.train(tuned, tmp_path / "tuned", stop_after_step=0, progress=False)
+  state = training.train(tuned, tmp_path / "tuned", stop_after_step=0, progress=False)
   jax.tree.map(np.testing.assert_array_equal, state_lib.raw_variables(state), variables)
-  fresh = loop.train(tiny_config(), tmp_path / "fresh", stop_after_step=0, progress=False)
+  fresh = training.train(tiny_config(), tmp_path / "fresh", stop_after_step=0, progress=False)
   assert not all(jax.tree.leaves(jax.tree.map(np.allclose, fresh.params, state.params)))
   with pytest.raises(FileNotFoundError, match="not a jaxadv run directory"):
-    loop.train(tiny_config(init_from=str(tmp_path / "missing")), tmp_path / "bad",
+    training.train(tiny_config(init_from=str(tmp_path / "missing")), tmp_path / "bad",
                stop_after_step=0, progress=False)

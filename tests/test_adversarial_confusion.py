@@ -3,7 +3,7 @@
 import numpy as np
 
 from jaxadv.eval import suites
-from jaxadv.train import loop
+from jaxadv import train as training
 
 from helpers import load_experiment, tiny_config
 
@@ -27,8 +27,8 @@ def test_confusion_counts_points_and_flows_balance():
 def test_at_eps_zero_the_diagonal_is_the_evaluated_clean_accuracy(tmp_path, capsys):
   # eps 0 makes the attack the identity, so the matrix is the clean confusion and its diagonal
   # must give eval's per-class clean accuracy: the restore, the batching and the counting agree.
-  loop.train(tiny_config(num_epochs=1, **{"eval.eps": 0.0}), tmp_path, progress=False)
-  evaluated = loop.evaluate_workdir(tmp_path, num_examples=50)
+  training.train(tiny_config(num_epochs=1, **{"eval.eps": 0.0}), tmp_path, progress=False)
+  evaluated = training.evaluate_workdir(tmp_path, num_examples=50)
   script = _load_script()
   (record,) = script.main([str(tmp_path), "--num-examples", "50"])
   matrix = record["confusion"]
@@ -43,10 +43,10 @@ def test_at_eps_zero_the_diagonal_is_the_evaluated_clean_accuracy(tmp_path, caps
 
   # At eps 0.2 the same weak model's points leave the diagonal: fewer robust than clean, and
   # the flows still balance.
-  config, variables, _ = loop.restore_variables(tmp_path)
-  dataset = loop.load_dataset(config, "test").take(50)
+  config, variables, _ = training.restore(tmp_path)
+  dataset = training.load_dataset(config, "test").take(50)
   attack = suites.build(["pgd3"], eps=0.2, norm="linf", num_classes=10)["pgd3"]
-  predicted = script.adversarial_predictions(loop.build_model(config, dataset), variables,
+  predicted = script.adversarial_predictions(training.build_model(config, dataset), variables,
                                              dataset, attack, batch_size=32, seed=0)
   attacked = script.confusion(dataset.labels, predicted, 10)
   assert attacked.sum() == 50 and np.trace(attacked) < np.trace(matrix)

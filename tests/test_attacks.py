@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxadv import attacks
-from jaxadv.train import mesh as mesh_lib
+from jaxadv import sharding
 
 from helpers import linear_apply_fn, random_images
 
@@ -139,13 +139,13 @@ def test_pgd_under_vmap_and_jit():
 
 
 def test_pgd_on_sharded_batch_matches_unsharded():
-  mesh = mesh_lib.data_mesh()
+  mesh = sharding.data_mesh()
   x = random_images((16, 4, 4, 1), 5)
   y = jnp.arange(16) % 3
   apply_fn = linear_apply_fn(16)
   kwargs = dict(eps=0.1, step_size=0.03, steps=3)
   expected = attacks.pgd(apply_fn, x, y, jax.random.PRNGKey(1), **kwargs)
-  sharded = mesh_lib.put_batch({"x": np.asarray(x), "y": np.asarray(y)}, mesh)
+  sharded = sharding.put_batch({"x": np.asarray(x), "y": np.asarray(y)}, mesh)
   result = attacks.pgd(apply_fn, sharded["x"], sharded["y"], jax.random.PRNGKey(1), **kwargs)
   assert len(result.sharding.device_set) == mesh.size
   np.testing.assert_allclose(result, expected, atol=1e-6)

@@ -11,8 +11,8 @@ import tensorflow_datasets as tfds
 
 from jaxadv import data
 from jaxadv.data import augment, local
-from jaxadv.train import loop
-from jaxadv.train import mesh as mesh_lib
+from jaxadv import train as training
+from jaxadv import sharding
 from jaxadv.train import state as state_lib
 from jaxadv.train.step import AUGMENT_STREAM, make_train_step
 
@@ -86,19 +86,19 @@ def test_mesh_rows_of_each_process_match_train_batches():
   [p*B/P, (p+1)*B/P) of a sharded batch: the slice train_batches gives process p. Checked
   with the 8 devices grouped into 4 simulated processes of 2 consecutive devices."""
   devices = jax.devices()
-  mesh = mesh_lib.data_mesh(devices[::-1])
+  mesh = sharding.data_mesh(devices[::-1])
   assert [d.id for d in mesh.devices] == sorted(d.id for d in devices)
-  rows = mesh_lib.batch_sharded(mesh).devices_indices_map((64,))
+  rows = sharding.batch_sharded(mesh).devices_indices_map((64,))
   for p in range(4):
     owned = np.concatenate([np.arange(64)[rows[d][0]] for d in mesh.devices[2 * p:2 * p + 2]])
     np.testing.assert_array_equal(owned, np.arange(16 * p, 16 * (p + 1)))
 
 
 def test_put_batch_builds_the_global_sharded_batch():
-  mesh = mesh_lib.data_mesh()
+  mesh = sharding.data_mesh()
   batch = next(data.train_batches(data.load("digits", "train"), 16, seed=0))
-  placed = mesh_lib.put_batch(batch, mesh)
-  assert placed["image"].sharding == mesh_lib.batch_sharded(mesh)
+  placed = sharding.put_batch(batch, mesh)
+  assert placed["image"].sharding == sharding.batch_sharded(mesh)
   assert [s.data.shape[0] for s in placed["image"].addressable_shards] == [2] * 8
   chex.assert_trees_all_equal(jax.device_get(placed), batch)
 
@@ -184,26 +184,26 @@ def test_augmentation_rejects_bad_input():
 def _augmented_step(mesh, augment_fn, images):
   """One train step with a trivial objective that reports the images it was given and a draw
   from its own key; returns those metrics."""
-  def objective(params, batch_stats, batch, key, step):
+  def objective(params, model_state, batch, key, step):
     loss = params["w"] * jnp.mean(batch["image"])
-    return loss, (batch_stats, {"image": batch["image"], "draw": jax.random.uniform(key)})
+    return loss, (model_state, {"image": batch["image"], "draw": jax.random.uniform(key)})
 
   tx = optax.sgd(0.1)
   params = {"w": jnp.ones(())}
-  state = state_lib.TrainState(step=jnp.asarray(3, jnp.int32), params=params, batch_stats={},
+  state = state_lib.TrainState(step=jnp.asarray(3, jnp.int32), params=params, model_state={},
                                opt_state=tx.init(params), rng=jax.random.PRNGKey(7))
-  state = jax.device_put(state, mesh_lib.replicated(mesh))
+  state = jax.device_put(state, sharding.replicated(mesh))
   step = make_train_step(objective, tx, mesh, augment=augment_fn)
   batch = {"image": images, "label": np.zeros(len(images), np.int32)}
-  _, metrics = step(state, mesh_lib.put_batch(batch, mesh))
+  _, metrics = step(state, sharding.put_batch(batch, mesh))
   return jax.device_get(metrics)
 
 
 def test_train_step_augments_on_device_identically_on_1_and_8_devices():
   images = np.asarray(random_images((16, 8, 8, 3)))
-  on_8 = _augmented_step(mesh_lib.data_mesh(), augment.crop_flip, images)
-  on_1 = _augmented_step(mesh_lib.data_mesh(jax.devices()[:1]), augment.crop_flip, images)
-  plain = _augmented_step(mesh_lib.data_mesh(), None, images)
+  on_8 = _augmented_step(sharding.data_mesh(), augment.crop_flip, images)
+  on_1 = _augmented_step(sharding.data_mesh(jax.devices()[:1]), augment.crop_flip, images)
+  plain = _augmented_step(sharding.data_mesh(), None, images)
   step_key = jax.random.fold_in(jax.random.PRNGKey(7), 3)
   expected = augment.crop_flip(jax.random.fold_in(step_key, AUGMENT_STREAM), images)
   np.testing.assert_array_equal(on_8["image"], expected)
@@ -213,7 +213,7 @@ def test_train_step_augments_on_device_identically_on_1_and_8_devices():
 
 
 def test_prefetch_yields_the_same_batches_in_order_on_the_mesh():
-  mesh = mesh_lib.data_mesh()
+  mesh = sharding.data_mesh()
   batches = [{"image": np.full((8, 2), i, np.float32)} for i in range(5)]
   pulled = []
 
@@ -222,13 +222,13 @@ def test_prefetch_yields_the_same_batches_in_order_on_the_mesh():
       pulled.append(b)
       yield b
 
-  stream = data.prefetch(source(), lambda b: mesh_lib.put_batch(b, mesh), size=3)
+  stream = data.prefetch(source(), lambda b: sharding.put_batch(b, mesh), size=3)
   first = next(stream)
   assert len(pulled) == 3  # three batches were put before the first was used
   out = [first, *stream]  # a finite source ends the stream after its last batch
   assert len(out) == 5
   for got, want in zip(out, batches):
-    assert got["image"].sharding == mesh_lib.batch_sharded(mesh)
+    assert got["image"].sharding == sharding.batch_sharded(mesh)
     np.testing.assert_array_equal(got["image"], want["image"])
   with pytest.raises(ValueError, match="prefetch size"):
     data.prefetch(batches, lambda b: b, size=0)
@@ -241,9 +241,9 @@ def test_training_with_augmentation_resumes_identically(tmp_path):
   config = tiny_config(**{"dataset.augment": "crop_flip", "objective.name": "erm",
                           "dataset.num_train": 128, "num_epochs": 1,
                           "checkpoint_every_steps": 2})
-  reference = loop.train(config, tmp_path / "whole", progress=False)
-  loop.train(config, tmp_path / "split", stop_after_step=3, progress=False)
-  resumed = loop.train(config, tmp_path / "split", progress=False)
+  reference = training.train(config, tmp_path / "whole", progress=False)
+  training.train(config, tmp_path / "split", stop_after_step=3, progress=False)
+  resumed = training.train(config, tmp_path / "split", progress=False)
   assert int(resumed.step) == int(reference.step) == 4
   chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(reference.params))
 

@@ -13,28 +13,29 @@ import numpy as np
 import optax
 import pytest
 
-from jaxadv import cli, data, models, objectives
+from jaxadv import cli, data, methods, models
 from jaxadv.eval import robustness, suites
+from jaxadv import train as training
 from jaxadv.train import loop, metrics, plot, sweep
-from jaxadv.train import mesh as mesh_lib
+from jaxadv import sharding
 from jaxadv.train import state as state_lib
 from jaxadv.train.checkpoint import Checkpointer
-from jaxadv.train.step import make_train_step
+from jaxadv.train.step import make_optimizer, make_train_step
 
 from helpers import tiny_config
 
 
 def _digits_step(objective_name="pgd_at", ema_decay=0.0, dtype=jnp.float32):
-  mesh = mesh_lib.data_mesh()
+  mesh = sharding.data_mesh()
   model = models.get("small_cnn", num_classes=10, width=8, hidden=16, dtype=dtype)
   tx = optax.sgd(0.05, momentum=0.9)
   state = state_lib.create(model, tx, (8, 8, 1), 0, ema=ema_decay > 0)
-  state = jax.device_put(state, mesh_lib.replicated(mesh))
-  objective = objectives.build(objective_name, model,
+  state = jax.device_put(state, sharding.replicated(mesh))
+  objective = methods.build(objective_name, model,
                                dict(eps=0.1, step_size=0.05, steps=2, norm="linf"))
   step = make_train_step(objective, tx, mesh, ema_decay=ema_decay)
   batches = data.train_batches(data.load("digits", "train"), 32, seed=0)
-  return state, step, (mesh_lib.put_batch(next(batches), mesh) for _ in iter(int, 1))
+  return state, step, (sharding.put_batch(next(batches), mesh) for _ in iter(int, 1))
 
 
 def test_train_step_compiles_once():
@@ -53,16 +54,16 @@ def test_bfloat16_compute_trains_with_float32_parameters():
 
 
 def test_gradient_clipping_bounds_the_update_and_the_step_logs_the_gradient_norm():
-  mesh = mesh_lib.data_mesh()
+  mesh = sharding.data_mesh()
   model = models.get("small_cnn", num_classes=10, width=8, hidden=16)
-  objective = objectives.build("erm", model, dict(eps=0.1, step_size=0.05, steps=2, norm="linf"))
-  batch = mesh_lib.put_batch(next(data.train_batches(data.load("digits", "train"), 32, 0)), mesh)
+  objective = methods.build("erm", model, dict(eps=0.1, step_size=0.05, steps=2, norm="linf"))
+  batch = sharding.put_batch(next(data.train_batches(data.load("digits", "train"), 32, 0)), mesh)
   moves = {}
   for clip in (0.0, 0.01):  # plain SGD with lr 1: the update is -clip(g)
     optim = tiny_config(**{"optim.weight_decay": 0.0, "optim.momentum": 0.0, "optim.lr": 1.0,
                            "optim.schedule": "constant", "optim.grad_clip_norm": clip}).optim
-    tx, _ = loop.make_optimizer(optim, 10, 10)
-    state = jax.device_put(state_lib.create(model, tx, (8, 8, 1), 0), mesh_lib.replicated(mesh))
+    tx, _ = make_optimizer(optim, 10, 10)
+    state = jax.device_put(state_lib.create(model, tx, (8, 8, 1), 0), sharding.replicated(mesh))
     before = jax.device_get(state.params)
     state, metrics_ = make_train_step(objective, tx, mesh)(state, batch)
     delta = jax.tree.map(lambda a, b: a - b, jax.device_get(state.params), before)
@@ -92,11 +93,11 @@ def test_ema_follows_its_definition():
 
 def test_ema_run_resumes_and_evaluates_the_average(tmp_path):
   config = tiny_config(**{"optim.ema_decay": 0.9})
-  whole = loop.train(config, tmp_path / "whole", progress=False)
-  loop.train(config, tmp_path / "split", stop_after_step=6, progress=False)
-  resumed = loop.train(config, tmp_path / "split", progress=False)
+  whole = training.train(config, tmp_path / "whole", progress=False)
+  training.train(config, tmp_path / "split", stop_after_step=6, progress=False)
+  resumed = training.train(config, tmp_path / "split", progress=False)
   chex.assert_trees_all_equal(jax.device_get(resumed.ema), jax.device_get(whole.ema))
-  _, restored, step = loop.restore_variables(tmp_path / "whole")
+  _, restored, step = training.restore(tmp_path / "whole")
   assert step == 16
   chex.assert_trees_all_equal(jax.device_get(restored), jax.device_get(whole.ema))
 
@@ -104,28 +105,28 @@ def test_ema_run_resumes_and_evaluates_the_average(tmp_path):
 def _sigterm_at_batch(monkeypatch, batch_number):
   """Makes the loop receive SIGTERM while it fetches its `batch_number`-th batch."""
   calls = []
-  put_batch = mesh_lib.put_batch
+  put_batch = sharding.put_batch
 
   def put_and_maybe_signal(batch, mesh):
     calls.append(1)
     if len(calls) == batch_number:
       signal.raise_signal(signal.SIGTERM)
     return put_batch(batch, mesh)
-  monkeypatch.setattr(loop.mesh_lib, "put_batch", put_and_maybe_signal)
+  monkeypatch.setattr(loop.sharding, "put_batch", put_and_maybe_signal)
 
 
 def test_sigterm_saves_the_current_step_and_resume_is_exact(tmp_path, monkeypatch, capsys):
   config = tiny_config()
-  whole = loop.train(config, tmp_path / "whole", progress=False)
+  whole = training.train(config, tmp_path / "whole", progress=False)
   workdir = tmp_path / "preempted"
   _sigterm_at_batch(monkeypatch, 6)
-  with pytest.raises(loop.Preempted) as stop:
-    loop.train(config, workdir, progress=False)
+  with pytest.raises(training.Preempted) as stop:
+    training.train(config, workdir, progress=False)
   assert 0 < stop.value.step < 16  # batches may be fetched ahead of the step that uses them
   assert Checkpointer(workdir).latest_step() == stop.value.step  # saved off the 4-step cadence too
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler removed again
   monkeypatch.undo()
-  resumed = loop.train(config, workdir, progress=False)
+  resumed = training.train(config, workdir, progress=False)
   chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(whole.params))
   # Through the command line: exit code 143 and a message saying how to resume.
   _sigterm_at_batch(monkeypatch, 3)
@@ -138,7 +139,7 @@ def test_sigterm_saves_the_current_step_and_resume_is_exact(tmp_path, monkeypatc
 def test_monitor_and_tensorboard_and_plot(tmp_path):
   config = tiny_config(**{"eval.monitor_every_epochs": 1.0, "eval.monitor_examples": 32,
                           "eval.monitor_steps": 2})
-  loop.train(config, tmp_path, progress=False)
+  training.train(config, tmp_path, progress=False)
   rows = metrics.read(tmp_path)
   tests = [r for r in rows if "test_clean" in r]
   assert [r["epoch"] for r in tests] == [1.0, 2.0]
@@ -190,7 +191,7 @@ def test_short_last_batch_pads_to_a_halving_of_the_batch(batches, num_points):
   devices = jax.device_count()
   batch_size = batches * devices
   scorer = robustness._Scorer(None, range(batch_size), batch_size,  # pylint: disable=protected-access
-                              mesh_lib.data_mesh())
+                              sharding.data_mesh())
   n = num_points.draw(st.integers(1, batch_size))
   rows = scorer.rows(n)
   assert n <= rows <= batch_size and rows % devices == 0
@@ -241,12 +242,12 @@ def test_sweep_cli_rejects_a_bad_grid(capsys):
 
 
 def test_one_cpu_device_on_a_multicore_host_gets_the_devices_hint(capsys):
-  hint = mesh_lib.idle_cores_hint("cpu", 1, 4, chosen=False)
+  hint = sharding.idle_cores_hint("cpu", 1, 4, chosen=False)
   assert "JAX_NUM_CPU_DEVICES=4" in hint and "4-core host" in hint
   for platform, devices, cores, chosen in [("gpu", 1, 4, False), ("tpu", 1, 4, False),
                                            ("cpu", 2, 4, False), ("cpu", 1, 1, False),
                                            ("cpu", 1, 4, True)]:
-    assert mesh_lib.idle_cores_hint(platform, devices, cores, chosen) is None
+    assert sharding.idle_cores_hint(platform, devices, cores, chosen) is None
   # The CLI starts JAX (here on the 8 fake devices of conftest: a chosen count) without it.
-  assert cli.main(["vulnerability", "--workdir", "/nonexistent"]) == 2
+  assert cli.main(["report", "vulnerability", "--workdir", "/nonexistent"]) == 2
   assert "JAX_NUM_CPU_DEVICES" not in capsys.readouterr().err

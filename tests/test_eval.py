@@ -2,6 +2,7 @@
 
 import functools
 import json
+import weakref
 
 import flax.linen as nn
 import jax
@@ -221,3 +222,87 @@ def test_softmax_random_and_monotonicity_flags():
   assert not masking.check_eps_monotonicity({0.1: 50.0, 0.2: 40.0}).raised
   flag = masking.check_black_box_gain(np.array([True, True, False]), np.array([True, False, False]))
   assert flag.raised and "broke 1 points" in flag.detail
+
+
+def _count_compilations(monkeypatch):
+  """Records each attack the evaluator compiles (None for the clean scorer)."""
+  compiled = []
+  compile_attack = robustness._Scorer._compile  # pylint: disable=protected-access
+
+  def counting(self, attack):
+    compiled.append(attack)
+    return compile_attack(self, attack)
+
+  monkeypatch.setattr(robustness._Scorer, "_compile", counting)  # pylint: disable=protected-access
+  return compiled
+
+
+def test_equal_partials_share_one_compilation_and_different_ones_do_not(monkeypatch):
+  compiled = _count_compilations(monkeypatch)
+  model = Linear()
+  variables, dataset = _fit(model, n=16)
+  evaluator = robustness.Evaluator(model, dataset, batch_size=16)
+  first = functools.partial(attacks.pgd, eps=0.1, step_size=0.03, steps=3)
+  # A distinct object of the same value (keywords in another order), alive at the same time.
+  second = functools.partial(attacks.pgd, steps=3, step_size=0.03, eps=0.1)
+  assert first is not second
+  a = evaluator(variables, {"pgd": first})
+  b = evaluator(variables, {"pgd": second})
+  assert compiled == [None, first]  # clean, then one PGD compilation serving both
+  np.testing.assert_array_equal(a.correct["pgd"], b.correct["pgd"])
+  evaluator(variables, {"pgd": functools.partial(attacks.pgd, eps=0.2, step_size=0.03, steps=3)})
+  assert len(compiled) == 3  # another eps compiles anew
+  key = robustness.attack_key
+  assert key(first) == key(second)
+  assert key(first) != key(functools.partial(attacks.pgd, eps=0.1, step_size=0.03, steps=3.0))
+  assert key(robustness.Cascade((("a", first),))) == key(robustness.Cascade((("a", second),)))
+  assert key(robustness.Cascade((("a", first),))) != key(robustness.Cascade((("b", first),)))
+
+
+def test_a_new_attack_never_gets_the_compiled_function_of_a_freed_one_with_its_id(monkeypatch):
+  """Every object reports the same id, as a freed attack's id is handed to the next object
+  allocated at its address: the cache must still tell the attacks apart."""
+  monkeypatch.setattr(robustness, "id", lambda obj: 0, raising=False)  # the module's id() only
+  model = Linear()
+  variables, dataset = _fit(model, n=16)
+  evaluator = robustness.Evaluator(model, dataset, batch_size=16)
+  traced = []
+
+  def unchanged(apply_fn, x, y, key):
+    del apply_fn, y, key
+    traced.append("unchanged")
+    return x
+
+  def blank(apply_fn, x, y, key):
+    del apply_fn, y, key
+    traced.append("blank")
+    return jnp.zeros_like(x)  # one prediction for every point: the 3-class data is not robust
+
+  assert evaluator(variables, {"a": unchanged}).accuracy()["a"] == 100.0
+  del unchanged
+  assert evaluator(variables, {"a": blank}).accuracy()["a"] < 100.0
+  assert traced == ["unchanged", "blank"]
+
+
+def test_an_attack_without_a_value_key_is_cached_by_identity_and_kept_alive(monkeypatch):
+  compiled = _count_compilations(monkeypatch)
+  model = Linear()
+  variables, dataset = _fit(model, n=16)
+  evaluator = robustness.Evaluator(model, dataset, batch_size=16)
+
+  def scaled(apply_fn, x, y, key, *, scale):
+    del apply_fn, y, key
+    return x * scale
+
+  unhashable = functools.partial(scaled, scale=jnp.ones(()))  # an array keyword: no value key
+  with pytest.raises(TypeError):
+    robustness.attack_key(unhashable)
+  evaluator(variables, {"s": unhashable})
+  evaluator(variables, {"s": unhashable})
+  assert compiled == [None, unhashable]  # the same object is compiled once
+  other = functools.partial(scaled, scale=jnp.zeros(()))
+  assert evaluator(variables, {"s": other}).accuracy()["s"] < 100.0
+  assert compiled == [None, unhashable, other]
+  reference = weakref.ref(unhashable)
+  del unhashable
+  assert reference() is not None  # held by the cache: its id cannot be reused

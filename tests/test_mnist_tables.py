@@ -10,6 +10,8 @@ import pytest
 
 from helpers import load_experiment
 
+pytestmark = pytest.mark.campaign
+
 
 def _load_script():
   return load_experiment("mnist_tables")
@@ -22,14 +24,17 @@ def _recorded_stage(tables, root, stage, baselines=("pgd_at",), recipe="authors"
 
   def run(self, log_name, *args):  # pylint: disable=unused-argument
     workdir = pathlib.Path(args[args.index("--workdir") + 1])
-    workdir.mkdir(parents=True, exist_ok=True)
-    done = {"train": "eval.json", "train-mi": "mi.json", "mi": "mi.json"}[args[0]]
+    command = args[0] if args[0] == "train" else args[1]  # train, or the report's name
+    if "--stages" in args:
+      command = "train " + args[args.index("--stages") + 1]
+    done = {"train": "eval.json", "train estimators": "estimators/mi.json", "mi": "mi.json",
+            "vulnerability": "vulnerability.json"}[command]
+    (workdir / done).parent.mkdir(parents=True, exist_ok=True)
     (workdir / done).write_text("{}")
     flags = {a.split("=")[0]: a.split("=", 1)[1] for a in args if "=" in a}
-    for option in ("--config", "--estimators"):
-      if option in args:
-        flags[option] = args[args.index(option) + 1]
-    commands.append((args[0], workdir.relative_to(root).as_posix(), flags))
+    if "--config" in args:
+      flags["--config"] = args[args.index("--config") + 1]
+    commands.append((command, workdir.relative_to(root).as_posix(), flags))
 
   launch = tables.Launch(root, [0], 1, False, ["pgd20"], baselines, ["namid", "namid_t"],
                          namid_recipe=recipe)
@@ -60,7 +65,7 @@ def test_authors_recipe_starts_namid_and_its_base_from_one_clean_warmup(tmp_path
   tables = _load_script()
   commands = _recorded_stage(tables, tmp_path, tables.run_namid)
   assert [(c, w) for c, w, _ in commands] == [
-      ("train-mi", "namid_estimators_code"), ("train", "erm_warmup/seed0"),
+      ("train estimators", "namid_estimators_code"), ("train", "erm_warmup/seed0"),
       ("train", "namid_warm_clip/seed0"), ("mi", "namid_warm_clip/seed0"),
       ("train", "pgd_at_warm_clip/seed0"), ("mi", "pgd_at_warm_clip/seed0"),
       ("train", "namid_t_warm_clip/seed0"), ("mi", "namid_t_warm_clip/seed0"),
@@ -72,11 +77,13 @@ def test_authors_recipe_starts_namid_and_its_base_from_one_clean_warmup(tmp_path
     assert flags[f"{run}/seed0"]["init_from"] == str(tmp_path / "erm_warmup" / "seed0")
   assert flags["namid_t_warm_clip/seed0"]["--config"].endswith("mnist_namid.py:trades,code")
   assert flags["trades_warm_clip/seed0"]["--config"].endswith("mnist_trades.py:")
-  assert flags["namid_warm_clip/seed0"]["objective.namid_estimators"] == str(
-      tmp_path / "namid_estimators_code")
-  assert commands[0][2]["--config"].endswith("mnist_namid_estimators.py:code")
+  estimators = str(tmp_path / "namid_estimators_code" / "estimators")
+  assert flags["namid_warm_clip/seed0"]["objective.namid.estimators"] == estimators
+  assert commands[0][2]["--config"].endswith("mnist_namid.py:code")
+  assert commands[0][2]["objective.namid.estimator.classifier"] == str(
+      tmp_path / "pgd_at" / "seed0")
   mi = [f for c, _, f in commands if c == "mi"]
-  assert {f["--estimators"] for f in mi} == {str(tmp_path / "namid_estimators_code")}
+  assert {f["estimators"] for f in mi} == {estimators}
 
 
 def test_authors_recipe_clips_both_runs_of_every_pair(tmp_path):
@@ -98,7 +105,7 @@ def test_paper_recipe_trains_namid_from_scratch_against_the_stage1_baselines(tmp
   tables = _load_script()
   commands = _recorded_stage(tables, tmp_path, tables.run_namid, recipe="paper")
   assert [(c, w) for c, w, _ in commands] == [
-      ("train-mi", "namid_estimators"), ("train", "namid/seed0"), ("mi", "namid/seed0"),
+      ("train estimators", "namid_estimators"), ("train", "namid/seed0"), ("mi", "namid/seed0"),
       ("mi", "pgd_at/seed0"), ("train", "namid_t/seed0"), ("mi", "namid_t/seed0"),
       ("mi", "trades/seed0")]
   flags = {w: f for c, w, f in commands if c == "train"}

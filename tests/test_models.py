@@ -122,7 +122,7 @@ def test_every_registered_model_has_a_small_test_member():
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_every_model_jits_in_every_mode_and_in_bfloat16(name):
   model, variables = _small(name)
-  before = variables.get("batch_stats", {})
+  before = models.model_state(variables)
   logits, stats = {}, {}
   for mode in models.MODES:
     run = jax.jit(functools.partial(models.apply_model, model, mode=mode))
@@ -163,7 +163,7 @@ def test_aux_route_uses_and_updates_only_the_aux_bn(name):
   flat = lambda tree, route: {path: leaf for path, leaf in
                               flax.traverse_util.flatten_dict(tree, sep="/").items()
                               if f"/{route}/" in path}
-  before = variables["batch_stats"]
+  before = models.model_state(variables)
   for route, other in (("aux", "main"), ("main", "aux")):
     _, stats = models.apply_model(model, variables, X, "train", bn=route)
     chex.assert_trees_all_equal(flat(stats, other), flat(before, other))
@@ -177,7 +177,7 @@ def test_aux_route_uses_and_updates_only_the_aux_bn(name):
   np.testing.assert_array_equal(models.BoundModel(model, variables, "eval", "aux")(X), main_eval)
   shifted = 0.5 * X + 0.5  # aux statistics learnt on other inputs than the main ones
   _, aux_stats = models.apply_model(model, variables, shifted, "train", bn="aux")
-  diverged = {**variables, "batch_stats": aux_stats}
+  diverged = {**variables, **aux_stats}
   np.testing.assert_array_equal(models.apply_model(model, diverged, X, "eval")[0], main_eval)
   assert not np.allclose(models.BoundModel(model, diverged, "eval", "aux")(X), main_eval)
 

@@ -8,12 +8,13 @@ import numpy as np
 import optax
 import pytest
 
-from jaxadv import objectives
+from jaxadv import methods, models
 from jaxadv.estimators import MIEstimator, dv_per_sample
-from jaxadv.objectives.common import masked_cosine, train_forward
-from jaxadv.objectives.namid import BASES, PRESETS, mi_loss, namid_objective, selection_mask
-from jaxadv.objectives.trades import trades_attack
-from jaxadv.train import mesh as mesh_lib
+from jaxadv.methods import base_losses
+from jaxadv.methods.common import masked_cosine, train_forward
+from jaxadv.methods.namid.objective import PRESETS, mi_loss, namid_objective, selection_mask
+from jaxadv.methods.trades import trades_attack
+from jaxadv import sharding
 from jaxadv.train import state as state_lib
 from jaxadv.train.step import make_train_step
 
@@ -35,7 +36,7 @@ def setup():
   init = jax.jit(ESTIMATOR.init)
   natural, adversarial = (init(jax.random.PRNGKey(seed), images, jnp.zeros((16, 3)))
                           for seed in (10, 11))
-  return variables["params"], variables["batch_stats"], batch, natural, adversarial
+  return variables["params"], models.model_state(variables), batch, natural, adversarial
 
 
 def _objective(setup, base="pgd_at", **options):
@@ -46,9 +47,9 @@ def _objective(setup, base="pgd_at", **options):
 
 def _run(objective, setup, batch=None):
   """jit(value_and_grad) of objective at setup's parameters: (loss, new_stats, metrics, grads)."""
-  params, batch_stats, default_batch, _, _ = setup
+  params, model_state, default_batch, _, _ = setup
   (loss, (stats, metrics)), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(
-      params, batch_stats, default_batch if batch is None else batch, jax.random.PRNGKey(1),
+      params, model_state, default_batch if batch is None else batch, jax.random.PRNGKey(1),
       jnp.int32(3))
   return loss, stats, metrics, grads
 
@@ -67,12 +68,12 @@ def _reference_mi_loss(setup, x, x_adv, clean_logits, adv_logits, labels, lam):
 
 
 def test_trades_loss_is_mi_term_of_a_reference_with_boolean_indexing(setup):
-  params, batch_stats, batch, _, _ = setup
+  params, model_state, batch, _, _ = setup
   loss, _, metrics, _ = _run(_objective(setup, "trades", lam=0.1), setup)
   x = batch["image"]
-  x_adv = trades_attack(params, batch_stats, batch, jax.random.PRNGKey(1), jnp.int32(3),
+  x_adv = trades_attack(params, model_state, batch, jax.random.PRNGKey(1), jnp.int32(3),
                         model=MODEL, **ATTACK)
-  clean_logits, stats = train_forward(MODEL, params, batch_stats, x)
+  clean_logits, stats = train_forward(MODEL, params, model_state, x)
   adv_logits, _ = train_forward(MODEL, params, stats, x_adv)
   labels = np.asarray(batch["label"])
   expected = _reference_mi_loss(setup, x, x_adv, np.asarray(clean_logits), np.asarray(adv_logits),
@@ -82,14 +83,14 @@ def test_trades_loss_is_mi_term_of_a_reference_with_boolean_indexing(setup):
   np.testing.assert_allclose(loss, metrics["risk"] + 5.0 * metrics["mi_loss"], rtol=1e-6)
 
 
-@pytest.mark.parametrize("base", list(BASES))
+@pytest.mark.parametrize("base", base_losses.NAMES)
 def test_alpha_zero_is_the_base_loss(setup, base):
   loss, stats, metrics, grads = _run(_objective(setup, base, alpha=0.0), setup)
   assert float(metrics["mi_loss"]) > 0  # the MI term is there, only weighted by 0
   if base == "pgd_at":  # PGD-AT's single forward pass: its batch statistics differ
-    reference = objectives.build("pgd_at", MODEL, ATTACK)
+    reference = methods.build("pgd_at", MODEL, ATTACK)
   else:
-    reference = objectives.build(base, MODEL, ATTACK, options={"beta": 6.0})
+    reference = methods.build(base, MODEL, ATTACK, options={"beta": 6.0})
   ref_loss, ref_stats, _, ref_grads = _run(reference, setup)
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
   chex.assert_trees_all_close(grads, ref_grads, rtol=1e-5, atol=1e-7)
@@ -98,8 +99,8 @@ def test_alpha_zero_is_the_base_loss(setup, base):
 
 
 def test_empty_selection_gives_the_risk_and_finite_gradients(setup):
-  params, batch_stats, batch, _, _ = setup
-  clean_logits, _ = train_forward(MODEL, params, batch_stats, batch["image"])
+  params, model_state, batch, _, _ = setup
+  clean_logits, _ = train_forward(MODEL, params, model_state, batch["image"])
   wrong = dict(batch, label=(jnp.argmax(clean_logits, -1) + 1).astype(jnp.int32) % 3)
   loss, _, metrics, grads = _run(_objective(setup, lam=0.1), setup, wrong)
   assert float(metrics["selected"]) == 0 and float(metrics["mi_loss"]) == 0
@@ -142,13 +143,13 @@ def test_selection_is_clean_correct_and_adversarially_wrong():
 
 
 def test_estimators_get_zero_gradient_and_the_mi_term_trains_the_model(setup):
-  params, batch_stats, batch, natural, adversarial = setup
+  params, model_state, batch, natural, adversarial = setup
 
   def loss(natural_variables, adversarial_variables, params):
     objective = namid_objective(MODEL, ATTACK, estimator=ESTIMATOR,
                                 natural_variables=natural_variables,
                                 adversarial_variables=adversarial_variables)
-    return objective(params, batch_stats, batch, jax.random.PRNGKey(1), jnp.int32(3))[0]
+    return objective(params, model_state, batch, jax.random.PRNGKey(1), jnp.int32(3))[0]
 
   grad_n, grad_a, grad_params = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(natural, adversarial,
                                                                           params)
@@ -163,7 +164,7 @@ def test_presets_and_bad_options():
   assert PRESETS["paper"]["lam"] == 0.1 and PRESETS["code"]["lam"] == 0.0
   assert PRESETS["paper"]["alpha"] == PRESETS["code"]["alpha"] == 5.0
   kwargs = dict(estimator=ESTIMATOR, natural_variables={}, adversarial_variables={})
-  with pytest.raises(ValueError, match="NAMID base"):
+  with pytest.raises(ValueError, match="unknown base loss 'awp'"):
     namid_objective(MODEL, ATTACK, base="awp", **kwargs)
   with pytest.raises(ValueError, match="dv_variant"):
     namid_objective(MODEL, ATTACK, dv_variant="jsd", **kwargs)
@@ -175,14 +176,14 @@ def test_presets_and_bad_options():
 
 def test_namid_m_code_preset_trains_one_sharded_step(setup):
   assert jax.device_count() == 8
-  mesh = mesh_lib.data_mesh()
+  mesh = sharding.data_mesh()
   tx = optax.sgd(0.1)
   state = jax.device_put(state_lib.create(MODEL, tx, SHAPE[1:], seed=0),
-                         mesh_lib.replicated(mesh))
+                         sharding.replicated(mesh))
   before = jax.device_get(state.params)
   step = make_train_step(_objective(setup, "mart", **PRESETS["code"]), tx, mesh)
   batch = {"image": np.asarray(random_images(SHAPE)), "label": np.arange(16, dtype=np.int32) % 3}
-  state, metrics = step(state, mesh_lib.put_batch(batch, mesh))
+  state, metrics = step(state, sharding.put_batch(batch, mesh))
   assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
   changed = jax.tree.map(lambda a, b: not np.allclose(a, b), before, jax.device_get(state.params))
   assert any(jax.tree.leaves(changed))

@@ -13,18 +13,21 @@ import pytest
 
 from jaxadv import cli
 from jaxadv import config as config_lib
+from jaxadv import train as training
 from jaxadv.attacks import pgd
 from jaxadv.estimators import MIEstimator, dv_per_sample
-from jaxadv.objectives import NamidEstimators
-from jaxadv.objectives.namid_estimators import code_loss, estimator_objective, init_params
-from jaxadv.train import loop, namid_stage
+from jaxadv.methods import namid
+from jaxadv.methods.namid import NamidEstimators
+from jaxadv.methods.namid.estimators import code_loss, estimator_objective, init_params
 from jaxadv.train.checkpoint import Checkpointer
 
 from helpers import tiny_config
 
 ESTIMATOR = MIEstimator(width=16, conv_features=(8, 16))
 ATTACK = dict(eps=0.3, step_size=0.1, steps=5, norm="linf")
-SMALL_MI = {"mi.width": 16, "mi.conv_features": (8, 16), "mi.lr": 1e-3}
+SMALL_MI = {"objective.namid.estimator.width": 16,
+            "objective.namid.estimator.conv_features": (8, 16),
+            "objective.namid.estimator.lr": 1e-3, "objective.namid.estimator.num_epochs": 2}
 
 
 @pytest.fixture(scope="module")
@@ -166,72 +169,108 @@ def test_bad_dv_variant_is_rejected(setup):
 def base_run(tmp_path_factory):
   """A tiny digits PGD-AT run directory (the classifier of the estimator stage)."""
   workdir = tmp_path_factory.mktemp("base")
-  loop.train(tiny_config(num_epochs=3), workdir, progress=False)
+  training.train(tiny_config(num_epochs=3), workdir, progress=False)
   return workdir
 
 
-def _stage_config(base_run, **overrides):
-  return tiny_config(init_from=str(base_run), **{**SMALL_MI, **overrides})
+def _namid_config(base_run, **overrides):
+  """A tiny NAMID run whose estimator stage trains on `base_run`."""
+  return tiny_config(**{"objective.name": "namid",
+                        "objective.namid.estimator.classifier": str(base_run), **SMALL_MI,
+                        **overrides})
+
+
+def _estimators(directory) -> NamidEstimators:
+  config, variables, _ = training.restore(directory, "estimators")
+  return namid.as_estimators(config, variables)
 
 
 def test_stage_resumes_exactly_and_loads_into_a_namid_run(base_run, tmp_path):
-  config = _stage_config(base_run, **{"mi.dv_variant": "authors"})
-  whole = loop.train_estimators(config, tmp_path / "whole", progress=False)
-  loop.train_estimators(config, tmp_path / "split", stop_after_step=6, progress=False)
-  assert Checkpointer(tmp_path / "split").all_steps() == [4]
-  resumed = loop.train_estimators(config, tmp_path / "split", progress=False)
+  config = _namid_config(base_run, **{"objective.namid.estimator.dv_variant": "authors"})
+  whole = training.train(config, tmp_path / "whole", stages=["estimators"], progress=False)
+  training.train(config, tmp_path / "split", stages=["estimators"], stop_after_step=6,
+                 progress=False)
+  assert Checkpointer(tmp_path / "split" / "estimators").all_steps() == [4]
+  resumed = training.train(config, tmp_path / "split", stages=["estimators"], progress=False)
   assert int(resumed.step) == int(whole.step) == 16
   chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(whole.params))
-  rows = [json.loads(line)
-          for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+  stage_dir = tmp_path / "whole" / "estimators"
+  rows = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
   assert {"natural_gain", "adversarial_gain", "selected"} <= set(rows[-1])
+  assert json.loads((stage_dir / "mi.json").read_text())["run"] == str(base_run)
+  assert not (tmp_path / "whole" / "checkpoints").exists()  # the model stage did not run
 
-  estimators = namid_stage.load(tmp_path / "whole")
+  estimators = _estimators(stage_dir)
   assert isinstance(estimators, NamidEstimators) and estimators.dv_variant == "authors"
   assert estimators.module == MIEstimator(width=16, conv_features=(8, 16))
   chex.assert_trees_all_equal(estimators.natural["params"],
                               jax.device_get(whole.params["natural"]))
 
-  namid_config = tiny_config(**{"objective.name": "namid", "objective.namid_base": "trades",
-                                "objective.namid_lam": 0.0,
-                                "objective.namid_estimators": str(tmp_path / "whole")})
-  state = loop.train(namid_config, tmp_path / "namid", stop_after_step=4, progress=False)
+  namid_config = tiny_config(**{"objective.name": "namid", "objective.namid.base": "trades",
+                                "objective.namid.lam": 0.0,
+                                "objective.namid.estimators": str(stage_dir)})
+  state = training.train(namid_config, tmp_path / "namid", stop_after_step=4, progress=False)
   row = json.loads((tmp_path / "namid" / "metrics.jsonl").read_text().splitlines()[0])
   assert int(state.step) == 4 and row["step"] == 4
   assert {"mi_loss", "cos_natural", "risk"} <= set(row) and np.isfinite(row["loss"])
+  assert not (tmp_path / "namid" / "estimators").exists()  # loaded from their source
+
+
+def test_one_run_trains_both_stages_in_order(base_run, tmp_path):
+  """Without `estimators`, `train` trains the estimator stage in <workdir>/estimators, then the
+  NAMID model with them; running it again changes nothing."""
+  config = _namid_config(base_run, num_epochs=1)
+  state = training.train(config, tmp_path, progress=False)
+  assert int(state.step) == 8 and Checkpointer(tmp_path / "estimators").latest_step() == 16
+  assert (tmp_path / "estimators" / "mi.json").is_file()
+  mi_time = (tmp_path / "estimators" / "mi.json").stat().st_mtime_ns
+  again = training.train(config, tmp_path, progress=False)
+  chex.assert_trees_all_equal(jax.device_get(again.params), jax.device_get(state.params))
+  assert (tmp_path / "estimators" / "mi.json").stat().st_mtime_ns == mi_time  # not redone
 
 
 def test_mi_report_of_a_run(base_run, tmp_path, capsys):
-  loop.train_estimators(_stage_config(base_run), tmp_path / "est", progress=False)
-  record = loop.mi_report(base_run, tmp_path / "est", out_dir=tmp_path)
+  training.train(_namid_config(base_run), tmp_path, stages=["estimators"], progress=False)
+  estimators = str(tmp_path / "estimators")
+  record = training.report("mi", base_run, estimators=estimators)
   assert record["batch_size"] == 32 and record["n"] == 64  # 64 test points, batches of 32
   assert 0 <= record["n_selected"] <= record["n"]
   assert all(np.isfinite(v) for v in record["all"].values())
-  assert json.loads((tmp_path / "mi.json").read_text())["n"] == 64
+  assert json.loads((base_run / "mi.json").read_text())["n"] == 64
   assert "natural MI" in capsys.readouterr().out
   with pytest.raises(ValueError, match="whole batches"):
-    loop.mi_report(base_run, tmp_path / "est", batch_size=100, out_dir=tmp_path)
+    training.report("mi", base_run, estimators=estimators, batch_size=100)
+  assert cli.main(["report", "mi", "--workdir", str(base_run), f"estimators={estimators}",
+                   "--num-examples", "32"]) == 0
+  assert json.loads((base_run / "mi.json").read_text())["n"] == 32
 
 
 def test_stage_and_namid_config_errors(base_run, tmp_path, capsys):
-  with pytest.raises(ValueError, match="init_from"):
-    loop.train_estimators(tiny_config(**SMALL_MI), tmp_path / "e", progress=False)
-  with pytest.raises(ValueError, match="namid_estimators"):
+  field = "objective.namid.estimator."
+  with pytest.raises(ValueError, match="objective.namid.estimators: NAMID needs its MI"):
     tiny_config(**{"objective.name": "namid"})
-  with pytest.raises(ValueError, match="mi.dv_variant"):
-    tiny_config(**{"mi.dv_variant": "jsd"})
-  with pytest.raises(ValueError, match="mi.objective"):
-    tiny_config(**{"mi.objective": "gap"})
-  with pytest.raises(ValueError, match="mi.score_clip must be >= 0"):
-    tiny_config(**{"mi.score_clip": -1.0})
-  with pytest.raises(ValueError, match="mi.conv_features"):
-    tiny_config(**{"mi.conv_features": ()})
-  missing = tiny_config(**{"objective.name": "namid", "objective.namid_estimators":
+  with pytest.raises(ValueError, match=f"{field}dv_variant"):
+    _namid_config(base_run, **{f"{field}dv_variant": "jsd"})
+  with pytest.raises(ValueError, match=f"{field}objective"):
+    _namid_config(base_run, **{f"{field}objective": "gap"})
+  with pytest.raises(ValueError, match=f"{field}score_clip must be a finite number >= 0"):
+    _namid_config(base_run, **{f"{field}score_clip": -1.0})
+  with pytest.raises(ValueError, match=f"{field}conv_features"):
+    _namid_config(base_run, **{f"{field}conv_features": ()})
+  with pytest.raises(ValueError, match="unknown stage"):
+    training.train(_namid_config(base_run), tmp_path / "s", stages=["critic"], progress=False)
+  missing = tiny_config(**{"objective.name": "namid", "objective.namid.estimators":
                            str(tmp_path / "none")})
-  with pytest.raises(FileNotFoundError, match="train-mi"):
-    loop.train(missing, tmp_path / "n", progress=False)
-  assert cli.main(["mi", "--workdir", str(base_run), "--estimators", str(tmp_path / "none")]) == 2
-  assert "no trained NAMID estimators" in capsys.readouterr().err
+  with pytest.raises(FileNotFoundError, match="not a jaxadv run directory"):
+    training.train(missing, tmp_path / "n", progress=False)
+  wrong_model = _namid_config(base_run, **{"model.name": "resnet18"})
+  with pytest.raises(ValueError, match="holds a small_cnn on digits, not a resnet18"):
+    training.train(wrong_model, tmp_path / "w", progress=False)
+  assert cli.main(["report", "mi", "--workdir", str(base_run),
+                   f"estimators={tmp_path / 'none'}"]) == 2
+  assert "not a jaxadv run directory" in capsys.readouterr().err
+  assert cli.main(["report", "mi", "--workdir", str(base_run), "critic=1"]) == 2
+  assert "option=value pairs among ['batch_size', 'estimators']" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("variant", ["", "trades", "mart,code", "smoke"])
@@ -239,35 +278,36 @@ def test_namid_configs_select_the_objective(variant):
   config = config_lib.validate(
       config_lib.load_file(f"experiments/configs/mnist_namid.py:{variant}"))
   assert config.objective.name == "namid"
-  assert config.objective.namid_base == {"": "pgd_at", "trades": "trades", "mart,code": "mart",
-                                         "smoke": "pgd_at"}[variant]
-  assert config.objective.namid_lam == (0.0 if "code" in variant else 0.1)
+  namid_group = config.objective.namid
+  assert namid_group.base == {"": "pgd_at", "trades": "trades", "mart,code": "mart",
+                              "smoke": "pgd_at"}[variant]
+  assert namid_group.lam == (0.0 if "code" in variant else 0.1)
+  assert namid_group.estimator.objective == ("code" if "code" in variant else "paper")
+  assert namid_group.estimator.dv_variant == ("authors" if "code" in variant else "exact")
   with pytest.raises(ValueError, match="variant"):
     config_lib.load_file("experiments/configs/mnist_namid.py:trades,mart")
 
 
-def test_estimator_configs_select_the_objective_dv_and_critic_bound():
-  load = lambda variant: config_lib.load_file(
-      f"experiments/configs/mnist_namid_estimators.py:{variant}")
-  assert load("").mi.score_clip == 0.0 and load("").mi.objective == "paper"
-  assert load("code").mi.dv_variant == "authors" and load("code").mi.objective == "code"
+def test_namid_configs_set_the_estimator_stage_and_critic_bound():
+  load = lambda variant: config_lib.load_file(f"experiments/configs/mnist_namid.py:{variant}")
+  assert load("").objective.namid.estimator.score_clip == 0.0
+  assert load("").objective.namid.estimator.classifier == "runs/mnist_pgd_at"
+  assert load("code,clipped").objective.namid.estimator.score_clip == 10.0
   cifar = config_lib.validate(config_lib.load_file(
-      "experiments/configs/cifar10_resnet18_namid_estimators.py:code"))
-  assert cifar.mi.objective == "code" and cifar.mi.dv_variant == "authors"
-  clipped = load("code,clipped")
-  assert clipped.mi.score_clip == 10.0 and clipped.name == "mnist_namid_estimators_code_clipped"
+      "experiments/configs/cifar10_resnet18_namid.py:code")).objective.namid.estimator
+  assert cifar.objective == "code" and cifar.dv_variant == "authors" and cifar.batch_size == 256
 
 
 def test_mnist_smoke_configs_chain_base_estimators_and_namid(mnist_dir, tmp_path):
   # pylint: disable=unused-argument
-  """The shipped MNIST configs, smoke variants: base run -> estimator stage -> NAMID-M (code)."""
+  """The shipped MNIST configs, smoke variants: base run -> NAMID-M (code), whose run trains its
+  estimator stage on the base, then the model."""
   load = lambda name: config_lib.load_file(f"experiments/configs/{name}")
-  loop.train(load("mnist_pgd_at.py:smoke"), tmp_path / "base", progress=False)
-  stage = config_lib.apply_overrides(load("mnist_namid_estimators.py:code,smoke"),
-                                     [f"init_from={tmp_path / 'base'}"])
-  assert int(loop.train_estimators(stage, tmp_path / "est", progress=False).step) == 4
-  namid = config_lib.apply_overrides(load("mnist_namid.py:mart,code,smoke"),
-                                     [f"objective.namid_estimators={tmp_path / 'est'}"])
-  assert int(loop.train(namid, tmp_path / "namid", progress=False).step) == 4
-  assert namid_stage.load(tmp_path / "est").dv_variant == "authors"
-  assert namid_stage.load(tmp_path / "est").module.score_clip == 0.0
+  training.train(load("mnist_pgd_at.py:smoke"), tmp_path / "base", progress=False)
+  config = config_lib.apply_overrides(
+      load("mnist_namid.py:mart,code,smoke"),
+      [f"objective.namid.estimator.classifier={tmp_path / 'base'}"])
+  assert int(training.train(config, tmp_path / "namid", progress=False).step) == 4
+  assert Checkpointer(tmp_path / "namid" / "estimators").latest_step() == 4
+  estimators = _estimators(tmp_path / "namid" / "estimators")
+  assert estimators.dv_variant == "authors" and estimators.module.score_clip == 0.0

@@ -13,14 +13,19 @@ import optax
 import pytest
 
 from jaxadv import config as config_lib
-from jaxadv import models, objectives
+from jaxadv import methods, models
+from jaxadv.methods import awp as awp_lib
+from jaxadv.methods import base_losses
+from jaxadv.methods.mart import boosted_cross_entropy, mart_risk
+from jaxadv.methods.namid import NamidEstimators
+from jaxadv.methods.trades import trades_risk
 from jaxadv.attacks import losses, pgd
 from jaxadv.estimators import MIEstimator
-from jaxadv.objectives.fgsm_rs import fgsm_rs_attack
-from jaxadv.objectives.pgd_at import pgd_at_attack, pgd_at_loss
-from jaxadv.objectives.trades import INIT_STD, trades_attack
-from jaxadv.train import loop
-from jaxadv.train import mesh as mesh_lib
+from jaxadv.methods.fgsm_rs import fgsm_rs_attack
+from jaxadv.methods.pgd_at import pgd_at_attack, pgd_at_loss
+from jaxadv.methods.trades import INIT_STD, trades_attack
+from jaxadv import train as training
+from jaxadv import sharding
 from jaxadv.train import state as state_lib
 from jaxadv.train.step import make_train_step
 
@@ -39,13 +44,13 @@ def setup():
   images = random_images((16, 4, 4, 1))
   variables = MODEL.init(jax.random.PRNGKey(0), images)
   batch = {"image": images, "label": jnp.arange(16, dtype=jnp.int32) % 3}
-  return variables["params"], variables["batch_stats"], batch
+  return variables["params"], models.model_state(variables), batch
 
 
 def _value_and_grad(objective, setup, key=jax.random.PRNGKey(1), step=jnp.int32(5)):
-  params, batch_stats, batch = setup
+  params, model_state, batch = setup
   (loss, (_, metrics)), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(
-      params, batch_stats, batch, key, step)
+      params, model_state, batch, key, step)
   return loss, grads, metrics
 
 
@@ -57,17 +62,17 @@ def _assert_same_value_and_grad(a, b, setup):
 
 
 def test_trades_with_beta_zero_is_erm(setup):
-  trades = objectives.build("trades", MODEL, ATTACK, options={"beta": 0.0})
-  _assert_same_value_and_grad(trades, objectives.build("erm", MODEL), setup)
+  trades = methods.build("trades", MODEL, ATTACK, options={"beta": 0.0})
+  _assert_same_value_and_grad(trades, methods.build("erm", MODEL), setup)
 
 
 def test_trades_attack_raises_the_kl_inside_the_ball(setup):
-  params, batch_stats, batch = setup
+  params, model_state, batch = setup
   key = jax.random.PRNGKey(4)
-  x_adv = trades_attack(params, batch_stats, batch, key, 0, model=MODEL, **ATTACK)
+  x_adv = trades_attack(params, model_state, batch, key, 0, model=MODEL, **ATTACK)
   x = batch["image"]
   assert np.all(np.abs(x_adv - x) <= ATTACK["eps"] + 1e-6) and np.all((x_adv >= 0) & (x_adv <= 1))
-  logits = models.BoundModel(MODEL, {"params": params, "batch_stats": batch_stats},
+  logits = models.BoundModel(MODEL, {"params": params, **model_state},
                              "batch_stats")  # the attack's model mode
   kl_at = losses.kl_from(logits(x))
   start = x + INIT_STD * jax.random.normal(key, x.shape)
@@ -87,7 +92,7 @@ def test_pgd_start_is_checked():
 
 @pytest.mark.parametrize("name, term", [("trades", "kl"), ("mart", "weighted_kl")])
 def test_kl_term_vanishes_when_x_adv_is_x(setup, name, term):
-  objective = objectives.build(name, MODEL, dict(ATTACK, eps=0.0))
+  objective = methods.build(name, MODEL, dict(ATTACK, eps=0.0))
   _, _, metrics = _value_and_grad(objective, setup)
   assert float(metrics[term]) == pytest.approx(0.0, abs=1e-7)
   assert float(metrics["accuracy"]) == float(metrics["clean_accuracy"])
@@ -108,13 +113,13 @@ def test_mart_loss_matches_a_hand_computation():
   kl = np.sum(p * np.log(p / q), axis=-1)
   weight = 1 - p[[0, 1], labels]
   expected = np.mean(bce) + 6.0 * np.mean(kl * weight)
-  loss, metrics = objectives.mart_risk(jnp.asarray(clean, jnp.float32),
+  loss, metrics = mart_risk(jnp.asarray(clean, jnp.float32),
                                        jnp.asarray(adv, jnp.float32), jnp.asarray(labels),
                                        beta=6.0)
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
   np.testing.assert_allclose(metrics["weighted_kl"], np.mean(kl * weight), rtol=1e-5)
   # -log(1 - p_k) stays finite (= 100 - log 2 + log(1 + ...)) where p_k rounds to 1.
-  confident = objectives.boosted_cross_entropy(jnp.array([[0.0, 100.0, 0.0]]), jnp.array([0]))
+  confident = boosted_cross_entropy(jnp.array([[0.0, 100.0, 0.0]]), jnp.array([0]))
   assert np.all(np.isfinite(confident)) and float(confident[0]) > 100
 
 
@@ -123,24 +128,24 @@ def test_trades_risk_matches_a_hand_computation():
   adv = np.array([[1.0, 1.5, -0.5]])
   p, q = _softmax(clean), _softmax(adv)
   expected = -np.log(p[0, 0]) + 2.0 * np.sum(p * np.log(p / q))
-  loss, _ = objectives.trades_risk(jnp.asarray(clean, jnp.float32), jnp.asarray(adv, jnp.float32),
+  loss, _ = trades_risk(jnp.asarray(clean, jnp.float32), jnp.asarray(adv, jnp.float32),
                                    jnp.array([0]), beta=2.0)
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("base", sorted(objectives.AWP_BASES))
+@pytest.mark.parametrize("base", base_losses.NAMES)
 def test_awp_with_gamma_zero_is_its_base(setup, base):
-  awp = objectives.build("awp", MODEL, ATTACK, options={"awp_base": base, "awp_gamma": 0.0})
-  _assert_same_value_and_grad(awp, objectives.build(base, MODEL, ATTACK), setup)
+  awp = methods.build("awp", MODEL, ATTACK, options={"base": base, "gamma": 0.0})
+  _assert_same_value_and_grad(awp, methods.build(base, MODEL, ATTACK), setup)
 
 
 def test_awp_perturbs_each_weight_tensor_by_gamma_times_its_norm(setup):
-  params, batch_stats, batch = setup
-  x_adv = pgd_at_attack(params, batch_stats, batch, jax.random.PRNGKey(1), 0, model=MODEL,
+  params, model_state, batch = setup
+  x_adv = pgd_at_attack(params, model_state, batch, jax.random.PRNGKey(1), 0, model=MODEL,
                         **ATTACK)
-  base = lambda p: pgd_at_loss(p, batch_stats, batch, x_adv, model=MODEL)[0]
+  base = lambda p: pgd_at_loss(p, model_state, batch, x_adv, model=MODEL)[0]
   grads = jax.grad(base)(params)
-  v = objectives.weight_perturbation(params, grads, 0.02)
+  v = awp_lib.weight_perturbation(params, grads, 0.02)
   for w, g, d in zip(jax.tree.leaves(params), jax.tree.leaves(grads), jax.tree.leaves(v)):
     if w.ndim < 2:  # biases and BatchNorm scale / bias stay put
       assert not np.any(d)
@@ -150,19 +155,19 @@ def test_awp_perturbs_each_weight_tensor_by_gamma_times_its_norm(setup):
     np.testing.assert_allclose(cosine, 1.0, rtol=1e-5)  # an ascent step along the gradient
   # The AWP gradient is the base gradient at the perturbed weights w + v.
   awp = functools.partial(
-      objectives.awp, attack=functools.partial(pgd_at_attack, model=MODEL, **ATTACK),
+      awp_lib.awp, attack=functools.partial(pgd_at_attack, model=MODEL, **ATTACK),
       loss=functools.partial(pgd_at_loss, model=MODEL), gamma=0.02)
-  awp_grads = jax.grad(lambda p: awp(p, batch_stats, batch, jax.random.PRNGKey(1), 0)[0])(params)
+  awp_grads = jax.grad(lambda p: awp(p, model_state, batch, jax.random.PRNGKey(1), 0)[0])(params)
   chex.assert_trees_all_close(awp_grads, jax.grad(base)(jax.tree.map(jnp.add, params, v)),
                               rtol=1e-5, atol=1e-7)
   assert not np.allclose(jax.tree.leaves(awp_grads)[1], jax.tree.leaves(grads)[1])
 
 
 def test_fgsm_rs_takes_one_step_of_alpha_from_a_random_start(setup):
-  params, batch_stats, _ = setup
+  params, model_state, _ = setup
   images = 0.2 + 0.6 * random_images((16, 4, 4, 1), seed=3)  # no pixel near 0 or 1
   batch = {"image": images, "label": jnp.zeros(16, jnp.int32)}
-  x_adv = fgsm_rs_attack(params, batch_stats, batch, jax.random.PRNGKey(2), 0, model=MODEL,
+  x_adv = fgsm_rs_attack(params, model_state, batch, jax.random.PRNGKey(2), 0, model=MODEL,
                          eps=0.1, step_ratio=1.25)
   delta = np.asarray(x_adv - images)
   assert np.all(np.abs(delta) <= 0.1 + 1e-6) and np.all((x_adv >= 0) & (x_adv <= 1))
@@ -171,63 +176,74 @@ def test_fgsm_rs_takes_one_step_of_alpha_from_a_random_start(setup):
   assert 0.5 < on_boundary < 0.75
 
 
-@pytest.mark.parametrize("name", objectives.OBJECTIVES)
+@pytest.mark.parametrize("name", methods.names())
 def test_every_objective_trains_one_sharded_step(name):
   assert jax.device_count() == 8
-  mesh = mesh_lib.data_mesh()
+  mesh = sharding.data_mesh()
   tx = optax.sgd(0.1)
   state = jax.device_put(state_lib.create(MODEL, tx, (4, 4, 1), seed=0),
-                         mesh_lib.replicated(mesh))
+                         sharding.replicated(mesh))
   before = jax.device_get(state.params)
-  estimators = None
+  inputs = {}
   if name == "namid":  # two fresh (untrained) estimators suffice for one step
     module = MIEstimator(width=8, conv_features=(4,))
     init = lambda seed: module.init(jax.random.PRNGKey(seed), jnp.zeros((2, 4, 4, 1)),
                                     jnp.zeros((2, 3)))
-    estimators = objectives.NamidEstimators(module, init(1), init(2))
-  objective = objectives.build(name, MODEL, ATTACK, eps_warmup_steps=4,
-                               namid_estimators=estimators)
+    inputs = {"estimators": NamidEstimators(module, init(1), init(2))}
+  objective = methods.build(name, MODEL, ATTACK, eps_warmup_steps=4, inputs=inputs)
   step = make_train_step(objective, tx, mesh)
   batch = {"image": np.asarray(random_images((16, 4, 4, 1))),
            "label": np.arange(16, dtype=np.int32) % 3}
-  state, metrics = step(state, mesh_lib.put_batch(batch, mesh))
+  state, metrics = step(state, sharding.put_batch(batch, mesh))
   assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
   changed = jax.tree.map(lambda a, b: not np.allclose(a, b), before, jax.device_get(state.params))
   assert any(jax.tree.leaves(changed))
 
 
 def test_build_rejects_unknown_names_and_bad_options():
-  with pytest.raises(ValueError, match="unknown objective 'magic'"):
-    objectives.build("magic", MODEL, ATTACK)
+  with pytest.raises(ValueError, match="unknown method 'magic'"):
+    methods.build("magic", MODEL, ATTACK)
   with pytest.raises(ValueError, match="needs the training attack"):
-    objectives.build("trades", MODEL)
+    methods.build("trades", MODEL)
   with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
-    objectives.build("trades", MODEL, ATTACK, options={"beta": -1.0})
-  with pytest.raises(ValueError, match="awp_base 'erm' is unknown"):
-    objectives.build("awp", MODEL, ATTACK, options={"awp_base": "erm"})
+    methods.build("trades", MODEL, ATTACK, options={"beta": -1.0})
+  with pytest.raises(ValueError, match="base 'erm' is unknown"):
+    methods.build("awp", MODEL, ATTACK, options={"base": "erm"})
+  with pytest.raises(ValueError, match=r"unknown option\(s\) \['awp_base'\]"):
+    methods.build("awp", MODEL, ATTACK, options={"awp_base": "trades"})
   with pytest.raises(ValueError, match="needs its trained estimators"):
-    objectives.build("namid", MODEL, ATTACK)
+    methods.build("namid", MODEL, ATTACK)
 
 
 @pytest.mark.parametrize("override, message", [
-    ("objective.beta=-1", "objective.beta must be a finite number >= 0"),
-    ("objective.awp_gamma=-0.01", "objective.awp_gamma must be a finite number >= 0"),
-    ("objective.awp_base=sgd", "objective.awp_base 'sgd' is unknown"),
-    ("objective.fgsm_step_ratio=0", "objective.fgsm_step_ratio must be a finite number > 0"),
-    ("objective.beta=many", "objective.beta cannot be set"),
-    ("objective.namid_base=awp", "objective.namid_base 'awp' is unknown"),
-    ("objective.namid_alpha=-5", "objective.namid_alpha must be a finite number >= 0"),
-    ("objective.namid_lam=-0.1", "objective.namid_lam must be a finite number >= 0"),
+    ("objective.name=trades objective.trades.beta=-1",
+     "objective.trades.beta must be a finite number >= 0"),
+    ("objective.name=awp objective.awp.gamma=-0.01",
+     "objective.awp.gamma must be a finite number >= 0"),
+    ("objective.name=awp objective.awp.base=sgd", "objective.awp.base 'sgd' is unknown"),
+    ("objective.name=fgsm_rs objective.fgsm_rs.step_ratio=0",
+     "objective.fgsm_rs.step_ratio must be a finite number > 0"),
+    ("objective.trades.beta=many", "objective.trades.beta cannot be set"),
+    ("objective.beta=1", "unknown field 'objective.beta'"),
+    ("objective.name=namid objective.namid.estimators=E objective.namid.base=awp",
+     "objective.namid.base 'awp' is unknown"),
+    ("objective.name=namid objective.namid.estimators=E objective.namid.alpha=-5",
+     "objective.namid.alpha must be a finite number >= 0"),
+    ("objective.name=namid objective.namid.estimators=E objective.namid.lam=-0.1",
+     "objective.namid.lam must be a finite number >= 0"),
+    ("objective.name=namid", "objective.namid.estimators: NAMID needs its MI estimators"),
+    ("objective.name=adml objective.adml.theta=(1.0,-2.0)",
+     "objective.adml.theta must be a tuple of finite numbers >= 0"),
 ])
 def test_config_rejects_bad_objective_options(override, message):
   with pytest.raises(ValueError, match=message):
-    config_lib.validate(config_lib.apply_overrides(config_lib.base_config(), [override]))
+    config_lib.validate(config_lib.apply_overrides(config_lib.base_config(), override.split()))
 
 
 def _baseline_configs():
   """(config file, its dataset/model's pgd_at file) for every baseline config but pgd_at."""
   return [(path, path.with_name(path.stem[:-len(name)] + "pgd_at.py"))
-          for path in sorted(CONFIG_DIR.glob("*.py")) for name in objectives.OBJECTIVES
+          for path in sorted(CONFIG_DIR.glob("*.py")) for name in methods.names()
           if name not in ("erm", "pgd_at", "adml", "namid") and path.stem.endswith("_" + name)]
 
 
@@ -249,7 +265,7 @@ def test_baseline_configs_differ_from_pgd_at_only_in_objective(path, reference):
                          ids=lambda p: p.stem)
 def test_mnist_smoke_variants_train(path, tmp_path, mnist_dir):  # pylint: disable=unused-argument
   config = config_lib.load_file(f"{path}:smoke")
-  state = loop.train(config, tmp_path, progress=False)
+  state = training.train(config, tmp_path, progress=False)
   assert int(state.step) == 4  # 512 images, batches of 128, 1 epoch
   rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert rows[-1]["step"] == 4 and np.isfinite(rows[-1]["loss"])

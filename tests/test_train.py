@@ -14,12 +14,13 @@ import numpy as np
 import optax
 import pytest
 
-from jaxadv import cli, data, models, objectives
-from jaxadv.train import loop
-from jaxadv.train import mesh as mesh_lib
+from jaxadv import cli, data, methods, models
+from jaxadv import config as config_lib
+from jaxadv import train as training
+from jaxadv import sharding
 from jaxadv.train import state as state_lib
 from jaxadv.train.checkpoint import CheckpointError, Checkpointer
-from jaxadv.train.step import make_train_step
+from jaxadv.train.step import make_optimizer, make_train_step
 
 from helpers import tiny_config
 
@@ -34,38 +35,38 @@ def _run_steps(mesh, num_steps=2):
   host that broke a 2e-5 match of two steps)."""
   model = models.ResNet(stage_sizes=(1, 1), width=8, num_classes=10)
   tx = optax.sgd(0.1, momentum=0.9)
-  objective = objectives.build("pgd_at", model,
+  objective = methods.build("pgd_at", model,
                                dict(eps=0.5, step_size=0.25, steps=2, norm="l2"))
   state = jax.device_put(state_lib.create(model, tx, (16, 16, 3), seed=0),
-                         mesh_lib.replicated(mesh))
+                         sharding.replicated(mesh))
   step = make_train_step(objective, tx, mesh)
   rng = np.random.default_rng(0)
   for _ in range(num_steps):
     batch = {"image": rng.uniform(0, 1, (16, 16, 16, 3)).astype(np.float32),
              "label": rng.integers(0, 10, 16).astype(np.int32)}
-    state, metrics = step(state, mesh_lib.put_batch(batch, mesh))
+    state, metrics = step(state, sharding.put_batch(batch, mesh))
     jax.block_until_ready(metrics)
   return jax.device_get(state), jax.device_get(metrics)
 
 
 def test_sharded_step_matches_single_device_step():
   assert jax.device_count() == 8
-  state_8, metrics_8 = _run_steps(mesh_lib.data_mesh())
-  state_1, metrics_1 = _run_steps(mesh_lib.data_mesh(jax.devices()[:1]))
+  state_8, metrics_8 = _run_steps(sharding.data_mesh())
+  state_1, metrics_1 = _run_steps(sharding.data_mesh(jax.devices()[:1]))
   assert int(state_8.step) == 2
   chex.assert_trees_all_close(state_8.params, state_1.params, atol=2e-5, rtol=1e-4)
-  chex.assert_trees_all_close(state_8.batch_stats, state_1.batch_stats, atol=2e-5, rtol=1e-4)
+  chex.assert_trees_all_close(state_8.model_state, state_1.model_state, atol=2e-5, rtol=1e-4)
   chex.assert_trees_all_close(metrics_8, metrics_1, atol=1e-5)
 
 
 def test_step_donates_the_old_state():
-  mesh = mesh_lib.data_mesh()
+  mesh = sharding.data_mesh()
   model = models.get("small_cnn", num_classes=10)
   tx = optax.sgd(0.1)
-  state = jax.device_put(state_lib.create(model, tx, (8, 8, 1), 0), mesh_lib.replicated(mesh))
-  step = make_train_step(objectives.build("erm", model), tx, mesh)
+  state = jax.device_put(state_lib.create(model, tx, (8, 8, 1), 0), sharding.replicated(mesh))
+  step = make_train_step(methods.build("erm", model), tx, mesh)
   batch = next(data.train_batches(data.load("digits", "train"), 16, 0))
-  new_state, metrics = step(state, mesh_lib.put_batch(batch, mesh))
+  new_state, metrics = step(state, sharding.put_batch(batch, mesh))
   jax.block_until_ready(metrics)
   assert jax.tree.leaves(state.params)[0].is_deleted()
   assert not jax.tree.leaves(new_state.params)[0].is_deleted()
@@ -73,14 +74,14 @@ def test_step_donates_the_old_state():
 
 def test_resume_after_preemption_equals_uninterrupted_run(tmp_path):
   config = tiny_config()
-  reference = loop.train(config, tmp_path / "whole", progress=False)
-  loop.train(config, tmp_path / "split", stop_after_step=6, progress=False)
+  reference = training.train(config, tmp_path / "whole", progress=False)
+  training.train(config, tmp_path / "split", stop_after_step=6, progress=False)
   assert Checkpointer(tmp_path / "split").all_steps() == [4]  # step 5-6 were lost
-  resumed = loop.train(config, tmp_path / "split", progress=False)
+  resumed = training.train(config, tmp_path / "split", progress=False)
   assert int(resumed.step) == int(reference.step) == 16
   chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(reference.params))
   # What eval restores (from a target built by jax.eval_shape) is the same final state.
-  _, variables, step = loop.restore_variables(tmp_path / "whole")
+  _, variables, step = training.restore(tmp_path / "whole")
   assert step == 16
   chex.assert_trees_all_equal(jax.device_get(variables["params"]),
                               jax.device_get(reference.params))
@@ -89,9 +90,9 @@ def test_resume_after_preemption_equals_uninterrupted_run(tmp_path):
 
 
 def test_resume_with_another_config_is_refused(tmp_path):
-  loop.train(tiny_config(), tmp_path, stop_after_step=1, progress=False)
+  training.train(tiny_config(), tmp_path, stop_after_step=1, progress=False)
   with pytest.raises(ValueError, match="different config"):
-    loop.train(tiny_config(**{"optim.lr": 0.2}), tmp_path, progress=False)
+    training.train(tiny_config(**{"optim.lr": 0.2}), tmp_path, progress=False)
 
 
 def _corrupt_latest(workdir: pathlib.Path) -> None:
@@ -105,12 +106,12 @@ def _corrupt_latest(workdir: pathlib.Path) -> None:
 
 def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
   config = tiny_config(num_epochs=1)
-  loop.train(config, tmp_path, progress=False)
+  training.train(config, tmp_path, progress=False)
   _corrupt_latest(tmp_path)
   with pytest.raises(CheckpointError, match="cannot be restored.*Other steps on disk"):
-    loop.evaluate_workdir(tmp_path)
+    training.evaluate_workdir(tmp_path)
   with pytest.raises(CheckpointError, match="cannot be restored"):
-    loop.train(config, tmp_path, progress=False)
+    training.train(config, tmp_path, progress=False)
 
 
 def test_eval_of_a_directory_without_a_run(tmp_path, capsys):
@@ -151,9 +152,9 @@ def test_cli_train_then_eval_end_to_end(tmp_path, capsys):
 
 
 def _final_params(workdir, config):
-  train_ds = loop.load_dataset(config, "train")
-  model = loop.build_model(config, train_ds)
-  tx, _ = loop.make_optimizer(config.optim, 1, 1)
+  train_ds = training.load_dataset(config, "train")
+  model = training.build_model(config, train_ds)
+  tx, _ = make_optimizer(config.optim, 1, 1)
   target = state_lib.create(model, tx, train_ds.image_shape, config.seed)
   checkpoints = Checkpointer(workdir)
   state = checkpoints.restore(target)
@@ -181,7 +182,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
   assert 8 <= Checkpointer(tmp_path / "killed").latest_step() < 32
   subprocess.run(command + ["--workdir", str(tmp_path / "killed")] + overrides, check=True,
                  env=env, capture_output=True)
-  config = loop.config_lib.from_json((tmp_path / "whole" / "config.json").read_text())
+  config = config_lib.from_json((tmp_path / "whole" / "config.json").read_text())
   whole, resumed = _final_params(tmp_path / "whole", config), _final_params(tmp_path / "killed", config)
   assert int(whole.step) == int(resumed.step) == 32
   chex.assert_trees_all_equal(whole.params, resumed.params)
@@ -189,8 +190,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
 
 def test_diverging_run_stops_with_a_clear_error_and_saves_no_bad_state(tmp_path, capsys):
   config = tiny_config(**{"optim.lr": 1e30, "attack.steps": 1})
-  with pytest.raises(loop.NonFiniteLoss, match="not finite") as stopped:
-    loop.train(config, tmp_path, progress=False)
+  with pytest.raises(training.NonFiniteLoss, match="not finite") as stopped:
+    training.train(config, tmp_path, progress=False)
   saved = Checkpointer(tmp_path).all_steps()
   assert all(step < stopped.value.step for step in saved)
   assert cli.main(["train", "--workdir", str(tmp_path / "cli"), "--no-progress", "optim.lr=1e30",

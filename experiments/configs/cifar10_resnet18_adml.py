@@ -5,8 +5,8 @@ The authors' ADML recipe: 10 epochs from an adversarially trained model
 0.9, weight decay 5e-4, triangular cyclic LR peaking at 1e-3 (jaxadv's "cyclic" peaks at half
 of training, the authors' at a fifth), PGD-10 training attack with step 2.3·eps/10. The same
 augmentation and evaluation as the base run. ADML-TRADES / ADML-MART:
-`objective.adml_base=trades` or `mart`, from the matching base run (`init_from=...`); θ̂-weighted
-DML terms: `objective.adml_theta=(...)`, ten weights (docs/objectives.md). The "smoke" variant
+`objective.adml.base=trades` or `mart`, from the matching base run (`init_from=...`); θ̂-weighted
+DML terms: `objective.adml.theta=(...)`, ten weights (docs/objectives.md). The "smoke" variant
 starts from the seed's init.
 """
 
@@ -22,7 +22,7 @@ def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = "cifar10_resnet18_adml"
   config.objective.name = "adml"
-  config.objective.adml_base = "pgd_at"
+  config.objective.adml.base = "pgd_at"
   config.init_from = "" if variant == "smoke" else "runs/cifar10_resnet18_pgd_at"
   config.attack.steps = STEPS
   config.attack.step_size = 2.3 * config.attack.eps / STEPS

@@ -2,7 +2,7 @@
 
 cifar10_resnet18_pgd_at with the objective swapped: the same PGD-10 training attack, schedule,
 augmentation and evaluation. AWP on TRADES, as in the paper's TRADES-AWP:
-`objective.awp_base=trades objective.awp_gamma=0.01`. Reference (methods.md): AWP WRN-34-10
+`objective.awp.base=trades objective.awp.gamma=0.01`. Reference (methods.md): AWP WRN-34-10
 85.36 clean / 56.17 AutoAttack.
 """
 
@@ -17,6 +17,6 @@ def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = "cifar10_resnet18_awp"
   config.objective.name = "awp"
-  config.objective.awp_base = "pgd_at"
-  config.objective.awp_gamma = 5e-3
+  config.objective.awp.base = "pgd_at"
+  config.objective.awp.gamma = 5e-3
   return config

@@ -16,5 +16,5 @@ def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = "cifar10_resnet18_mart"
   config.objective.name = "mart"
-  config.objective.beta = 6.0
+  config.objective.mart.beta = 6.0
   return config

@@ -17,5 +17,5 @@ def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = "cifar10_resnet18_trades"
   config.objective.name = "trades"
-  config.objective.beta = 6.0
+  config.objective.trades.beta = 6.0
   return config

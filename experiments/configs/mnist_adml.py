@@ -4,8 +4,8 @@ The authors' ADML recipe: 10 epochs from an adversarially trained model
 (`init_from = runs/mnist_pgd_at`, train that run first), SGD momentum 0.9, weight decay 5e-4,
 triangular cyclic LR peaking at 1e-3 (jaxadv's "cyclic" peaks at half of training, the authors'
 at a fifth), PGD-10 training attack with step 2.3·eps/10 and no eps warm-up. Evaluation as in
-mnist_pgd_at. ADML-TRADES / ADML-MART: `objective.adml_base=trades` or `mart`
-(`objective.adml_beta`, default 2); θ̂-weighted DML terms: `objective.adml_theta=(...)`, one
+mnist_pgd_at. ADML-TRADES / ADML-MART: `objective.adml.base=trades` or `mart`
+(`objective.adml.beta`, default 2); θ̂-weighted DML terms: `objective.adml.theta=(...)`, one
 weight per class (docs/objectives.md). The "smoke" variant starts from the seed's init.
 """
 
@@ -21,7 +21,7 @@ def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = "mnist_adml"
   config.objective.name = "adml"
-  config.objective.adml_base = "pgd_at"
+  config.objective.adml.base = "pgd_at"
   config.init_from = "" if variant == "smoke" else "runs/mnist_pgd_at"
   config.attack.steps = STEPS
   config.attack.step_size = 2.3 * config.attack.eps / STEPS

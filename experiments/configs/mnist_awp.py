@@ -1,7 +1,7 @@
 """AWP on PGD-AT (gamma 5e-3) of SmallCNN on the 8k/2k MNIST split, L-inf eps 0.3.
 
 mnist_pgd_at with the objective swapped: the same PGD-10 training attack, eps warm-up, schedule
-and evaluation. AWP on TRADES: `objective.awp_base=trades objective.awp_gamma=0.01`
+and evaluation. AWP on TRADES: `objective.awp.base=trades objective.awp.gamma=0.01`
 (docs/objectives.md).
 
 Start it from 2 epochs of clean training, as `experiments/mnist_tables.py` does (and as MART):
@@ -25,6 +25,6 @@ def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = "mnist_awp"
   config.objective.name = "awp"
-  config.objective.awp_base = "pgd_at"
-  config.objective.awp_gamma = 5e-3
+  config.objective.awp.base = "pgd_at"
+  config.objective.awp.gamma = 5e-3
   return config

@@ -16,5 +16,5 @@ def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = "mnist_fgsm_rs"
   config.objective.name = "fgsm_rs"
-  config.objective.fgsm_step_ratio = 1.25
+  config.objective.fgsm_rs.step_ratio = 1.25
   return config

@@ -1,7 +1,7 @@
 """MART (beta 6) of SmallCNN on the 8k/2k MNIST split, L-inf eps 0.3.
 
 mnist_pgd_at with the objective swapped: the same PGD-10 training attack, eps warm-up, schedule
-and evaluation, so the baselines compare under one budget. `objective.beta` weighs the
+and evaluation, so the baselines compare under one budget. `objective.mart.beta` weighs the
 misclassification-weighted KL term (docs/objectives.md).
 
 Start it from 2 epochs of clean training, as `experiments/mnist_tables.py` does:
@@ -24,5 +24,5 @@ def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = "mnist_mart"
   config.objective.name = "mart"
-  config.objective.beta = 6.0
+  config.objective.mart.beta = 6.0
   return config

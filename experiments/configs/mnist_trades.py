@@ -2,7 +2,7 @@
 
 mnist_pgd_at with the objective swapped: the same KL-attack budget (PGD-10, step 0.05, from
 x + 0.001 N(0, I)), eps warm-up, schedule and evaluation, so the baselines compare under one
-budget. `objective.beta` weighs the KL term (docs/objectives.md).
+budget. `objective.trades.beta` weighs the KL term (docs/objectives.md).
 """
 
 import pathlib
@@ -16,5 +16,5 @@ def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = "mnist_trades"
   config.objective.name = "trades"
-  config.objective.beta = 6.0
+  config.objective.trades.beta = 6.0
   return config

@@ -10,18 +10,30 @@
 | Square | `square` | Andriushchenko et al., 2020 |
 | EOT for randomised models | `EOT` | Athalye et al., 2018 |
 
+The gradient attacks are assembled from parts that compose into new ones: a loss (`losses`), a
+step rule (`step_rules`: steepest ascent per norm, MI-FGSM momentum, step size), a threat model
+(`threat`: random start and projection; `threat.ball` for L-inf, L2, L1) and the loop
+`iterate` (`iterative`) that runs them in a `lax.fori_loop`.
+
 AutoAttack's cascade lives in `jaxadv.eval` (`suites.build(["autoattack"], ...)`), because
 running each attack only on the points still robust is an evaluation-level decision.
 """
 
 from jaxadv.attacks import geometry
+from jaxadv.attacks import iterative
 from jaxadv.attacks import losses
+from jaxadv.attacks import step_rules
+from jaxadv.attacks import threat
 from jaxadv.attacks.apgd import apgd, apgd_targeted
 from jaxadv.attacks.base import as_pytree, check_attack_inputs
 from jaxadv.attacks.eot import EOT
 from jaxadv.attacks.fab import fab, fab_targeted
+from jaxadv.attacks.iterative import iterate
 from jaxadv.attacks.pgd import fgsm, mi_fgsm, pgd
 from jaxadv.attacks.square import square
+from jaxadv.attacks.step_rules import StepRule
+from jaxadv.attacks.threat import ThreatModel
 
-__all__ = ["EOT", "apgd", "apgd_targeted", "as_pytree", "check_attack_inputs", "fab",
-           "fab_targeted", "fgsm", "geometry", "losses", "mi_fgsm", "pgd", "square"]
+__all__ = ["EOT", "StepRule", "ThreatModel", "apgd", "apgd_targeted", "as_pytree",
+           "check_attack_inputs", "fab", "fab_targeted", "fgsm", "geometry", "iterate", "iterative",
+           "losses", "mi_fgsm", "pgd", "square", "step_rules", "threat"]

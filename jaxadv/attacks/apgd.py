@@ -227,9 +227,21 @@ def apgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array, *, eps,
   Returns:
     Adversarial images, same shape and dtype as `x`, carrying no gradient.
 
-  Example:
-    >>> apply_fn = jaxadv.models.BoundModel(model, variables, "eval")    # doctest: +SKIP
-    >>> x_adv = apgd(apply_fn, x, y, key, eps=8/255, loss="dlr")        # doctest: +SKIP
+  Example: APGD-DLR in L-inf on a linear model with 3 classes (a Flax model enters as
+  `jaxadv.models.BoundModel(model, variables, "eval")`).
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxadv.attacks import apgd
+    >>> w = jax.random.normal(jax.random.PRNGKey(0), (16, 3))
+    >>> apply_fn = lambda v: v.reshape(v.shape[0], -1) @ w
+    >>> x = jax.random.uniform(jax.random.PRNGKey(1), (4, 4, 4, 1))
+    >>> y = jnp.argmax(apply_fn(x), axis=-1)   # every clean example is classified correctly
+    >>> x_adv = apgd(apply_fn, x, y, jax.random.PRNGKey(2), eps=0.3, loss="dlr", steps=10)
+    >>> x_adv.shape, x_adv.dtype
+    ((4, 4, 4, 1), dtype('float32'))
+    >>> bool(jnp.all(jnp.abs(x_adv - x) <= 0.3 + 1e-6)), bool(jnp.all((0 <= x_adv) & (x_adv <= 1)))
+    (True, True)
+    >>> int(jnp.sum(jnp.argmax(apply_fn(x_adv), axis=-1) != y))   # examples fooled, of 4
+    4
   """
   check_attack_inputs(x, y, eps=eps, norm=norm, loss=loss, targets=targets)
   _check_common(key, steps, restarts, rho, momentum)
@@ -269,8 +281,22 @@ def apgd_targeted(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array,
   Returns:
     Adversarial images, same shape and dtype as `x`, carrying no gradient.
 
-  Example:
-    >>> x_adv = apgd_targeted(apply_fn, x, y, key, eps=8/255, num_targets=3)  # doctest: +SKIP
+  Example: APGD-T toward the 3 runner-up classes of a linear model with 4 classes (the
+  targeted DLR loss needs K >= 4).
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxadv.attacks import apgd_targeted
+    >>> w = jax.random.normal(jax.random.PRNGKey(0), (16, 4))
+    >>> apply_fn = lambda v: v.reshape(v.shape[0], -1) @ w
+    >>> x = jax.random.uniform(jax.random.PRNGKey(1), (4, 4, 4, 1))
+    >>> y = jnp.argmax(apply_fn(x), axis=-1)
+    >>> x_adv = apgd_targeted(apply_fn, x, y, jax.random.PRNGKey(2), eps=0.3, num_targets=3,
+    ...                       steps=10)
+    >>> x_adv.shape
+    (4, 4, 4, 1)
+    >>> bool(jnp.all(jnp.abs(x_adv - x) <= 0.3 + 1e-6)), bool(jnp.all((0 <= x_adv) & (x_adv <= 1)))
+    (True, True)
+    >>> int(jnp.sum(jnp.argmax(apply_fn(x_adv), axis=-1) != y))   # examples fooled, of 4
+    4
   """
   check_attack_inputs(x, y, eps=eps, norm=norm)
   validation.check_choice(loss, "targeted attack loss", losses.TARGETED_LOSSES)

@@ -261,9 +261,26 @@ def fab(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     Images with the shape and dtype of `x`, carrying no gradient: per example the smallest
     adversarial example found when ||x_adv - x|| <= eps (in [0, 1]), else `x` itself.
 
-  Example:
-    >>> apply_fn = jaxadv.models.BoundModel(model, variables, "eval")   # doctest: +SKIP
-    >>> x_adv = fab(apply_fn, x, y, key, eps=0.3, norm="linf", steps=100)  # doctest: +SKIP
+  Example: L-inf FAB on a linear model with 3 classes (a Flax model enters as
+  `jaxadv.models.BoundModel(model, variables, "eval")`).
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxadv.attacks import fab
+    >>> w = jax.random.normal(jax.random.PRNGKey(0), (16, 3))
+    >>> apply_fn = lambda v: v.reshape(v.shape[0], -1) @ w
+    >>> x = jax.random.uniform(jax.random.PRNGKey(1), (4, 4, 4, 1))
+    >>> y = jnp.argmax(apply_fn(x), axis=-1)
+    >>> key = jax.random.PRNGKey(2)
+    >>> x_adv = fab(apply_fn, x, y, key, eps=0.3, norm="linf", steps=10)
+    >>> x_adv.shape
+    (4, 4, 4, 1)
+    >>> bool(jnp.all(jnp.abs(x_adv - x) <= 0.3 + 1e-6)), bool(jnp.all((0 <= x_adv) & (x_adv <= 1)))
+    (True, True)
+    >>> int(jnp.sum(jnp.argmax(apply_fn(x_adv), axis=-1) != y))   # examples fooled, of 4
+    4
+
+  Where the smallest adversarial example found lies outside eps, `x` itself comes back:
+    >>> bool(jnp.all(fab(apply_fn, x, y, key, eps=0.005, norm="linf", steps=10) == x))
+    True
   """
   _check_fab_inputs(apply_fn, x, y, key, eps=eps, steps=steps, restarts=restarts,
                     alpha_max=alpha_max, eta=eta, beta=beta, norm=norm, targets=targets)
@@ -283,8 +300,21 @@ def fab_targeted(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array |
   smallest adversarial example over all runs is kept. Arguments and return value as in
   `fab`; `num_targets` is static and lies in [1, K - 1].
 
-  Example:
-    >>> x_adv = fab_targeted(apply_fn, x, y, key, eps=0.5, norm="l2")  # doctest: +SKIP
+  Example: L2 FAB-T toward both runner-up classes of a linear model with 3 classes.
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxadv.attacks import fab_targeted
+    >>> w = jax.random.normal(jax.random.PRNGKey(0), (16, 3))
+    >>> apply_fn = lambda v: v.reshape(v.shape[0], -1) @ w
+    >>> x = jax.random.uniform(jax.random.PRNGKey(1), (4, 4, 4, 1))
+    >>> y = jnp.argmax(apply_fn(x), axis=-1)
+    >>> x_adv = fab_targeted(apply_fn, x, y, jax.random.PRNGKey(2), eps=1.0, norm="l2",
+    ...                      steps=10, num_targets=2)
+    >>> x_adv.shape
+    (4, 4, 4, 1)
+    >>> bool(jnp.all(jnp.sqrt(jnp.sum(jnp.square(x_adv - x), axis=(1, 2, 3))) <= 1.0 + 1e-6))
+    True
+    >>> int(jnp.sum(jnp.argmax(apply_fn(x_adv), axis=-1) != y))   # examples fooled, of 4
+    4
   """
   num_classes = _check_fab_inputs(apply_fn, x, y, key, eps=eps, steps=steps, restarts=restarts,
                                   alpha_max=alpha_max, eta=eta, beta=beta, norm=norm)

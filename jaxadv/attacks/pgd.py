@@ -1,18 +1,35 @@
-"""Projected gradient descent (Madry et al., 2018) and FGSM as its one-step case.
+"""Projected gradient descent (Madry et al., 2018), with FGSM and MI-FGSM as its special cases.
 
     x_0     = x + U(ball(eps))            (x when random_start=False, or a given `start`)
-    x_{t+1} = Proj_{ball(x, eps) ∩ [0,1]^d}( x_t + step_size * dir_norm(∇_x L(f(x_t), y)) )
+    v_t     = mu v_{t-1} + ∇_x L(f(x_t), y) / ||∇_x L(f(x_t), y)||_1           (v_{-1} = 0)
+    x_{t+1} = Proj_{ball(x, eps) ∩ [0,1]^d}( x_t + step_size_t * dir_norm(v_t) )
 
-with dir_linf(g) = sign(g) and dir_l2(g) = g / ||g||_2. L is a per-example loss from
+with dir_linf(v) = sign(v), dir_l2(v) = v / ||v||_2 and a sparse L1 direction; mu = 0 is PGD
+(v_t is then the gradient's direction), mu > 0 MI-FGSM. L is a per-example loss from
 `jaxadv.attacks.losses`, summed over the batch so each example's step is independent of the
-batch size. The loop is a `lax.fori_loop`; shapes are fixed, so the attack jits once per
-(shape, steps, norm) and runs under `vmap` and on sharded batches.
+batch size. The attack is assembled from parts: the loop `iterative.iterate`, the threat model
+`threat.ball(norm, eps)` (random start, projection) and the step rule
+`chain(momentum(mu), steepest_ascent(norm), scale(step_size_t))` of `step_rules`. Shapes are
+fixed, so the attack jits once per (shape, steps, norm) and runs under `vmap` and on sharded
+batches.
 
 `apply_fn(x) -> logits` closes over the parameters *and the model mode* (eval, train, or
 batch statistics without update): the attack never decides the mode for you. Pass a pytree
 callable (`jaxadv.models.BoundModel(model, variables, mode)` or a `jax.tree_util.Partial`) to
 reuse the compiled attack across calls with new parameters; a plain Python closure works too
 but compiles once per closure.
+
+Example: FGSM and PGD in L-inf on a linear model.
+  >>> import jax, jax.numpy as jnp
+  >>> from jaxadv.attacks import fgsm, pgd
+  >>> w = jax.random.normal(jax.random.PRNGKey(0), (16, 3))
+  >>> apply_fn = lambda v: v.reshape(v.shape[0], -1) @ w
+  >>> x = jax.random.uniform(jax.random.PRNGKey(1), (2, 4, 4, 1))
+  >>> y = jnp.argmax(apply_fn(x), axis=-1)
+  >>> x_fgsm = fgsm(apply_fn, x, y, eps=0.1)
+  >>> x_pgd = pgd(apply_fn, x, y, jax.random.PRNGKey(2), eps=0.1, step_size=0.03, steps=10)
+  >>> [float(jnp.max(jnp.abs(v - x))) <= 0.1 + 1e-6 for v in (x_fgsm, x_pgd)]
+  [True, True]
 """
 
 from __future__ import annotations
@@ -25,23 +42,14 @@ import jax.numpy as jnp
 from jaxadv import validation
 from jaxadv.attacks import geometry
 from jaxadv.attacks import losses
+from jaxadv.attacks import step_rules
+from jaxadv.attacks import threat
 from jaxadv.attacks.base import ApplyFn, as_pytree, check_attack_inputs
-from jaxadv.attacks.worst_case import Candidate, fold_runs, run_keys, select, succeeded
+from jaxadv.attacks.iterative import iterate, resolve_unroll
+from jaxadv.attacks.worst_case import Candidate, fold_runs, run_keys, succeeded
 
 
 STEP_SCHEDULES = ("constant", "cosine")
-# XLA:CPU runs the input-gradient convolutions inside a `while` loop on a slow generic path;
-# unrolling the (static) step loop lets it use its fast convolutions: PGD-10 on SmallCNN went
-# from 26.3 s to 3.0 s with identical output (docs/performance.md). Other backends keep the
-# loop, which compiles faster. Unrolling is automatic on CPU up to this many steps.
-CPU_UNROLL_MAX_STEPS = 50
-
-
-def _unroll(unroll: bool | None, steps: int) -> bool:
-  """Resolves `unroll=None` (automatic): unroll on CPU for at most CPU_UNROLL_MAX_STEPS."""
-  if unroll is not None:
-    return unroll
-  return jax.default_backend() == "cpu" and steps <= CPU_UNROLL_MAX_STEPS
 
 
 def _step_multiplier(schedule: str, iteration, steps: int):
@@ -59,33 +67,31 @@ def _pgd(apply_fn, loss_fn, x, y, targets, start, key, eps, step_size, momentum,
   """Jitted PGD core; arguments as in `pgd`, already validated, the loss a pytree callable."""
   batch_ndim = y.ndim
   step = geometry.per_example(step_size, x, batch_ndim)
+  ball = threat.ball(norm, eps, batch_ndim=batch_ndim)
+  if start is not None:
+    init = lambda key, clean: start
+  elif random_start:
+    init = ball.init
+  else:
+    init = lambda key, clean: clean
+  step_rule = step_rules.chain(
+      step_rules.momentum(momentum, batch_ndim=batch_ndim),
+      step_rules.steepest_ascent(norm, batch_ndim=batch_ndim, l1_sparsity=l1_sparsity),
+      step_rules.scale(lambda t: step * _step_multiplier(step_schedule, t, steps)))
 
   def loss_and_logits(x_adv):
     logits = apply_fn(x_adv)
-    per_example = loss_fn(logits, y, targets)
-    return jnp.sum(per_example), (per_example, logits)
+    return loss_fn(logits, y, targets), logits
 
-  def update(iteration, carry):
-    x_adv, velocity = carry
-    (_, (_, logits)), grad = jax.value_and_grad(loss_and_logits, has_aux=True)(x_adv)
-    # MI-FGSM accumulation; with momentum 0 the direction is exactly that of the gradient.
-    velocity = momentum * velocity + grad / jnp.maximum(geometry.l1_norm(grad, batch_ndim), 1e-12)
-    direction = geometry.ascent_direction(velocity, norm, batch_ndim, l1_sparsity)
-    scale = step * _step_multiplier(step_schedule, iteration, steps)
-    moved = geometry.project(x_adv + scale * direction, x, eps, norm, batch_ndim)
-    if early_stop:
-      done = succeeded(logits, y, targets, targeted)
-      moved = select(done, x_adv, moved)
-    return moved, velocity
+  def fooled(logits):
+    return succeeded(logits, y, targets, targeted)
 
   def run(restart_key) -> Candidate:
-    if start is not None:
-      x_0 = start
-    else:
-      x_0 = geometry.random_start(restart_key, x, eps, norm, batch_ndim) if random_start else x
-    x_adv, _ = jax.lax.fori_loop(0, steps, update, (x_0, jnp.zeros_like(x)), unroll=unroll)
-    per_example, logits = loss_and_logits(x_adv)[1]
-    return Candidate(x_adv, succeeded(logits, y, targets, targeted), per_example)
+    x_adv = iterate(loss_and_logits, x, restart_key, steps=steps, step_rule=step_rule,
+                    init=init, project=ball.project, done=fooled if early_stop else None,
+                    unroll=unroll)
+    per_example, logits = loss_and_logits(x_adv)
+    return Candidate(x_adv, fooled(logits), per_example)
 
   keys = run_keys(key, restarts)  # restart r is keyed fold_in(key, r) whatever their number
   best = run(keys[0])
@@ -123,8 +129,8 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     step_schedule: "constant" or "cosine" decay of the step size over the iterations.
     momentum: MI-FGSM decay mu: g_t = mu g_{t-1} + ∇/||∇||_1, stepping along g_t (0: PGD).
     l1_sparsity: quantile of |∇| above which coordinates move in an L1 step.
-    unroll: unroll the step loop (None: automatically on CPU, see CPU_UNROLL_MAX_STEPS);
-      a speed choice only, the result is the same.
+    unroll: unroll the step loop (None: automatically on CPU, see
+      `iterative.CPU_UNROLL_MAX_STEPS`); a speed choice only, the result is the same.
     start: the first iterate x_0, shape of `x` (e.g. TRADES' x + 0.001 N(0, I)), used as
       given: the first step's projection brings it into the ball. Needs random_start=False
       and restarts=1.
@@ -132,9 +138,20 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
   Returns:
     Adversarial images, same shape and dtype as `x`, carrying no gradient.
 
-  Example:
-    >>> apply_fn = jaxadv.models.BoundModel(model, variables, "eval")   # doctest: +SKIP
-    >>> x_adv = pgd(apply_fn, x, y, key, eps=8/255, step_size=2/255, steps=10)  # doctest: +SKIP
+  Example: L2 PGD with restarts on a linear model (a Flax model enters as
+  `jaxadv.models.BoundModel(model, variables, "eval")`).
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxadv.attacks import pgd
+    >>> w = jax.random.normal(jax.random.PRNGKey(0), (16, 3))
+    >>> apply_fn = lambda v: v.reshape(v.shape[0], -1) @ w
+    >>> x = jax.random.uniform(jax.random.PRNGKey(1), (2, 4, 4, 1))
+    >>> y = jnp.array([0, 1])
+    >>> x_adv = pgd(apply_fn, x, y, jax.random.PRNGKey(2), eps=0.5, step_size=0.1, steps=10,
+    ...             norm="l2", restarts=2)
+    >>> x_adv.shape, x_adv.dtype
+    ((2, 4, 4, 1), dtype('float32'))
+    >>> bool(jnp.all(jnp.sqrt(jnp.sum(jnp.square(x_adv - x), axis=(1, 2, 3))) <= 0.5 + 1e-6))
+    True
   """
   named_loss = isinstance(loss, str)
   check_attack_inputs(x, y, eps=eps, norm=norm, norms=geometry.NORMS,
@@ -161,7 +178,7 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
               step_size, momentum, steps=steps, norm=norm, random_start=random_start,
               targeted=named_loss and loss in losses.TARGETED_LOSSES, restarts=restarts,
               early_stop=early_stop, step_schedule=step_schedule, l1_sparsity=l1_sparsity,
-              unroll=_unroll(unroll, steps))
+              unroll=resolve_unroll(unroll, steps))
 
 
 def mi_fgsm(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, *, eps, steps: int = 10,

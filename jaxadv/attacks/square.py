@@ -277,10 +277,22 @@ def square(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array, *, eps
   Returns:
     Adversarial images, same shape and dtype as `x`, carrying no gradient.
 
-  Example:
-    >>> apply_fn = jaxadv.models.BoundModel(model, variables, "eval")   # doctest: +SKIP
-    >>> key = jax.random.PRNGKey(0)
-    >>> x_adv = square(apply_fn, x, y, key, eps=0.3, queries=1000)   # doctest: +SKIP
+  Example: L-inf Square Attack on a linear model with 3 classes, forward passes only (a Flax
+  model enters as `jaxadv.models.BoundModel(model, variables, "eval")`).
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxadv.attacks import square
+    >>> w = jax.random.normal(jax.random.PRNGKey(0), (16, 3))
+    >>> apply_fn = lambda v: v.reshape(v.shape[0], -1) @ w
+    >>> x = jax.random.uniform(jax.random.PRNGKey(1), (4, 4, 4, 1))
+    >>> y = jnp.argmax(apply_fn(x), axis=-1)
+    >>> key = jax.random.PRNGKey(2)
+    >>> x_adv = square(apply_fn, x, y, key, eps=0.3, queries=100)
+    >>> x_adv.shape, x_adv.dtype
+    ((4, 4, 4, 1), dtype('float32'))
+    >>> bool(jnp.all(jnp.abs(x_adv - x) <= 0.3 + 1e-6)), bool(jnp.all((0 <= x_adv) & (x_adv <= 1)))
+    (True, True)
+    >>> int(jnp.sum(jnp.argmax(apply_fn(x_adv), axis=-1) != y))   # examples fooled, of 4
+    4
   """
   check_attack_inputs(x, y, eps=eps, norm=norm)
   if x.ndim != 4 or y.ndim != 1:

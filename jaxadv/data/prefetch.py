@@ -1,6 +1,6 @@
 """Prefetching to devices: keep a few batches already transferred while the step runs.
 
-`prefetch(batches, put, size)` calls `put` (e.g. `jaxadv.train.mesh.put_batch`, which places a
+`prefetch(batches, put, size)` calls `put` (e.g. `jaxadv.sharding.put_batch`, which places a
 process's rows on the mesh) on the next `size` host batches ahead of the consumer. JAX
 transfers and dispatches asynchronously, so the host's next gather and copy overlap the step
 in flight without a thread: the order of batches and of random draws stays exactly that of

@@ -14,6 +14,7 @@ go to the next stage, between attacks only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Callable, Mapping, Sequence, Union
 
@@ -24,7 +25,7 @@ import numpy as np
 from jaxadv.data import ArrayDataset
 from jaxadv.eval.journal import EvalJournal
 from jaxadv.models import BoundModel
-from jaxadv.train import mesh as mesh_lib
+from jaxadv import sharding
 
 Attack = Callable[..., jax.Array]
 
@@ -76,6 +77,28 @@ def _round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
+def attack_key(attack) -> object:
+  """A hashable key equal for attacks that compute the same thing, or raises TypeError.
+
+  A `functools.partial` is keyed by its function, positional arguments and keywords (sorted),
+  a `Cascade` by its (name, stage) pairs, each part keyed in turn; anything else (a function, a
+  jitted function, a callable object) is its own key, compared as its type defines (identity
+  for functions). Every leaf carries its type, so `steps=10` and `steps=10.0` differ. The key
+  holds the objects it names, so none of them is freed, and its id reused, while the key is.
+  Raises TypeError when a part is unhashable (e.g. an array argument).
+  """
+  if isinstance(attack, functools.partial):
+    keywords = tuple(sorted((name, attack_key(value)) for name, value in attack.keywords.items()))
+    return (type(attack), attack_key(attack.func),
+            tuple(attack_key(arg) for arg in attack.args), keywords)
+  if isinstance(attack, Cascade):
+    return (Cascade, tuple((name, attack_key(stage)) for name, stage in attack.stages))
+  if isinstance(attack, tuple):
+    return (type(attack), tuple(attack_key(item) for item in attack))
+  hash(attack)
+  return (type(attack), attack)
+
+
 class _Scorer:
   """Runs `attack` + prediction on chosen points in fixed-size, mesh-sharded batches; each
   attack is compiled once per batch shape (`rows`) and serves any variables of the same
@@ -88,7 +111,11 @@ class _Scorer:
     # batch_size 500 would otherwise attack 400 padding rows.
     self.batch_size = _round_up(min(batch_size, len(dataset)), mesh.size)
     self.model = model
+    # attack_key(attack) -> compiled function, for attacks that have a value key; for those
+    # that do not (unhashable parts), (attack, compiled function) pairs found by identity: the
+    # pair keeps the attack alive, so no other object can take its place while it is cached.
     self._compiled = {}
+    self._compiled_by_identity: list[tuple[Attack, Callable]] = []
 
   def _compile(self, attack: Attack | None):
     model = self.model
@@ -100,10 +127,27 @@ class _Scorer:
         x = attack(apply_fn, x, y, key)
       return jnp.argmax(apply_fn(x), -1) == y
 
-    replicated = mesh_lib.replicated(self.mesh)
+    replicated = sharding.replicated(self.mesh)
     return jax.jit(still_correct,
-                   in_shardings=(replicated, mesh_lib.batch_sharded(self.mesh), replicated),
+                   in_shardings=(replicated, sharding.batch_sharded(self.mesh), replicated),
                    out_shardings=replicated)
+
+  def compiled(self, attack: Attack | None):
+    """The compiled scorer of `attack` (None: clean), compiled on first use. Attacks equal by
+    value (`attack_key`) share one compilation; an attack without a value key is cached by
+    identity, holding a reference to it."""
+    try:
+      key = attack_key(attack)
+    except TypeError:
+      for cached, score in self._compiled_by_identity:
+        if cached is attack:
+          return score
+      score = self._compile(attack)
+      self._compiled_by_identity.append((attack, score))
+      return score
+    if key not in self._compiled:
+      self._compiled[key] = self._compile(attack)
+    return self._compiled[key]
 
   def rows(self, num_points: int) -> int:
     """Rows of the batch that carries `num_points` (<= batch_size) points: the smallest of
@@ -123,16 +167,14 @@ class _Scorer:
     """bool (len(indices),): correct after `attack` (None: clean) on dataset[indices];
     `variables` are replicated over the mesh. With a `journal`, batches it holds for `unit`
     are read from it and each new batch is recorded in it."""
-    if id(attack) not in self._compiled:
-      self._compiled[id(attack)] = self._compile(attack)
-    score = self._compiled[id(attack)]
+    score = self.compiled(attack)
     out, done = journal.resume(unit, indices) if journal else (np.zeros(len(indices), bool), 0)
     for start in range(done, len(indices), self.batch_size):
       chunk = indices[start:start + self.batch_size]
       rows = np.resize(chunk, self.rows(len(chunk)))  # pad by repeating points; cut below
       batch = {"image": self.dataset.images[rows], "label": self.dataset.labels[rows]}
       batch_key = jax.random.fold_in(key, start // self.batch_size)
-      result = score(variables, mesh_lib.put_batch(batch, self.mesh), batch_key)
+      result = score(variables, sharding.put_batch(batch, self.mesh), batch_key)
       out[start:start + len(chunk)] = np.asarray(result)[:len(chunk)]
       if journal:
         journal.record(unit, indices, out, start + len(chunk))
@@ -142,8 +184,10 @@ class _Scorer:
 class Evaluator:
   """Scores a model on a dataset, clean and under attacks, for any variables.
 
-  Each attack (by identity) is compiled on first use and reused afterwards, so calling the
-  evaluator every epoch with new variables compiles nothing new.
+  Each attack is compiled on first use and reused afterwards, so calling the evaluator every
+  epoch with new variables compiles nothing new. Attacks are told apart by value
+  (`attack_key`): equal `functools.partial`s, even distinct objects, share one compilation,
+  and a new attack never meets the compiled function of a freed one that had its id.
   """
 
   def __init__(self, model, dataset: ArrayDataset, *, batch_size: int, mesh=None):
@@ -152,7 +196,7 @@ class Evaluator:
     all devices."""
     self.dataset = dataset
     self._scorer = _Scorer(model, dataset, batch_size,
-                           mesh_lib.data_mesh() if mesh is None else mesh)
+                           sharding.data_mesh() if mesh is None else mesh)
 
   def __call__(self, variables, attacks: Mapping[str, Union[Attack, Cascade]], *,
                seed: int = 0, journal: EvalJournal | None = None,
@@ -165,7 +209,7 @@ class Evaluator:
     if "clean" in attacks:
       raise ValueError("the attack name 'clean' is reserved for the unattacked accuracy.")
     scorer, dataset = self._scorer, self.dataset
-    variables = jax.device_put(variables, mesh_lib.replicated(scorer.mesh))
+    variables = jax.device_put(variables, sharding.replicated(scorer.mesh))
     base_key = jax.random.PRNGKey(seed)
     clean = scorer(variables, None, np.arange(len(dataset)), base_key, journal, "clean")
     result = RobustnessResult({"clean": clean}, dataset.labels.copy(), dataset.num_classes)

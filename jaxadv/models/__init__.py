@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import flax.linen as nn
 
 from jaxadv.models.layers import BN_ROUTES, AuxBatchNorm
-from jaxadv.models.modes import MODES, BoundModel, apply_model
+from jaxadv.models.modes import MODES, BoundModel, apply_model, model_state
 from jaxadv.models.preact_resnet import PreActResNet, PreActResNet18
 from jaxadv.models.resnet import ResNet, ResNet18
 from jaxadv.models.small_cnn import SmallCNN
@@ -30,6 +31,20 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
+def fields(name: str) -> tuple[str, ...]:
+  """The constructor fields of the model registered as `name` (e.g. whether it has `aux_bn`).
+
+  >>> "aux_bn" in fields("preact_resnet18"), "aux_bn" in fields("small_cnn")
+  (True, False)
+  """
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown model {name!r}; choose one of {names()}.")
+  module = _REGISTRY[name]
+  module = getattr(module, "func", module)  # a functools.partial of the class
+  return tuple(field.name for field in dataclasses.fields(module)
+               if field.name not in ("parent", "name"))
+
+
 def get(name: str, *, num_classes: int, **kwargs) -> nn.Module:
   """Builds the model registered as `name` with `num_classes` outputs.
 
@@ -45,4 +60,4 @@ def get(name: str, *, num_classes: int, **kwargs) -> nn.Module:
 
 __all__ = ["BN_ROUTES", "MODES", "AuxBatchNorm", "BoundModel", "PreActResNet", "PreActResNet18",
            "ResNet", "ResNet18", "SmallCNN", "ViT", "ViTSmall", "ViTTiny", "WRN28_10", "WRN34_10",
-           "WideResNet", "apply_model", "get", "names"]
+           "WideResNet", "apply_model", "fields", "get", "model_state", "names"]

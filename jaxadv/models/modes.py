@@ -25,24 +25,35 @@ from jaxadv.models.layers import check_bn_route
 MODES = ("eval", "batch_stats", "train")
 
 
-def apply_model(model: nn.Module, variables, x: jax.Array, mode: str, bn: str = "main"):
-  """Runs `model` on x (B, ...) in `mode` through BatchNorm route `bn`; returns
-  `(logits, new_batch_stats)`.
+def model_state(variables) -> dict:
+  """Every collection of `variables` but "params" (BatchNorm statistics, ...): the mutable state."""
+  return {name: value for name, value in variables.items() if name != "params"}
 
-  `new_batch_stats` equals the input statistics except in mode "train". `bn="main"` calls the
+
+def apply_model(model: nn.Module, variables, x: jax.Array, mode: str, bn: str = "main",
+                rngs=None):
+  """Runs `model` on x (B, ...) in `mode` through BatchNorm route `bn`; returns
+  `(logits, new_model_state)`, `new_model_state` being every collection of `variables` but
+  "params" (`model_state`).
+
+  `new_model_state` equals the input state except in mode "train". `bn="main"` calls the
   model without a `bn` argument, so any module with `__call__(x, train)` works; `bn="aux"` needs
-  a model built with `aux_bn=True`.
+  a model built with `aux_bn=True`. `rngs` (name -> key) feeds stochastic layers, e.g.
+  {"uncertainty": key}; None gives them none.
   """
   check_bn_route(bn, getattr(model, "aux_bn", False))
-  route = {} if bn == "main" else {"bn": bn}
-  batch_stats = variables.get("batch_stats", {})
+  options = {} if bn == "main" else {"bn": bn}
+  if rngs is not None:
+    options["rngs"] = rngs
+  state = model_state(variables)
   if mode == "eval":
-    return model.apply(variables, x, train=False, **route), batch_stats
+    return model.apply(variables, x, train=False, **options), state
   if mode not in MODES:
     raise ValueError(f"unknown model mode {mode!r}; choose one of {list(MODES)}.")
-  logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"], **route)
-  new_stats = updates.get("batch_stats", {}) if mode == "train" else batch_stats
-  return logits, new_stats
+  if not state:  # nothing to update (no BatchNorm)
+    return model.apply(variables, x, train=True, **options), state
+  logits, updates = model.apply(variables, x, train=True, mutable=list(state), **options)
+  return logits, ({**state, **updates} if mode == "train" else state)
 
 
 @flax.struct.dataclass

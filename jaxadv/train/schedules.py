@@ -3,7 +3,7 @@
 * ``constant``: lr.
 * ``cosine``: lr · ½(1 + cos(π t/T)) after linear warm-up.
 * ``multistep``: lr · decay_factor^k after the k-th milestone (fractions of T).
-* ``cyclic``: triangular, 0 → lr at T/2 → 0 (fast-AT and ADML fine-tunes).
+* ``cyclic``: triangular, 0 → lr at T/2 → 0 (fast adversarial training, fine-tunes).
 """
 
 from __future__ import annotations

@@ -9,15 +9,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxadv.models import model_state
+
 
 @flax.struct.dataclass
 class TrainState:
-  """step: int32 (); params, batch_stats: Flax collections; opt_state: optax state;
-  rng: uint32 (2,) base key, folded with the step for each step's randomness;
-  ema: None, or the exponential moving average {"params", "batch_stats"} of the variables."""
+  """step: int32 (); params: any pytree (a Flax "params" collection, or several networks'
+  parameters); model_state: every other Flax collection of the model ({"batch_stats": ...},
+  or {}); opt_state: optax state; rng: uint32 (2,) base key, folded with the step for each
+  step's randomness; ema: None, or the exponential moving average of the variables
+  {"params", **model_state}."""
   step: jax.Array
   params: Any
-  batch_stats: Any
+  model_state: Any
   opt_state: Any
   rng: jax.Array
   ema: Any = None
@@ -29,16 +33,15 @@ def create(model, tx: optax.GradientTransformation, image_shape, seed: int, *,
   moving average starts at the initial variables."""
   init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
   variables = model.init(init_key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-  return from_variables(variables["params"], variables.get("batch_stats", {}), tx, run_key,
-                        ema=ema)
+  return from_variables(variables["params"], model_state(variables), tx, run_key, ema=ema)
 
 
-def from_variables(params, batch_stats, tx: optax.GradientTransformation, rng, *,
+def from_variables(params, state_collections, tx: optax.GradientTransformation, rng, *,
                    ema: bool = False) -> TrainState:
-  """The step-0 state of `params` and `batch_stats` with a fresh `tx` state and base key `rng`;
-  with `ema`, the moving average starts at these variables."""
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                     opt_state=tx.init(params), rng=rng)
+  """The step-0 state of `params` and the model state `state_collections` with a fresh `tx`
+  state and base key `rng`; with `ema`, the moving average starts at these variables."""
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     model_state=state_collections, opt_state=tx.init(params), rng=rng)
   if not ema:
     return state
   # A copy, not the same buffers: the train step donates the state, and a buffer donated
@@ -47,8 +50,8 @@ def from_variables(params, batch_stats, tx: optax.GradientTransformation, rng, *
 
 
 def raw_variables(state: TrainState) -> dict:
-  """The current model variables {"params", "batch_stats"}, for `model.apply`."""
-  return {"params": state.params, "batch_stats": state.batch_stats}
+  """The current model variables {"params", **model_state}, for `model.apply`."""
+  return {"params": state.params, **state.model_state}
 
 
 def variables(state: TrainState) -> dict:

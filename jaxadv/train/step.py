@@ -7,7 +7,7 @@ from typing import Callable
 import jax
 import optax
 
-from jaxadv.train import mesh as mesh_lib
+from jaxadv import sharding
 from jaxadv.train import schedules
 from jaxadv.train import state as state_lib
 from jaxadv.train.state import TrainState
@@ -21,11 +21,11 @@ def make_train_step(objective: Callable, tx: optax.GradientTransformation, mesh,
                     ema_decay: float = 0.0, augment: Callable | None = None) -> Callable:
   """Returns `step(state, batch) -> (state, metrics)` jitted over `mesh`.
 
-  `objective(params, batch_stats, batch, key, step) -> (loss, (batch_stats, metrics))`; the
-  step takes its gradient in `params`, applies `tx`, and keys the objective with
-  `fold_in(state.rng, state.step)`, so step t's randomness is fixed whatever the device count
-  or resumption. The state is replicated and donated (updated in place); the batch is split
-  over the data axis. The same code runs on 1 or N devices and on several hosts. When the
+  `objective(params, model_state, batch, key, step) -> (loss, (model_state, metrics))`
+  (`jaxadv.methods.base`); the step takes its gradient in `params`, applies `tx`, and keys the
+  objective with `fold_in(state.rng, state.step)`, so step t's randomness is fixed whatever the
+  device count or resumption. The state is replicated and donated (updated in place); the batch
+  is split over the data axis. The same code runs on 1 or N devices and on several hosts. When the
   state keeps a moving average (`state.ema`), it is updated with `ema_decay`
   (`jaxadv.train.state.update_ema`). `augment(key, images) -> images`
   (`jaxadv.data.augment`), when given, transforms batch["image"] on device first, keyed by
@@ -38,16 +38,16 @@ def make_train_step(objective: Callable, tx: optax.GradientTransformation, mesh,
     if augment is not None:
       batch = dict(batch, image=augment(jax.random.fold_in(key, AUGMENT_STREAM), batch["image"]))
     grad_fn = jax.value_and_grad(objective, has_aux=True)
-    (_, (batch_stats, metrics)), grads = grad_fn(state.params, state.batch_stats, batch, key,
-                                                      state.step)
+    (_, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, key,
+                                                 state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
+    new_state = state.replace(params=params, model_state=model_state, opt_state=opt_state)
     new_state = state_lib.update_ema(new_state, ema_decay).replace(step=state.step + 1)
     return new_state, dict(metrics, grad_norm=optax.tree.norm(grads))
 
-  replicated = mesh_lib.replicated(mesh)
-  return jax.jit(step, in_shardings=(replicated, mesh_lib.batch_sharded(mesh)),
+  replicated = sharding.replicated(mesh)
+  return jax.jit(step, in_shardings=(replicated, sharding.batch_sharded(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 

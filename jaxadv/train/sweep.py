@@ -16,7 +16,7 @@ import pathlib
 import numpy as np
 
 from jaxadv import config as config_lib
-from jaxadv.train import loop
+from jaxadv.train import reports
 
 
 def grid_points(grid: dict[str, list]) -> list[dict]:
@@ -73,7 +73,7 @@ def run(config, root, *, seeds, grid: dict[str, list] | None = None,
         records.append(json.loads(result.read_text()))
       else:
         print(f"jaxadv sweep: {point_name(point)} seed {seed} -> {workdir}", flush=True)
-        records.append(loop.train_and_evaluate(run_config, workdir, progress=progress))
+        records.append(reports.train_and_evaluate(run_config, workdir, progress=progress))
     summary[point_name(point)] = summarise(records)
   root.mkdir(parents=True, exist_ok=True)
   (root / "sweep.json").write_text(json.dumps(summary, indent=2))

@@ -47,34 +47,14 @@ import jax.numpy as jnp
 
 from jaxadv import numerics
 from jaxadv.estimators.mutual_info import DV_VARIANTS, dv_per_sample
-from jaxadv.objectives.common import accuracy, ce_metrics, masked_cosine, risk_of_both
-from jaxadv.objectives.mart import mart_risk
-from jaxadv.objectives.pgd_at import pgd_at_attack
-from jaxadv.objectives.trades import trades_attack, trades_risk
+from jaxadv.methods import base_losses
+from jaxadv.methods.common import masked_cosine, risk_of_both
 from jaxadv.validation import check_choice, check_nonnegative
 
 # Hyper-parameters of the paper and of the authors' code (splat into `namid_objective`).
 PRESETS = {
     "paper": {"alpha": 5.0, "lam": 0.1, "dv_variant": "exact"},
     "code": {"alpha": 5.0, "lam": 0.0, "dv_variant": "authors"},
-}
-
-
-def adversarial_ce_risk(clean_logits, adv_logits, labels):
-  """PGD-AT's risk `mean CE(f(x_adv), y)` in the two-logit form of `risk_of_both`.
-
-  Returns (loss, metrics): loss, accuracy (on x_adv), clean_accuracy.
-  """
-  loss, metrics = ce_metrics(adv_logits, labels)
-  return loss, dict(metrics, clean_accuracy=accuracy(clean_logits, labels))
-
-
-# base name -> (its attack, its risk, whether that risk takes beta); risks of the logits, not
-# `awp.BASES`'s losses of the parameters, since L_mi needs the same logits f(x), f(x_adv).
-BASES = {
-    "pgd_at": (pgd_at_attack, adversarial_ce_risk, False),
-    "trades": (trades_attack, trades_risk, True),
-    "mart": (pgd_at_attack, mart_risk, True),
 }
 
 
@@ -87,7 +67,7 @@ def selection_mask(clean_logits, adv_logits, labels):
 class NamidEstimators(NamedTuple):
   """The two trained MI estimators of NAMID: the module shared by both (an `MIEstimator`), the
   variables of the natural estimator φ_n and of the adversarial one φ_a, and the
-  `dv_per_sample` variant they were trained with (`jaxadv.train.namid_stage` writes and loads
+  `dv_per_sample` variant they were trained with (`jaxadv.methods.namid` trains and loads
   them)."""
   module: Any
   natural: Any
@@ -159,15 +139,15 @@ def namid_risk(clean_logits, adv_logits, labels, *, base_risk, estimator, natura
   return loss, dict(metrics, **mi_metrics, loss=loss, risk=risk_value, mi_loss=mi)
 
 
-def namid(params, batch_stats, batch, key, step, *, model, attack, **mi_options):
-  """The NAMID loss at x_adv = attack(params, batch_stats, batch, key, step).
+def namid(params, model_state, batch, key, step, *, model, attack, **mi_options):
+  """The NAMID loss at x_adv = attack(params, model_state, batch, key, step).
 
   `mi_options`: the keywords of `namid_risk` but the local inputs (base_risk, estimator, its
   two variable sets, alpha, lam, dv_variant). Two train-mode forward passes (x then x_adv, as
-  `risk_of_both`). Returns (loss, (new_batch_stats, metrics)).
+  `risk_of_both`). Returns (loss, (new_model_state, metrics)).
   """
-  x_adv = attack(params, batch_stats, batch, key, step)
-  return risk_of_both(namid_risk, model, params, batch_stats, batch, x_adv,
+  x_adv = attack(params, model_state, batch, key, step)
+  return risk_of_both(namid_risk, model, params, model_state, batch, x_adv,
                       natural_local=batch["image"], adversarial_local=x_adv - batch["image"],
                       **mi_options)
 
@@ -177,34 +157,31 @@ def namid_objective(model, attack, *, estimator, natural_variables, adversarial_
                     dv_variant: str = "exact", beta: float = 6.0,
                     attack_mode: str = "batch_stats", eps_warmup_steps: int = 0):
   """NAMID (base "pgd_at"), NAMID-T ("trades") or NAMID-M ("mart") as an objective
-  `(params, batch_stats, batch, key, step) -> (loss, (new_batch_stats, metrics))`.
+  `(params, model_state, batch, key, step) -> (loss, (new_model_state, metrics))`.
 
   Args:
     model: the Flax module being trained.
     attack: mapping with eps, step_size, steps, norm of the training attack.
     estimator: the `MIEstimator` module of both estimators (same width and convolutions).
     natural_variables, adversarial_variables: the trained variables of φ_n and φ_a, frozen.
-    base: one of BASES.
+    base: a base loss of `jaxadv.methods.base_losses` (NAMES).
     alpha, lam: α and λ (defaults: the paper's; `**PRESETS["code"]` for the authors' code).
     dv_variant: the `dv_per_sample` variant, that the estimators were trained with.
     beta: the TRADES / MART weight (unused by "pgd_at").
-    attack_mode, eps_warmup_steps: as for `jaxadv.objectives.build`.
+    attack_mode, eps_warmup_steps: as for `jaxadv.methods.build`.
 
   Raises:
     ValueError: for an unknown base or DV variant, or alpha, lam, beta not finite and >= 0.
   """
-  check_choice(base, "NAMID base", BASES)
   check_choice(dv_variant, "dv_variant", DV_VARIANTS)
   for name, value in (("alpha", alpha), ("lam", lam), ("beta", beta)):
     check_nonnegative(value, name)
-  attack_fn, risk, takes_beta = BASES[base]
-  if takes_beta:
-    risk = functools.partial(risk, beta=beta)
+  chosen = base_losses.get(base, beta=beta)
   attack_fn = functools.partial(
-      attack_fn, model=model, eps=attack["eps"], step_size=attack["step_size"],
+      chosen.attack, model=model, eps=attack["eps"], step_size=attack["step_size"],
       steps=attack["steps"], norm=attack["norm"], attack_mode=attack_mode,
       eps_warmup_steps=eps_warmup_steps)
-  return functools.partial(namid, model=model, attack=attack_fn, base_risk=risk,
+  return functools.partial(namid, model=model, attack=attack_fn, base_risk=chosen.risk,
                            estimator=estimator, natural_variables=natural_variables,
                            adversarial_variables=adversarial_variables, alpha=alpha, lam=lam,
                            dv_variant=dv_variant)

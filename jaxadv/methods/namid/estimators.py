@@ -8,7 +8,7 @@ n = x_adv - x. With the per-sample DV estimates of `namid.mi_estimates` over the
 x' in {x, x_adv}. Two objectives (`OBJECTIVES`):
 
 "paper" (the default; the paper's Eqs. and the spec), on the selection m of
-`jaxadv.objectives.namid.selection_mask` (clean-correct and adversarially wrong):
+`jaxadv.methods.namid.objective.selection_mask` (clean-correct and adversarially wrong):
 
     φ_n maximises  G_N = masked_mean(Î_N(x) - Î_N(x_adv), m)
     φ_a maximises  G_A = masked_mean(Î_A(x_adv) - Î_A(x), m)
@@ -38,9 +38,9 @@ logits carry no gradient). Empty sets give finite values and gradients (masked m
 for "paper" an empty selection gives a loss of 0 and zero gradients.
 
 The objective has the signature of every objective,
-`(params, batch_stats, batch, key, step) -> (loss, (batch_stats, metrics))`, with
-params = {"natural": φ_n params, "adversarial": φ_a params} and no batch statistics, so the
-shared step factory (`jaxadv.train.step.make_train_step`) trains it.
+`(params, model_state, batch, key, step) -> (loss, (model_state, metrics))`, with
+params = {"natural": φ_n params, "adversarial": φ_a params} and no model state, so the
+shared train step trains it as NAMID's "estimators" stage.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ import jax.numpy as jnp
 
 from jaxadv import numerics
 from jaxadv.estimators.mutual_info import DV_VARIANTS
+from jaxadv.methods.common import accuracy, masked_cosine, warmed_pgd
+from jaxadv.methods.namid.objective import estimate_fn, mi_estimates, selection_mask
 from jaxadv.models import BoundModel
-from jaxadv.objectives.common import accuracy, masked_cosine, warmed_pgd
-from jaxadv.objectives.namid import estimate_fn, mi_estimates, selection_mask
 from jaxadv.validation import check_choice
 
 ESTIMATORS = ("natural", "adversarial")
@@ -128,12 +128,12 @@ def code_loss(mi, clean_correct, non_robust):
 OBJECTIVES = {"paper": paper_loss, "code": code_loss}
 
 
-def estimator_loss(params, batch_stats, batch, key, step, *, estimator, classifier, attack,
+def estimator_loss(params, model_state, batch, key, step, *, estimator, classifier, attack,
                    dv_variant, objective):
   """The loss of `objective` (a key of OBJECTIVES) at x_adv = PGD of h (`attack`: eps,
   step_size, steps, norm, eps_warmup_steps of `warmed_pgd`).
 
-  Returns (loss, (batch_stats, metrics)) with metrics, whatever the objective: loss, the gains
+  Returns (loss, (model_state, metrics)) with metrics, whatever the objective: loss, the gains
   G_N and G_A of the selection m (natural_gain, adversarial_gain), the masked means natural_mi
   (Î_N(h(x))) and adversarial_mi (Î_A(h(x_adv))) over m, selected (m's fraction of the batch),
   and h's accuracy clean and attacked.
@@ -150,7 +150,7 @@ def estimator_loss(params, batch_stats, batch, key, step, *, estimator, classifi
              "adversarial_mi": numerics.masked_mean(out["adversarial_adv"], mask),
              "selected": jnp.mean(mask), "clean_accuracy": accuracy(out["clean_logits"], labels),
              "accuracy": accuracy(out["adv_logits"], labels)}
-  return loss, (batch_stats, metrics)
+  return loss, (model_state, metrics)
 
 
 def init_params(estimator, key, image_shape, num_classes: int) -> dict:
@@ -163,7 +163,7 @@ def init_params(estimator, key, image_shape, num_classes: int) -> dict:
 
 def estimator_objective(estimator, classifier: BoundModel, attack, *, dv_variant: str = "exact",
                         objective: str = "paper", eps_warmup_steps: int = 0):
-  """`estimator_loss` with everything but (params, batch_stats, batch, key, step) bound.
+  """`estimator_loss` with everything but (params, model_state, batch, key, step) bound.
 
   Args:
     estimator: the `MIEstimator` module.

@@ -1,8 +1,9 @@
-"""Natural and adversarial MI of a classifier's outputs on a test set (NAMID's measurement).
+"""Natural and adversarial MI of a classifier's outputs on a test set (NAMID's measurement),
+and the `mi` report of a trained run.
 
-With NAMID's two trained estimators (`jaxadv.objectives.NamidEstimators`), every test batch of
+With NAMID's two trained estimators (`jaxadv.methods.namid.NamidEstimators`), every test batch of
 N points is attacked (PGD in eval mode) and the four per-sample DV estimates of
-`jaxadv.objectives.namid.mi_estimates` are taken over the batch:
+`jaxadv.methods.namid.objective.mi_estimates` are taken over the batch:
 
     Î_N(h(x)), Î_N(h(x_adv))      natural MI of the clean and of the adversarial output
     Î_A(h(x)), Î_A(h(x_adv))      adversarial MI of the clean and of the adversarial output
@@ -25,10 +26,9 @@ import numpy as np
 
 from jaxadv.attacks import pgd
 from jaxadv.data import ArrayDataset
+from jaxadv.methods.namid.estimators import batch_estimates
+from jaxadv.methods.namid.objective import NamidEstimators, selection_mask
 from jaxadv.models import BoundModel
-from jaxadv.objectives import NamidEstimators
-from jaxadv.objectives.namid import selection_mask
-from jaxadv.objectives.namid_estimators import batch_estimates
 
 ESTIMATES = ("natural_clean", "natural_adv", "adversarial_clean", "adversarial_adv")
 
@@ -102,3 +102,25 @@ def write(record: dict, out_dir) -> pathlib.Path:
   path = pathlib.Path(out_dir) / "mi.json"
   path.write_text(json.dumps(record, indent=2))
   return path
+
+
+def report(run, estimators: NamidEstimators, *, estimators_dir, estimators_batch_size: int,
+           num_examples: int = 0, batch_size: int = 0, out_dir=None) -> dict:
+  """MI of the latest checkpoint of `run` (a `jaxadv.methods.Run`) scored by `estimators`
+  (trained in `estimators_dir`), under PGD-20 at the run's evaluation eps and step, on its
+  first `num_examples` test points (0: all), in batches of `batch_size` (0: the estimators'
+  training batch size, `estimators_batch_size`). Prints the table and writes mi.json into
+  `out_dir` (default: the run directory). Returns the record."""
+  config = run.config
+  e = config.eval
+  record = measure(run.model, run.variables, estimators, run.test_set.take(num_examples),
+                   eps=e.eps, norm=e.norm, step_size=e.step_size, steps=20,
+                   batch_size=batch_size or estimators_batch_size, seed=config.seed)
+  record.update(checkpoint_step=run.step, run=str(run.workdir), estimators=str(estimators_dir))
+  print(f"\n{config.name} (step {run.step}): MI of its outputs on {record['n']} test points, "
+        f"{record['attack']}, estimators {estimators_dir} (DV {record['dv_variant']}, batches of "
+        f"{record['batch_size']}); clean {record['clean_acc']:.2f}%, attacked "
+        f"{record['adv_acc']:.2f}%\n")
+  print(markdown_table(record))
+  write(record, out_dir or run.workdir)
+  return record

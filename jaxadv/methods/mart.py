@@ -9,17 +9,21 @@ Both p(x) and p' carry gradient, as in the authors' code; log(1 - p'_k) is compu
 (a log-sum-exp over the other classes) instead of the code's log(1.0001 - p'_k + 1e-12), and
 the weight is 1 - p_y instead of 1.0000001 - p_y. x_adv is PGD-AT's attack (CE loss, uniform
 random start; the authors' code starts from x + 0.001·N(0, I)). β defaults to 6
-(`objective.beta`; the paper uses 5-6). Follows the paper and the authors' public code.
+(`objective.mart.beta`; the paper uses 5-6). Follows the paper and the authors' public code.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from jaxadv.attacks import losses
-from jaxadv.objectives.common import accuracy, risk_of_both
-from jaxadv.objectives.pgd_at import pgd_at_attack
+from jaxadv.methods.base import Method
+from jaxadv.methods.common import accuracy, check_number, risk_of_both
+from jaxadv.methods.pgd_at import pgd_at_attack
 
 
 def _log_one_minus_softmax(logits, classes):
@@ -53,15 +57,30 @@ def mart_risk(clean_logits, adv_logits, labels, *, beta):
                 "clean_accuracy": accuracy(clean_logits, labels), "weighted_kl": weighted_kl}
 
 
-def mart_loss(params, batch_stats, batch, x_adv, *, model, beta):
-  """`mart_risk` of the train-mode logits of x and x_adv; (loss, (new_batch_stats, metrics))."""
-  return risk_of_both(mart_risk, model, params, batch_stats, batch, x_adv, beta=beta)
+def mart_loss(params, model_state, batch, x_adv, *, model, beta):
+  """`mart_risk` of the train-mode logits of x and x_adv; (loss, (new_model_state, metrics))."""
+  return risk_of_both(mart_risk, model, params, model_state, batch, x_adv, beta=beta)
 
 
-def mart(params, batch_stats, batch, key, step, *, model, beta, **attack):
+def mart(params, model_state, batch, key, step, *, model, beta, **attack):
   """The MART loss at x_adv = `pgd_at_attack`; `attack` are that function's keywords.
 
-  Returns (loss, (new_batch_stats, metrics)).
+  Returns (loss, (new_model_state, metrics)).
   """
-  x_adv = pgd_at_attack(params, batch_stats, batch, key, step, model=model, **attack)
-  return mart_loss(params, batch_stats, batch, x_adv, model=model, beta=beta)
+  x_adv = pgd_at_attack(params, model_state, batch, key, step, model=model, **attack)
+  return mart_loss(params, model_state, batch, x_adv, model=model, beta=beta)
+
+
+def objective(model, *, beta: float = 6.0, **attack):
+  """MART of `model` with weight `beta` as an objective; `attack`: the keywords of
+  `pgd_at_attack`."""
+  return functools.partial(mart, model=model, beta=beta, **attack)
+
+
+METHOD = Method(
+    name="mart", summary="MART (Wang et al., 2020)",
+    defaults=lambda: ml_collections.ConfigDict({"beta": 6.0}),
+    make_objective=lambda model, attack, group, inputs: objective(model, beta=group.beta,
+                                                                  **attack),
+    validate=lambda group, config: check_number(group, "beta"),
+    legacy={"objective.beta": "beta"})

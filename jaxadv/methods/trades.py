@@ -7,24 +7,29 @@ The inner maximisation is `jaxadv.attacks.pgd` on the KL loss (`losses.kl_from` 
 logits of the attacked model, no gradient) starting from x + 0.001·N(0, I), as in the authors'
 code; it runs on frozen parameters in `attack_mode`, with the eps warm-up of PGD-AT. The outer
 loss takes its gradient through both p(x) and p(x_adv) (two train-mode forward passes). β = 0 is
-ERM; β defaults to 6 (`objective.beta`). Follows the paper and the authors' public code.
+ERM; β defaults to 6 (`objective.trades.beta`). Follows the paper and the authors' public code.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from jaxadv.attacks import losses
-from jaxadv.objectives.common import accuracy, frozen_model, risk_of_both, warmed_pgd
+from jaxadv.methods.base import Method
+from jaxadv.methods.common import (accuracy, check_number, frozen_model, risk_of_both,
+                                   warmed_pgd)
 
 INIT_STD = 0.001  # standard deviation of the Gaussian start of the KL attack (authors' code)
 
 
-def trades_attack(params, batch_stats, batch, key, step, *, model, eps, step_size, steps,
+def trades_attack(params, model_state, batch, key, step, *, model, eps, step_size, steps,
                   norm="linf", attack_mode="batch_stats", eps_warmup_steps=0):
   """x_adv (B, ...) = PGD ascending KL(p(x) || p(x')) from x + INIT_STD · N(0, I)."""
-  attacker = frozen_model(model, params, batch_stats, attack_mode)
+  attacker = frozen_model(model, params, model_state, attack_mode)
   x = batch["image"]
   start = x + INIT_STD * jax.random.normal(key, x.shape, x.dtype)
   return warmed_pgd(attacker, batch, None, step, eps=eps, step_size=step_size, steps=steps,
@@ -44,15 +49,30 @@ def trades_risk(clean_logits, adv_logits, labels, *, beta):
                 "clean_accuracy": accuracy(clean_logits, labels), "kl": kl}
 
 
-def trades_loss(params, batch_stats, batch, x_adv, *, model, beta):
-  """`trades_risk` of the train-mode logits of x and x_adv; (loss, (new_batch_stats, metrics))."""
-  return risk_of_both(trades_risk, model, params, batch_stats, batch, x_adv, beta=beta)
+def trades_loss(params, model_state, batch, x_adv, *, model, beta):
+  """`trades_risk` of the train-mode logits of x and x_adv; (loss, (new_model_state, metrics))."""
+  return risk_of_both(trades_risk, model, params, model_state, batch, x_adv, beta=beta)
 
 
-def trades(params, batch_stats, batch, key, step, *, model, beta, **attack):
+def trades(params, model_state, batch, key, step, *, model, beta, **attack):
   """The TRADES loss at x_adv = `trades_attack`; `attack` are that function's keywords.
 
-  Returns (loss, (new_batch_stats, metrics)).
+  Returns (loss, (new_model_state, metrics)).
   """
-  x_adv = trades_attack(params, batch_stats, batch, key, step, model=model, **attack)
-  return trades_loss(params, batch_stats, batch, x_adv, model=model, beta=beta)
+  x_adv = trades_attack(params, model_state, batch, key, step, model=model, **attack)
+  return trades_loss(params, model_state, batch, x_adv, model=model, beta=beta)
+
+
+def objective(model, *, beta: float = 6.0, **attack):
+  """TRADES of `model` with weight `beta` as an objective; `attack`: the keywords of
+  `trades_attack`."""
+  return functools.partial(trades, model=model, beta=beta, **attack)
+
+
+METHOD = Method(
+    name="trades", summary="TRADES (Zhang et al., 2019)",
+    defaults=lambda: ml_collections.ConfigDict({"beta": 6.0}),
+    make_objective=lambda model, attack, group, inputs: objective(model, beta=group.beta,
+                                                                  **attack),
+    validate=lambda group, config: check_number(group, "beta"),
+    legacy={"objective.beta": "beta"})

@@ -13,9 +13,10 @@ with Frobenius norms, so ||v_l|| = γ ||w_l||. Because v carries no gradient,
 weights, which is what the authors' code does (perturb, backward, restore). γ = 0 gives exactly
 the base loss and gradient. g is taken in train mode with the BatchNorm updates discarded; the
 returned statistics are those of the forward pass at w + v. γ defaults to 5e-3
-(`objective.awp_gamma`; the paper uses 5e-3 with PGD-AT and 0.01 with TRADES), the base is
-`objective.awp_base`. Follows the paper and the authors' public code; their option of starting
-AWP after some warm-up epochs is not implemented.
+(`objective.awp.gamma`; the paper uses 5e-3 with PGD-AT and 0.01 with TRADES), the base is
+`objective.awp.base`, a base loss of `jaxadv.methods.base_losses`. Follows the paper and the
+authors' public code; their option of starting AWP after some warm-up epochs is not
+implemented.
 """
 
 from __future__ import annotations
@@ -24,18 +25,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
-from jaxadv.objectives.mart import mart_loss
-from jaxadv.objectives.pgd_at import pgd_at_attack, pgd_at_loss
-from jaxadv.objectives.trades import trades_attack, trades_loss
+from jaxadv.methods import base_losses
+from jaxadv.methods.base import Method
+from jaxadv.methods.common import check_choice, check_number
 
-# base name -> (its attack, its loss at a given x_adv, whether that loss takes beta)
-BASES = {
-    "pgd_at": (pgd_at_attack, pgd_at_loss, False),
-    "trades": (trades_attack, trades_loss, True),
-    "mart": (pgd_at_attack, mart_loss, True),
-}
 _TINY = 1e-12
 
 
@@ -61,31 +57,47 @@ def weight_perturbation(params, grads, gamma):
   return jax.lax.stop_gradient(jax.tree.map(perturb, params, grads))
 
 
-def awp(params, batch_stats, batch, key, step, *, attack, loss, gamma):
+def awp(params, model_state, batch, key, step, *, attack, loss, gamma):
   """`L_base(w + sg(v); x_adv)` with x_adv = attack(...) and v = `weight_perturbation`.
 
   Args:
-    attack: `(params, batch_stats, batch, key, step) -> x_adv` of the base objective.
-    loss: `(params, batch_stats, batch, x_adv) -> (loss, (new_batch_stats, metrics))` of it.
+    attack: `(params, model_state, batch, key, step) -> x_adv` of the base objective.
+    loss: `(params, model_state, batch, x_adv) -> (loss, (new_model_state, metrics))` of it.
     gamma: relative size of the weight perturbation.
 
-  Returns (loss, (new_batch_stats, metrics)): the base's metrics and `awp_norm` = ||v||.
+  Returns (loss, (new_model_state, metrics)): the base's metrics and `awp_norm` = ||v||.
   """
-  x_adv = attack(params, batch_stats, batch, key, step)
-  base = lambda weights: loss(weights, batch_stats, batch, x_adv)
+  x_adv = attack(params, model_state, batch, key, step)
+  base = lambda weights: loss(weights, model_state, batch, x_adv)
   grads = jax.grad(lambda weights: base(weights)[0])(jax.lax.stop_gradient(params))
   v = weight_perturbation(params, grads, gamma)
   value, (new_stats, metrics) = base(jax.tree.map(jnp.add, params, v))
   return value, (new_stats, dict(metrics, awp_norm=optax.tree.norm(v)))
 
 
-def awp_on(base: str, *, model, gamma, beta, **attack):
-  """AWP of objective `base` (a key of BASES) with its model and hyper-parameters bound;
-  `beta` goes to TRADES and MART, `attack` are the keywords of the base's attack."""
-  if base not in BASES:
-    raise ValueError(f"unknown AWP base {base!r}; choose one of {list(BASES)}.")
-  attack_fn, loss_fn, takes_beta = BASES[base]
-  loss_options = {"beta": beta} if takes_beta else {}
+def objective(model, *, base: str = "pgd_at", gamma: float = 5e-3, beta: float = 6.0,
+              **attack):
+  """AWP of base loss `base` (`jaxadv.methods.base_losses`, KL weight `beta`) with relative
+  weight-perturbation size `gamma`, as an objective; `attack` are the keywords of the base's
+  attack."""
+  chosen = base_losses.get(base, beta=beta)
   return functools.partial(
-      awp, attack=functools.partial(attack_fn, model=model, **attack),
-      loss=functools.partial(loss_fn, model=model, **loss_options), gamma=gamma)
+      awp, attack=functools.partial(chosen.attack, model=model, **attack),
+      loss=functools.partial(chosen.loss, model=model), gamma=gamma)
+
+
+def _validate(group, config) -> None:
+  del config
+  check_number(group, "gamma")
+  check_number(group, "beta")
+  check_choice(group, "base", base_losses.NAMES)
+
+
+METHOD = Method(
+    name="awp", summary="AWP on PGD-AT, TRADES or MART (Wu et al., 2020)",
+    defaults=lambda: ml_collections.ConfigDict({"base": "pgd_at", "gamma": 5e-3, "beta": 6.0}),
+    make_objective=lambda model, attack, group, inputs: objective(
+        model, base=group.base, gamma=group.gamma, beta=group.beta, **attack),
+    validate=_validate,
+    legacy={"objective.awp_base": "base", "objective.awp_gamma": "gamma",
+            "objective.beta": "beta"})

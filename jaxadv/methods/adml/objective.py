@@ -13,7 +13,7 @@ b₂ = B − b₁. Half 1 gets the base adversarial-training loss, half 2 the DM
 with p = softmax(f(x_adv)), ŷ = argmax p, A = {i : ŷ_i ≠ y_i} (the samples the attack flips),
 p_t = p[y], p_w = p[ŷ] and the weight w = sg(1/p_w − 1), or, in jaxadv's θ̂-weighted extension,
 w = θ̂[y] for a per-class vector θ̂ (K,) such as the double-ML estimates of
-`jaxadv.estimators.dml`. β defaults to 2 (`objective.adml_beta`), the authors' value.
+`jaxadv.estimators.dml`. β defaults to 2 (`objective.adml.beta`), the authors' value.
 
 Follows the authors' code (`adml/fast_train_adml_{adv,trades,mart}.py`): one attack of the whole
 batch, the half split, four train-mode forward passes in their order (clean then adversarial for
@@ -24,14 +24,16 @@ attack that flips no sample of half 2 adds 0 where the authors' code gives NaN.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from jaxadv.attacks import losses
+from jaxadv.methods import base_losses
+from jaxadv.methods.common import accuracy, train_forward
+from jaxadv.methods.pgd_at import pgd_at_attack
 from jaxadv.numerics import masked_mean
-from jaxadv.objectives.awp import BASES
-from jaxadv.objectives.common import accuracy, train_forward
-from jaxadv.objectives.pgd_at import pgd_at_attack
 
 LOG_FLOOR = 1e-3  # added to p_t and p_w inside the DML logs (authors' code)
 
@@ -68,11 +70,11 @@ def dml_risk(clean_logits, adv_logits, labels, *, theta=None):
                 "flipped": jnp.mean(flipped.astype(jnp.float32))}
 
 
-def adml_loss(params, batch_stats, batch, x_adv, *, model, base, beta, theta=None):
+def adml_loss(params, model_state, batch, x_adv, *, model, base, beta, theta=None):
   """`L_base` of the first ⌊B/2⌋ examples plus `dml_risk` of the rest, at a given x_adv.
 
   Args:
-    params, batch_stats: the model's variables.
+    params, model_state: the model's variables.
     batch: {"image": (B, ...), "label": (B,)}, B >= 2.
     x_adv: the adversarial images, shape of batch["image"].
     model: the Flax module.
@@ -80,38 +82,42 @@ def adml_loss(params, batch_stats, batch, x_adv, *, model, base, beta, theta=Non
     beta: the KL weight of TRADES and MART (unused by "pgd_at").
     theta: None for the weight sg(1/p_w − 1), or a sequence of K per-class weights θ̂.
 
-  Returns (loss, (new_batch_stats, metrics)): loss, accuracy (adversarial, whole batch),
+  Returns (loss, (new_model_state, metrics)): loss, accuracy (adversarial, whole batch),
   clean_accuracy (half 2), base_loss, dml_loss, flipped (fraction of half 2 in A).
   """
   size = batch["label"].shape[0]
-  if base not in BASES:
-    raise ValueError(f"unknown ADML base {base!r}; choose one of {list(BASES)}.")
+  base_loss_fn = base_losses.get(base, beta=beta).loss
   if size < 2:
     raise ValueError(f"ADML splits the batch in two halves and needs >= 2 examples, got {size}.")
-  _, base_loss_fn, takes_beta = BASES[base]
   half = size // 2
   first = jax.tree.map(lambda a: a[:half], batch)
   second = jax.tree.map(lambda a: a[half:], batch)
-  base_loss, (batch_stats, base_metrics) = base_loss_fn(
-      params, batch_stats, first, x_adv[:half], model=model,
-      **({"beta": beta} if takes_beta else {}))
-  adv_logits, batch_stats = train_forward(model, params, batch_stats, x_adv[half:])
-  clean_logits, batch_stats = train_forward(model, params, batch_stats, second["image"])
+  base_loss, (model_state, base_metrics) = base_loss_fn(params, model_state, first,
+                                                        x_adv[:half], model=model)
+  adv_logits, model_state = train_forward(model, params, model_state, x_adv[half:])
+  clean_logits, model_state = train_forward(model, params, model_state, second["image"])
   if theta is not None and len(theta) != adv_logits.shape[-1]:
-    raise ValueError(f"adml_theta has {len(theta)} entries but the model has "
+    raise ValueError(f"theta has {len(theta)} entries but the model has "
                      f"{adv_logits.shape[-1]} classes.")
   dml_loss, dml_metrics = dml_risk(clean_logits, adv_logits, second["label"], theta=theta)
   loss = base_loss + dml_loss
   adv_accuracy = (half * base_metrics["accuracy"] + (size - half) * dml_metrics["accuracy"])
-  return loss, (batch_stats, {
+  return loss, (model_state, {
       "loss": loss, "accuracy": adv_accuracy / size,
       "clean_accuracy": dml_metrics["clean_accuracy"], "base_loss": base_loss,
       "dml_loss": dml_loss, "flipped": dml_metrics["flipped"]})
 
 
-def adml(params, batch_stats, batch, key, step, *, model, base, beta, theta=None, **attack):
+def adml(params, model_state, batch, key, step, *, model, base, beta, theta=None, **attack):
   """The ADML loss at x_adv = `pgd_at_attack` (PGD on CE for every base, as in the authors'
-  code); `attack` are that function's keywords. Returns (loss, (new_batch_stats, metrics))."""
-  x_adv = pgd_at_attack(params, batch_stats, batch, key, step, model=model, **attack)
-  return adml_loss(params, batch_stats, batch, x_adv, model=model, base=base, beta=beta,
+  code); `attack` are that function's keywords. Returns (loss, (new_model_state, metrics))."""
+  x_adv = pgd_at_attack(params, model_state, batch, key, step, model=model, **attack)
+  return adml_loss(params, model_state, batch, x_adv, model=model, base=base, beta=beta,
                    theta=theta)
+
+
+def objective(model, *, base: str = "pgd_at", beta: float = 2.0, theta=None, **attack):
+  """ADML (base "pgd_at": ADML-AT, "trades", "mart") as an objective; `theta` None or K
+  per-class weights; `attack` are the keywords of `pgd_at_attack`."""
+  return functools.partial(adml, model=model, base=base, beta=beta,
+                           theta=None if theta is None else tuple(theta), **attack)

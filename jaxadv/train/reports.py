@@ -1,0 +1,72 @@
+"""What a trained run reports: its evaluation (clean and the attack suite, per class, masking
+checks) and the reports its methods offer (`jaxadv.methods.reports`, e.g. "vulnerability").
+"""
+
+from __future__ import annotations
+
+import re
+
+from jaxadv import methods, sharding
+from jaxadv.eval import runner
+from jaxadv.train import state as state_lib
+from jaxadv.train import workdir as workdir_lib
+from jaxadv.train.stages import MODEL, train
+
+
+def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None, suite=None,
+                   num_examples: int = 0, checks=None, tag: str = ""):
+  """Evaluates `variables` on the test split with the configured (or given) suite; prints
+  the table and, with a workdir, writes eval.json and per_class.png there (eval_<tag>.json and
+  per_class_<tag>.png with a tag)."""
+  test_ds = workdir_lib.load_dataset(config, "test")
+  if num_examples > 0:
+    test_ds = test_ds.take(num_examples)
+  e = config.eval
+  return runner.evaluate_suite(
+      workdir_lib.build_model(config, test_ds), variables, test_ds, suite=suite or e.suite,
+      eps=e.eps, norm=e.norm, step_size=e.step_size, batch_size=e.batch_size, seed=config.seed,
+      model_name=f"{config.name} ({config.model.name})", checkpoint_step=checkpoint_step,
+      checks=e.masking_checks if checks is None else checks, out_dir=workdir, tag=tag)
+
+
+def train_and_evaluate(config, workdir, *, stages=None, progress: bool = True):
+  """`train` (all stages, or those named in `stages`), then, when the model stage was among
+  them, `evaluate_state` of its final variables; returns the eval record, or None."""
+  state = train(config, workdir, stages=stages, progress=progress)
+  if stages is not None and MODEL not in stages:
+    return None
+  return evaluate_state(config, state_lib.variables(state), checkpoint_step=int(state.step),
+                        workdir=workdir)
+
+
+def _check_tag(tag: str) -> None:
+  if tag and not re.fullmatch(r"[A-Za-z0-9_.-]+", tag):
+    raise ValueError(f"bad eval tag {tag!r}: use letters, digits, '_', '-' and '.' only.")
+
+
+def evaluate_workdir(workdir, *, suite=None, num_examples: int = 0, checks=None, tag: str = ""):
+  """Evaluates the latest checkpoint of the run in `workdir` (its config.json decides how,
+  unless `suite`, `num_examples` or `checks` override it); `tag` names its output files as
+  `evaluate_state` does.
+
+  Raises ValueError for a tag other than letters, digits, '_', '-' and '.'.
+  """
+  _check_tag(tag)
+  config, variables, step = workdir_lib.restore(workdir)
+  return evaluate_state(config, variables, checkpoint_step=step, workdir=workdir, suite=suite,
+                        num_examples=num_examples, checks=checks, tag=tag)
+
+
+def report(name: str, workdir, *, num_examples: int = 0, **options) -> dict:
+  """Runs the report `name` (one of `jaxadv.methods.reports()`) on the latest checkpoint of the
+  run in `workdir`; `options` are the report's own (`Report.options`). Returns its record."""
+  available = methods.reports()
+  if name not in available:
+    raise ValueError(f"unknown report {name!r}; choose one of {sorted(available)}.")
+  chosen = available[name]
+  unknown = set(options) - set(chosen.options)
+  if unknown:
+    raise ValueError(f"report {name!r} has no option(s) {sorted(unknown)}; its options are "
+                     f"{sorted(chosen.options)}.")
+  run = workdir_lib.open_run(workdir, mesh=sharding.data_mesh())
+  return chosen.measure(run, num_examples=num_examples, **options)

@@ -1,0 +1,143 @@
+"""Run directories: what a config builds (dataset, model, stages' contexts), creating a run
+directory, and restoring the latest checkpoint of any stage of one.
+
+A run directory holds `config.json`, `checkpoints/` of its model stage, the metrics and the
+reports; a method's other stages train in subdirectories `<workdir>/<stage name>` laid out the
+same way (`jaxadv.methods.Stage`).
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+
+from jaxadv import config as config_lib
+from jaxadv import data, methods, models, sharding
+from jaxadv.train import state as state_lib
+from jaxadv.train.checkpoint import Checkpointer
+from jaxadv.train.step import make_optimizer
+
+
+def load_dataset(config, split: str) -> data.ArrayDataset:
+  """The configured dataset split, cut to dataset.num_train / num_test examples."""
+  dataset = data.load(config.dataset.name, split, data_dir=config.dataset.data_dir or None,
+                      download=config.dataset.download)
+  return dataset.take(config.dataset.num_train if split == "train" else config.dataset.num_test)
+
+
+def build_model(config, dataset: data.ArrayDataset):
+  """The configured model, normalising with the dataset's channel statistics (with auxiliary
+  BatchNorms when `model.aux_bn`)."""
+  extra = {"aux_bn": True} if config.model.aux_bn else {}
+  return models.get(config.model.name, num_classes=dataset.num_classes, mean=dataset.mean,
+                    std=dataset.std, dtype=jnp.dtype(config.model.dtype), **extra)
+
+
+def stage_dir(workdir, stage: methods.Stage) -> pathlib.Path:
+  """Where `stage` of the run in `workdir` trains: `workdir` for the model stage, else
+  `<workdir>/<stage name>`."""
+  workdir = pathlib.Path(workdir)
+  return workdir / stage.name if stage.name else workdir
+
+
+def read_config(directory):
+  """The validated config of the run (or stage) directory `directory`."""
+  path = pathlib.Path(directory) / "config.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"{directory} is not a jaxadv run directory: {path} is missing.")
+  return config_lib.from_json(path.read_text())
+
+
+def prepare(config, directory) -> pathlib.Path:
+  """Validates `config`, creates `directory` and writes (or checks) its config.json."""
+  config_lib.validate(config)
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  path = directory / "config.json"
+  text = config_lib.to_json(config)
+  if path.exists() and path.read_text() != text:
+    raise ValueError(f"{directory} holds a run with a different config ({path}); resume it with "
+                     "the same config or choose a new workdir.")
+  path.write_text(text)
+  return directory
+
+
+def find_stage(config, name: str) -> methods.Stage:
+  """The stage `name` of the method `config` selects; ValueError naming its stages otherwise."""
+  stages = methods.get(config.objective.name).stages_of(config)
+  for stage in stages:
+    if stage.name == name:
+      return stage
+  raise ValueError(f"method {config.objective.name!r} has no stage {name!r}; its stages are "
+                   f"{[s.name or '(model)' for s in stages]}.")
+
+
+def context(config, dataset: data.ArrayDataset, mesh, stage: methods.Stage | None = None, *,
+            inputs=None) -> methods.StageContext:
+  """The `StageContext` of `stage` (default: the model's) of the run `config` trained on
+  `dataset`."""
+  batch_size = (stage and stage.batch_size) or config.batch_size
+  return methods.StageContext(
+      config=config, model=build_model(config, dataset), image_shape=dataset.image_shape,
+      num_classes=dataset.num_classes, batch_size=batch_size,
+      steps_per_epoch=data.steps_per_epoch(dataset, batch_size),
+      inputs=dict(inputs or {}), restore=lambda directory, stage="": restore(directory, stage,
+                                                                             mesh=mesh),
+      open_run=lambda directory: open_run(directory, mesh=mesh))
+
+
+def initial_state(stage: methods.Stage, ctx: methods.StageContext, total_steps: int):
+  """(step-0 TrainState, optimizer, schedule) of `stage`: the seed's initialisation (the
+  stage's own `init`, else the model's) and the stage's optimizer (else the config's `optim`
+  group). Only the model stage keeps a moving average (`optim.ema_decay`)."""
+  config = ctx.config
+  if stage.optimizer is not None:
+    tx, schedule = stage.optimizer(ctx, total_steps)
+  else:
+    tx, schedule = make_optimizer(config.optim, total_steps, ctx.steps_per_epoch)
+  ema = not stage.name and config.optim.ema_decay > 0
+  if stage.init is None:
+    state = state_lib.create(ctx.model, tx, ctx.image_shape, config.seed, ema=ema)
+  else:
+    init_key, run_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    params, model_state = stage.init(ctx, init_key)
+    state = state_lib.from_variables(params, model_state, tx, run_key, ema=ema)
+  return state, tx, schedule
+
+
+def restore(directory, stage: str = "", *, mesh=None):
+  """(config, variables, step) of the latest checkpoint of stage `stage` ("" the model) trained
+  in `directory` (a run directory for the model, the stage's own directory otherwise):
+  variables {"params", **model_state}, or their moving average when the run keeps one,
+  replicated over `mesh` when given.
+
+  Raises FileNotFoundError when `directory` holds no run or no checkpoint, ValueError when its
+  method has no such stage, and `CheckpointError` for an unreadable checkpoint.
+  """
+  config = read_config(directory)
+  found = find_stage(config, stage)
+  test_ds = load_dataset(config, "test")
+  ctx = context(config, test_ds, mesh, found)
+  target = jax.eval_shape(lambda: initial_state(found, ctx, 1)[0])
+  checkpointer = Checkpointer(directory, max_to_keep=config.keep_checkpoints)
+  step = checkpointer.latest_step()
+  if step is None:
+    checkpointer.close()
+    raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}; train first.")
+  state = checkpointer.restore(target, step)
+  checkpointer.close()
+  variables = state_lib.variables(state)
+  if mesh is not None:
+    variables = jax.device_put(variables, sharding.replicated(mesh))
+  return config, variables, step
+
+
+def open_run(directory, *, mesh=None) -> methods.Run:
+  """The trained run in `directory` as a report sees it (`jaxadv.methods.Run`)."""
+  config, variables, step = restore(directory, mesh=mesh)
+  test_set = load_dataset(config, "test")
+  return methods.Run(workdir=pathlib.Path(directory), config=config, variables=variables,
+                     step=step, model=build_model(config, test_set), test_set=test_set,
+                     restore=lambda other, stage="": restore(other, stage, mesh=mesh))
