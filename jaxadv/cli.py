@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--num-examples", type=int, default=0,
                         help="evaluate the first N test points (default: all)")
   evaluate.add_argument("--no-checks", action="store_true", help="skip gradient-masking checks")
+  evaluate.add_argument("--checkpoint", choices=("last", "best"), default=None,
+                        help="the last checkpoint or the best one the run kept (default: the "
+                             "run's eval.checkpoint)")
   evaluate.add_argument("--tag", default="",
                         help="write eval_<tag>.json and per_class_<tag>.png instead of "
                              "eval.json and per_class.png (keeps the run's own evaluation)")
@@ -171,7 +174,8 @@ def _run(args, overrides) -> None:
   elif args.command == "eval":
     suite = tuple(args.suite.split(",")) if args.suite else None
     train.evaluate_workdir(args.workdir, suite=suite, num_examples=args.num_examples,
-                           checks=False if args.no_checks else None, tag=args.tag)
+                           checks=False if args.no_checks else None, tag=args.tag,
+                           checkpoint=args.checkpoint)
   elif args.command == "report":
     train.report(args.name, args.workdir, num_examples=args.num_examples,
                  **_report_options(args.name, args.options))

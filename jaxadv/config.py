@@ -27,6 +27,8 @@ from jaxadv.eval import suites
 from jaxadv.models import MODES
 from jaxadv.train.schedules import SCHEDULES
 
+CHECKPOINTS = ("last", "best")  # which checkpoint a run's evaluation scores (eval.checkpoint)
+
 
 def base_config() -> ml_collections.ConfigDict:
   """Defaults of every field: the embedded default job, adversarial training (the registry's
@@ -36,8 +38,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.dataset = ml_collections.ConfigDict(dict(
       name="digits", data_dir="", download=False,
-      num_train=0,  # 0: the whole training split.
+      num_train=0,  # 0: the whole training split (after the validation hold-out).
       num_test=0,   # 0: the whole test split.
+      # Training examples held out for validation (a fixed random subset, the same for every
+      # run and seed; `jaxadv.train.workdir.load_dataset(config, "val")`); 0: none.
+      num_val=0,
       augment="none",  # on-device training augmentation: "none", "crop" or "crop_flip".
   ))
   # aux_bn: every BatchNorm gets an auxiliary twin (models with BatchNorm only), which methods
@@ -71,9 +76,14 @@ def base_config() -> ml_collections.ConfigDict:
   # overridden; step_size is that of the PGD-type attacks (pgdN, cwN).
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=500, eps=eps, step_size=0.02, norm=norm, suite=("pgd20",), masking_checks=True,
-      # Test accuracy during training (clean and PGD-`monitor_steps` on the first
-      # `monitor_examples` test points) every `monitor_every_epochs` epochs; 0 turns it off.
+      # Accuracy during training (clean and PGD-`monitor_steps` on the first
+      # `monitor_examples` points of the validation split, or of the test split when
+      # dataset.num_val is 0) every `monitor_every_epochs` epochs; 0 turns it off.
       monitor_every_epochs=0.0, monitor_examples=500, monitor_steps=10,
+      # Which checkpoint the run's evaluation scores: "last", or "best", the one of highest
+      # monitored PGD accuracy (kept in <workdir>/best; needs the monitor and, to select
+      # honestly, dataset.num_val > 0).
+      checkpoint="last",
   ))
   return c
 
@@ -152,6 +162,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(config.eval.monitor_every_epochs >= 0, "eval.monitor_every_epochs must be >= 0.")
   _check(config.eval.monitor_examples >= 1 and config.eval.monitor_steps >= 1,
          "eval.monitor_examples and eval.monitor_steps must be >= 1.")
+  _check(config.dataset.num_val >= 0, f"dataset.num_val must be >= 0, got {config.dataset.num_val}.")
+  _check(config.eval.checkpoint in CHECKPOINTS,
+         f"eval.checkpoint must be one of {list(CHECKPOINTS)}, got {config.eval.checkpoint!r}.")
+  _check(config.eval.checkpoint != "best" or config.eval.monitor_every_epochs > 0,
+         "eval.checkpoint='best' selects by the monitored accuracy: set "
+         "eval.monitor_every_epochs > 0 (and dataset.num_val > 0 to select on held-out data).")
   return config
 
 

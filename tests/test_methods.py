@@ -140,3 +140,39 @@ def test_train_runs_the_named_stages_only(tmp_path):
     training.train(config, tmp_path, stages=["estimators"], progress=False)
   assert training.train_and_evaluate(config, tmp_path, stages=["model"], progress=False)
   assert (tmp_path / "eval.json").is_file()
+
+
+def test_validation_split_is_held_out_of_training_and_fixed_across_seeds():
+  config = tiny_config(**{"dataset.num_val": 50, "dataset.num_train": 0})
+  train, val = training.load_dataset(config, "train"), training.load_dataset(config, "val")
+  whole = training.load_dataset(tiny_config(**{"dataset.num_train": 0}), "train")
+  assert len(train) + len(val) == len(whole) and len(val) == 50
+  as_rows = lambda d: {row.tobytes() for row in d.images.reshape(len(d), -1)}
+  assert not as_rows(train) & as_rows(val)
+  other_seed = training.load_dataset(tiny_config(seed=3, **{"dataset.num_val": 50}), "val")
+  np.testing.assert_array_equal(other_seed.labels, val.labels)
+  with pytest.raises(ValueError, match="holds out no validation split"):
+    training.load_dataset(tiny_config(), "val")
+  with pytest.raises(ValueError, match="eval.checkpoint='best' selects by the monitored"):
+    tiny_config(**{"eval.checkpoint": "best"})
+
+
+def test_best_checkpoint_is_the_highest_validation_score_and_is_evaluated(tmp_path, capsys):
+  config = tiny_config(num_epochs=3, **{"dataset.num_val": 64, "eval.monitor_every_epochs": 1.0,
+                                        "eval.monitor_examples": 64, "eval.monitor_steps": 2,
+                                        "eval.checkpoint": "best"})
+  record = training.train_and_evaluate(config, tmp_path, progress=False)
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  monitored = [(row["step"], row["val_pgd2"]) for row in rows if "val_pgd2" in row]
+  assert [step for step, _ in monitored] == [8, 16, 24]
+  best_step, best_score = max(monitored, key=lambda item: (item[1], -item[0]))
+  kept = json.loads((tmp_path / "best" / "best.json").read_text())
+  assert (kept["step"], kept["score"]) == (best_step, best_score)
+  assert record["checkpoint_step"] == best_step and "best checkpoint" in record["model"]
+  _, best_variables, _ = training.restore(tmp_path, checkpoint="best")
+  _, last_variables, last_step = training.restore(tmp_path)
+  assert last_step == 24
+  if best_step != 24:
+    assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, best_variables, last_variables)))
+  again = training.evaluate_workdir(tmp_path)
+  assert again["checkpoint_step"] == best_step

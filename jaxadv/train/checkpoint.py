@@ -68,6 +68,10 @@ class Checkpointer:
           f"config. Other steps on disk: {others or 'none'}; delete the bad step directory to "
           "resume from an earlier one, or use a new workdir.") from error
 
+  def wait(self) -> None:
+    """Waits for pending saves to finish."""
+    self._manager.wait_until_finished()
+
   def close(self) -> None:
     """Waits for pending saves and releases the manager."""
     self._manager.wait_until_finished()

@@ -10,7 +10,9 @@ waits for the save to finish and raises `Preempted`; running it again resumes.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import pathlib
 import signal
 import threading
 
@@ -58,9 +60,36 @@ def _sigterm_flag():
     signal.signal(signal.SIGTERM, previous)
 
 
+class BestCheckpoint:
+  """The checkpoint of highest monitored score of a run, kept in `<workdir>/best` (one step)
+  with `<workdir>/best/best.json` = {"step", "metric", "score"}; a resumed run continues from
+  the score on disk. A save is awaited before best.json names it, so a killed run never
+  points at a half-written checkpoint."""
+
+  def __init__(self, directory, metric: str):
+    self.directory, self.metric = pathlib.Path(directory), metric
+    self._record = self.directory / "best.json"
+    self.score = (json.loads(self._record.read_text())["score"] if self._record.is_file()
+                  else -math.inf)
+    self._checkpointer = Checkpointer(self.directory, max_to_keep=1)
+
+  def offer(self, step: int, scores: dict, state) -> None:
+    """Saves `state` as step `step` when scores[metric] beats the best so far."""
+    score = scores[self.metric]
+    if score <= self.score:
+      return
+    self._checkpointer.save(step, state, force=True)
+    self._checkpointer.wait()
+    self.score = score
+    self._record.write_text(json.dumps({"step": step, "metric": self.metric, "score": score}))
+
+  def close(self) -> None:
+    self._checkpointer.close()
+
+
 def run_steps(config, workdir, state, train_step, train_ds, mesh, schedule, *,
               num_epochs: int | None = None, batch_size: int | None = None, initialise=None,
-              monitor=None,
+              monitor=None, monitor_prefix: str = "test/", keep_best: str | None = None,
               stop_after_step: int | None = None, progress: bool = True):
   """Runs `train_step` over `num_epochs` (default `config.num_epochs`) epochs of `train_ds` in
   batches of `batch_size` (default `config.batch_size`); returns the final state.
@@ -68,7 +97,9 @@ def run_steps(config, workdir, state, train_step, train_ds, mesh, schedule, *,
   The loop every training stage shares: resume from the latest checkpoint in `workdir` (else
   `initialise(state)`, when given), deterministic batches from the resumed step, JSONL and
   TensorBoard metrics every `config.log_every_steps`, `monitor(variables) -> metrics` every
-  `config.eval.monitor_every_epochs`, checkpoints every `config.checkpoint_every_steps` and at
+  `config.eval.monitor_every_epochs` (logged under `monitor_prefix`; with `keep_best`, the
+  name of one of its metrics, the state of its highest value is kept: `BestCheckpoint`),
+  checkpoints every `config.checkpoint_every_steps` and at
   the end (each preceded by a metrics row), and save-then-`Preempted` on SIGTERM. A logged
   loss that is NaN or infinite raises `NonFiniteLoss` before that step is saved, so no
   checkpoint holds a diverged state (the check rides on the logging transfer: no extra host
@@ -89,6 +120,7 @@ def run_steps(config, workdir, state, train_step, train_ds, mesh, schedule, *,
                                              jax.process_index(), jax.process_count()),
                           lambda batch: sharding.put_batch(batch, mesh))
   log = MetricsLog(workdir)
+  best = None if keep_best is None else BestCheckpoint(pathlib.Path(workdir) / "best", keep_best)
   end = total_steps if stop_after_step is None else min(total_steps, stop_after_step)
   sync_each_step = sharding.must_sync_each_step(mesh)
   monitor_every = max(1, round(config.eval.monitor_every_epochs * steps_per_epoch))
@@ -107,24 +139,28 @@ def run_steps(config, workdir, state, train_step, train_ds, mesh, schedule, *,
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}")
         if not math.isfinite(row["loss"]):
           last_saved = checkpointer.latest_step()
-          _close(bar, log, checkpointer)
+          _close(bar, log, checkpointer, best)
           raise NonFiniteLoss(done, workdir, last_saved)
       if monitor is not None and (done % monitor_every == 0 or done == total_steps):
-        log.write(done, dict(monitor(state_lib.variables(state)), epoch=done / steps_per_epoch),
-                  prefix="test/")
+        scores = monitor(state_lib.variables(state))
+        log.write(done, dict(scores, epoch=done / steps_per_epoch), prefix=monitor_prefix)
+        if best is not None:
+          best.offer(done, scores, state)
       if sigterm or checkpointer.reached_preemption(done):
         log.flush(done, epoch=done / steps_per_epoch, lr=float(schedule(step)))
         checkpointer.save(done, state, force=True)
-        _close(bar, log, checkpointer)
+        _close(bar, log, checkpointer, best)
         raise Preempted(done, workdir)
       if save:
         checkpointer.save(done, state)
-  _close(bar, log, checkpointer)
+  _close(bar, log, checkpointer, best)
   return state
 
 
-def _close(bar, log: MetricsLog, checkpointer: Checkpointer) -> None:
+def _close(bar, log: MetricsLog, checkpointer: Checkpointer, best) -> None:
   """Ends a training loop: the progress bar, the metrics files, pending checkpoint saves."""
   bar.close()
   log.close()
   checkpointer.close()
+  if best is not None:
+    best.close()

@@ -6,14 +6,16 @@ import pathlib
 
 from jaxadv.train import metrics as metrics_lib
 
+MONITORED = ("val_", "test_")  # prefixes of the monitor's accuracies
+
 
 def curves(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
-  """name -> (epochs, values) for the training loss and accuracy and every test accuracy
-  (`test_*` fields written by the monitor), in step order."""
+  """name -> (epochs, values) for the training loss and accuracy and every monitored accuracy
+  (`val_*` or `test_*` fields written by the monitor), in step order."""
   out: dict[str, tuple[list[float], list[float]]] = {}
   for row in rows:
     for name, value in row.items():
-      if name in ("loss", "accuracy") or name.startswith("test_"):
+      if name in ("loss", "accuracy") or name.startswith(MONITORED):
         epochs, values = out.setdefault(name, ([], []))
         epochs.append(row["epoch"])
         values.append(value)
@@ -36,8 +38,8 @@ def plot_run(workdir, out_path=None) -> pathlib.Path:
   left.set(xlabel="epoch", ylabel="loss", title="loss")
   right.plot(data["accuracy"][0], [100 * a for a in data["accuracy"][1]],
              label="training batches (as trained on)")
-  for name in sorted(n for n in data if n.startswith("test_")):
-    right.plot(*data[name], marker="o", label=name.replace("test_", "test "))
+  for name in sorted(n for n in data if n.startswith(MONITORED)):
+    right.plot(*data[name], marker="o", label=name.replace("_", " ", 1))
   right.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
   for axis in (left, right):
     axis.grid(alpha=0.3)

@@ -14,10 +14,11 @@ from jaxadv.train.stages import MODEL, train
 
 
 def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None, suite=None,
-                   num_examples: int = 0, checks=None, tag: str = ""):
-  """Evaluates `variables` on the test split with the configured (or given) suite; prints
-  the table and, with a workdir, writes eval.json and per_class.png there (eval_<tag>.json and
-  per_class_<tag>.png with a tag)."""
+                   num_examples: int = 0, checks=None, tag: str = "", checkpoint: str = "last"):
+  """Evaluates `variables` (of the `checkpoint` "last" or "best", as the report names it) on
+  the test split with the configured (or given) suite; prints the table and, with a workdir,
+  writes eval.json and per_class.png there (eval_<tag>.json and per_class_<tag>.png with a
+  tag)."""
   test_ds = workdir_lib.load_dataset(config, "test")
   if num_examples > 0:
     test_ds = test_ds.take(num_examples)
@@ -25,7 +26,9 @@ def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None, sui
   return runner.evaluate_suite(
       workdir_lib.build_model(config, test_ds), variables, test_ds, suite=suite or e.suite,
       eps=e.eps, norm=e.norm, step_size=e.step_size, batch_size=e.batch_size, seed=config.seed,
-      model_name=f"{config.name} ({config.model.name})", checkpoint_step=checkpoint_step,
+      model_name=f"{config.name} ({config.model.name}"
+                 f"{', best checkpoint' if checkpoint == workdir_lib.BEST else ''})",
+      checkpoint_step=checkpoint_step,
       checks=e.masking_checks if checks is None else checks, out_dir=workdir, tag=tag)
 
 
@@ -35,8 +38,12 @@ def train_and_evaluate(config, workdir, *, stages=None, progress: bool = True):
   state = train(config, workdir, stages=stages, progress=progress)
   if stages is not None and MODEL not in stages:
     return None
-  return evaluate_state(config, state_lib.variables(state), checkpoint_step=int(state.step),
-                        workdir=workdir)
+  if config.eval.checkpoint == workdir_lib.BEST:
+    _, variables, step = workdir_lib.restore(workdir, checkpoint=workdir_lib.BEST)
+  else:
+    variables, step = state_lib.variables(state), int(state.step)
+  return evaluate_state(config, variables, checkpoint_step=step, workdir=workdir,
+                        checkpoint=config.eval.checkpoint)
 
 
 def _check_tag(tag: str) -> None:
@@ -44,17 +51,20 @@ def _check_tag(tag: str) -> None:
     raise ValueError(f"bad eval tag {tag!r}: use letters, digits, '_', '-' and '.' only.")
 
 
-def evaluate_workdir(workdir, *, suite=None, num_examples: int = 0, checks=None, tag: str = ""):
-  """Evaluates the latest checkpoint of the run in `workdir` (its config.json decides how,
-  unless `suite`, `num_examples` or `checks` override it); `tag` names its output files as
+def evaluate_workdir(workdir, *, suite=None, num_examples: int = 0, checks=None, tag: str = "",
+                     checkpoint: str | None = None):
+  """Evaluates the latest (or, with `checkpoint="best"`, the best) checkpoint of the run in
+  `workdir` (its config.json decides how, `eval.checkpoint` included, unless `suite`,
+  `num_examples`, `checks` or `checkpoint` override it); `tag` names its output files as
   `evaluate_state` does.
 
   Raises ValueError for a tag other than letters, digits, '_', '-' and '.'.
   """
   _check_tag(tag)
-  config, variables, step = workdir_lib.restore(workdir)
+  checkpoint = checkpoint or workdir_lib.read_config(workdir).eval.checkpoint
+  config, variables, step = workdir_lib.restore(workdir, checkpoint=checkpoint)
   return evaluate_state(config, variables, checkpoint_step=step, workdir=workdir, suite=suite,
-                        num_examples=num_examples, checks=checks, tag=tag)
+                        num_examples=num_examples, checks=checks, tag=tag, checkpoint=checkpoint)
 
 
 def report(name: str, workdir, *, num_examples: int = 0, **options) -> dict:

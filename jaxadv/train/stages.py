@@ -23,21 +23,28 @@ from jaxadv.train.loop import run_steps
 from jaxadv.train.step import make_train_step
 
 
+def monitor_split(config) -> str:
+  """The split the monitor scores: "val" when the run holds one out, else "test"."""
+  return "val" if config.dataset.num_val > 0 else "test"
+
+
 def _monitor(config, model, mesh):
-  """`variables -> {"test_clean": %, "test_pgdN": %}` on the first eval.monitor_examples test
-  points (compiled once for the run), or None when eval.monitor_every_epochs is 0."""
+  """`variables -> {"<split>_clean": %, "<split>_pgdN": %}` on the first eval.monitor_examples
+  points of `monitor_split` (compiled once for the run), or None when
+  eval.monitor_every_epochs is 0."""
   e = config.eval
   if e.monitor_every_epochs <= 0:
     return None
-  test_ds = workdir_lib.load_dataset(config, "test").take(e.monitor_examples)
+  split = monitor_split(config)
+  points = workdir_lib.load_dataset(config, split).take(e.monitor_examples)
   name = f"pgd{e.monitor_steps}"
-  attacks = suites.build([name], eps=e.eps, norm=e.norm, num_classes=test_ds.num_classes,
+  attacks = suites.build([name], eps=e.eps, norm=e.norm, num_classes=points.num_classes,
                          step_size=e.step_size)
-  evaluator = robustness.Evaluator(model, test_ds, batch_size=e.batch_size, mesh=mesh)
+  evaluator = robustness.Evaluator(model, points, batch_size=e.batch_size, mesh=mesh)
 
   def monitor(variables):
     accuracy = evaluator(variables, attacks, seed=config.seed).accuracy()
-    return {"test_clean": accuracy["clean"], f"test_{name}": accuracy[name]}
+    return {f"{split}_clean": accuracy["clean"], f"{split}_{name}": accuracy[name]}
   return monitor
 
 
@@ -71,10 +78,14 @@ def _train_stage(stage, ctx, directory, train_ds, mesh, *, stop_after_step, prog
   train_step = make_train_step(
       stage.objective(ctx), tx, mesh, ema_decay=config.optim.ema_decay if is_model else 0.0,
       augment=data.augment.get(config.dataset.augment) if is_model else None)
+  keep_best = is_model and config.eval.checkpoint == workdir_lib.BEST
+  split = monitor_split(config)
   state = run_steps(config, directory, state, train_step, train_ds, mesh, schedule,
                     num_epochs=num_epochs, batch_size=ctx.batch_size,
                     initialise=(lambda s: _initialised_from(s, config, mesh)) if is_model else None,
                     monitor=_monitor(config, ctx.model, mesh) if is_model else None,
+                    monitor_prefix=f"{split}/",
+                    keep_best=f"{split}_pgd{config.eval.monitor_steps}" if keep_best else None,
                     stop_after_step=stop_after_step, progress=progress)
   return state, was_done, int(state.step) == total_steps
 

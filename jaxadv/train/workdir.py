@@ -8,6 +8,7 @@ same way (`jaxadv.methods.Stage`).
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import jax
@@ -15,16 +16,38 @@ import jax.numpy as jnp
 
 from jaxadv import config as config_lib
 from jaxadv import data, methods, models, sharding
+from jaxadv.data.dataset import split_indices
 from jaxadv.train import state as state_lib
 from jaxadv.train.checkpoint import Checkpointer
 from jaxadv.train.step import make_optimizer
 
 
+BEST = "best"  # the subdirectory of the best checkpoint (`eval.checkpoint = "best"`)
+VAL_SEED = 1  # fixed, so that every run and seed holds out the same validation points
+
+
 def load_dataset(config, split: str) -> data.ArrayDataset:
-  """The configured dataset split, cut to dataset.num_train / num_test examples."""
-  dataset = data.load(config.dataset.name, split, data_dir=config.dataset.data_dir or None,
-                      download=config.dataset.download)
-  return dataset.take(config.dataset.num_train if split == "train" else config.dataset.num_test)
+  """Split "train", "val" or "test" of the configured dataset: "val" is a fixed random subset
+  of `dataset.num_val` training examples, "train" the other training examples cut to
+  `dataset.num_train`, "test" the test split cut to `dataset.num_test`."""
+  if split not in ("train", "val", "test"):
+    raise ValueError(f"unknown split {split!r}; choose 'train', 'val' or 'test'.")
+  d = config.dataset
+  source = "test" if split == "test" else "train"
+  dataset = data.load(d.name, source, data_dir=d.data_dir or None, download=d.download)
+  if split == "test":
+    return dataset.take(d.num_test)
+  if split == "val" and d.num_val <= 0:
+    raise ValueError("this run holds out no validation split: set dataset.num_val > 0.")
+  if d.num_val > 0:
+    if d.num_val >= len(dataset):
+      raise ValueError(f"dataset.num_val {d.num_val} leaves no training example of the "
+                       f"{len(dataset)} in {d.name}.")
+    kept, held_out = split_indices(len(dataset), d.num_val, seed=VAL_SEED)
+    rows = held_out if split == "val" else kept
+    dataset = dataclasses.replace(dataset, images=dataset.images[rows],
+                                  labels=dataset.labels[rows])
+  return dataset if split == "val" else dataset.take(d.num_train)
 
 
 def build_model(config, dataset: data.ArrayDataset):
@@ -107,11 +130,12 @@ def initial_state(stage: methods.Stage, ctx: methods.StageContext, total_steps: 
   return state, tx, schedule
 
 
-def restore(directory, stage: str = "", *, mesh=None):
+def restore(directory, stage: str = "", *, mesh=None, checkpoint: str = "last"):
   """(config, variables, step) of the latest checkpoint of stage `stage` ("" the model) trained
-  in `directory` (a run directory for the model, the stage's own directory otherwise):
-  variables {"params", **model_state}, or their moving average when the run keeps one,
-  replicated over `mesh` when given.
+  in `directory` (a run directory for the model, the stage's own directory otherwise), or with
+  `checkpoint="best"` of the best one the run kept (`<directory>/best`): variables
+  {"params", **model_state}, or their moving average when the run keeps one, replicated over
+  `mesh` when given.
 
   Raises FileNotFoundError when `directory` holds no run or no checkpoint, ValueError when its
   method has no such stage, and `CheckpointError` for an unreadable checkpoint.
@@ -121,11 +145,15 @@ def restore(directory, stage: str = "", *, mesh=None):
   test_ds = load_dataset(config, "test")
   ctx = context(config, test_ds, mesh, found)
   target = jax.eval_shape(lambda: initial_state(found, ctx, 1)[0])
-  checkpointer = Checkpointer(directory, max_to_keep=config.keep_checkpoints)
+  if checkpoint not in ("last", BEST):
+    raise ValueError(f"checkpoint must be 'last' or {BEST!r}, got {checkpoint!r}.")
+  checkpointer = Checkpointer(pathlib.Path(directory) / BEST if checkpoint == BEST else directory,
+                              max_to_keep=config.keep_checkpoints)
   step = checkpointer.latest_step()
   if step is None:
     checkpointer.close()
-    raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}; train first.")
+    raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}; train first"
+                            f"{' with eval.checkpoint=best' if checkpoint == BEST else ''}.")
   state = checkpointer.restore(target, step)
   checkpointer.close()
   variables = state_lib.variables(state)
