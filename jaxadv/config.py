@@ -47,7 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   # aux_bn: every BatchNorm gets an auxiliary twin (models with BatchNorm only), which methods
   # route adversarial inputs through (`jaxadv.models.apply_model(..., bn="aux")`).
-  c.model = ml_collections.ConfigDict(dict(name="small_cnn", dtype="float32", aux_bn=False))
+  # width: the model's base width (its first layer's channels), 0 for the model's default.
+  c.model = ml_collections.ConfigDict(dict(name="small_cnn", dtype="float32", aux_bn=False,
+                                           width=0))
   eps = ml_collections.FieldReference(0.2)
   norm = ml_collections.FieldReference("linf")
   # The training method, the model mode of its inner attack, and one group of constants per
@@ -126,6 +128,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(config.model.aux_bn is False or "aux_bn" in models.fields(config.model.name),
          f"model.aux_bn: model {config.model.name!r} has no BatchNorm to twin; choose one of "
          f"{[name for name in models.names() if 'aux_bn' in models.fields(name)]}.")
+  _check(config.model.width >= 0, f"model.width must be >= 0, got {config.model.width}.")
+  _check(config.model.width == 0 or "width" in models.fields(config.model.name),
+         f"model.width: model {config.model.name!r} has no width to set.")
   _check(config.objective.name in methods.names(),
          f"objective.name {config.objective.name!r} is unknown; choose one of {methods.names()}.")
   _check(config.objective.attack_mode in MODES[:2],

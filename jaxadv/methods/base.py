@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 
-from jaxadv.methods.common import training_attack
+from jaxadv.methods.common import check_number, training_attack
 
 Objective = Callable[..., Any]
 
@@ -156,3 +156,15 @@ def model_stage(method: Method, **fields) -> Stage:
     group = context.config.objective[method.name]
     return method.make_objective(context.model, training_attack(context), group, context.inputs)
   return Stage(name="", objective=objective, **fields)
+
+
+def kl_weighted_method(name: str, summary: str, objective) -> Method:
+  """The `Method` of a base objective whose one constant is its KL weight β (TRADES, MART):
+  config group {"beta": 6.0}, β >= 0, `objective(model, *, beta, **attack)`."""
+  return Method(
+      name=name, summary=summary,
+      defaults=lambda: ml_collections.ConfigDict({"beta": 6.0}),
+      make_objective=lambda model, attack, group, inputs: objective(model, beta=group.beta,
+                                                                    **attack),
+      validate=lambda group, config: check_number(group, "beta"),
+      legacy={"objective.beta": "beta"})

@@ -18,11 +18,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from jaxadv.attacks import losses
-from jaxadv.methods.base import Method
-from jaxadv.methods.common import accuracy, check_number, risk_of_both
+from jaxadv.methods.base import kl_weighted_method
+from jaxadv.methods.common import accuracy, risk_of_both
 from jaxadv.methods.pgd_at import pgd_at_attack
 
 
@@ -77,10 +76,4 @@ def objective(model, *, beta: float = 6.0, **attack):
   return functools.partial(mart, model=model, beta=beta, **attack)
 
 
-METHOD = Method(
-    name="mart", summary="MART (Wang et al., 2020)",
-    defaults=lambda: ml_collections.ConfigDict({"beta": 6.0}),
-    make_objective=lambda model, attack, group, inputs: objective(model, beta=group.beta,
-                                                                  **attack),
-    validate=lambda group, config: check_number(group, "beta"),
-    legacy={"objective.beta": "beta"})
+METHOD = kl_weighted_method("mart", "MART (Wang et al., 2020)", objective)

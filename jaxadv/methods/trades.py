@@ -16,12 +16,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from jaxadv.attacks import losses
-from jaxadv.methods.base import Method
-from jaxadv.methods.common import (accuracy, check_number, frozen_model, risk_of_both,
-                                   warmed_pgd)
+from jaxadv.methods.base import kl_weighted_method
+from jaxadv.methods.common import accuracy, frozen_model, risk_of_both, warmed_pgd
 
 INIT_STD = 0.001  # standard deviation of the Gaussian start of the KL attack (authors' code)
 
@@ -69,10 +67,4 @@ def objective(model, *, beta: float = 6.0, **attack):
   return functools.partial(trades, model=model, beta=beta, **attack)
 
 
-METHOD = Method(
-    name="trades", summary="TRADES (Zhang et al., 2019)",
-    defaults=lambda: ml_collections.ConfigDict({"beta": 6.0}),
-    make_objective=lambda model, attack, group, inputs: objective(model, beta=group.beta,
-                                                                  **attack),
-    validate=lambda group, config: check_number(group, "beta"),
-    legacy={"objective.beta": "beta"})
+METHOD = kl_weighted_method("trades", "TRADES (Zhang et al., 2019)", objective)

@@ -52,8 +52,10 @@ def load_dataset(config, split: str) -> data.ArrayDataset:
 
 def build_model(config, dataset: data.ArrayDataset):
   """The configured model, normalising with the dataset's channel statistics (with auxiliary
-  BatchNorms when `model.aux_bn`)."""
+  BatchNorms when `model.aux_bn`, of base width `model.width` when it is not 0)."""
   extra = {"aux_bn": True} if config.model.aux_bn else {}
+  if config.model.width:
+    extra["width"] = config.model.width
   return models.get(config.model.name, num_classes=dataset.num_classes, mean=dataset.mean,
                     std=dataset.std, dtype=jnp.dtype(config.model.dtype), **extra)
 
