@@ -1,5 +1,13 @@
 """Datasets and batching: fixed splits, determinism, padding, tfds mock data, clear errors;
-on-device augmentation, per-host sharding and prefetching to the mesh."""
+the file loaders on small files the tests write (MNIST IDX, CIFAR-10 JPEG archives: checksums,
+truncation, the decode cache); on-device augmentation, per-host sharding and prefetching to the
+mesh. tests/test_datasets_real.py checks the real files at full size."""
+
+import gzip
+import hashlib
+import io
+import struct
+import tarfile
 
 import chex
 import jax
@@ -8,9 +16,10 @@ import numpy as np
 import optax
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from jaxadv import data
-from jaxadv.data import augment, local
+from jaxadv.data import augment, cifar10, local, mnist, tfds_source
 from jaxadv import train as training
 from jaxadv import sharding
 from jaxadv.train import state as state_lib
@@ -112,7 +121,7 @@ def test_eval_batches_cover_each_example_once():
   np.testing.assert_array_equal(labels, dataset.labels)
 
 
-@pytest.mark.parametrize("name, shape", [("cifar10", (32, 32, 3)), ("mnist", (28, 28, 1)),
+@pytest.mark.parametrize("name, shape", [("cifar10", (32, 32, 3)), ("fashion_mnist", (28, 28, 1)),
                                          ("svhn_cropped", (32, 32, 3))])
 def test_tfds_datasets_through_mock_data(name, shape):
   with tfds.testing.mock_data(num_examples=12):
@@ -125,6 +134,203 @@ def test_tfds_datasets_through_mock_data(name, shape):
 def test_unprepared_tfds_dataset_says_how_to_prepare(tmp_path):
   with pytest.raises(data.DatasetNotFoundError, match="tfds build cifar10"):
     data.load("cifar10", "train", data_dir=str(tmp_path))
+
+
+def _write_idx(directory, split, images, labels, monkeypatch):
+  """Gzipped IDX files of `split` in `directory`, their content's sha256 made the expected one."""
+  images_file, labels_file = mnist.FILES[split]
+  contents = {images_file: struct.pack(">IIII", 2051, len(images), 28, 28) + images.tobytes(),
+              labels_file: struct.pack(">II", 2049, len(labels)) + labels.tobytes()}
+  for name, content in contents.items():
+    (directory / name).write_bytes(gzip.compress(content))
+    monkeypatch.setitem(mnist.SHA256, name, hashlib.sha256(content).hexdigest())
+
+
+def _digits(count, seed):
+  rng = np.random.default_rng(seed)
+  return (rng.integers(0, 256, (count, 28, 28), dtype=np.uint8),
+          rng.integers(0, 10, count, dtype=np.uint8))
+
+
+def test_mnist_reads_the_standard_split_from_idx_files(tmp_path, monkeypatch):
+  written = {"train": _digits(6, 0), "test": _digits(3, 1)}
+  for split, (images, labels) in written.items():
+    _write_idx(tmp_path, split, images, labels, monkeypatch)
+  for split, (images, labels) in written.items():
+    dataset = data.load("mnist", split, data_dir=str(tmp_path))
+    assert dataset.name == "mnist" and dataset.image_shape == (28, 28, 1)
+    assert (dataset.mean, dataset.std) == ((0.1307,), (0.3081,))
+    np.testing.assert_array_equal(dataset.images[..., 0], images / np.float32(255))
+    np.testing.assert_array_equal(dataset.labels, labels)
+
+
+def test_mnist_idx_checksum_mismatch_and_truncation_name_the_file(tmp_path, monkeypatch):
+  _write_idx(tmp_path, "train", *_digits(6, 0), monkeypatch)
+  monkeypatch.setitem(mnist.SHA256, "train-labels-idx1-ubyte.gz", "0" * 64)
+  with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte.gz: sha256 .* does not match"
+                                       r".*shared/data/mnist"):
+    data.load("mnist", "train", data_dir=str(tmp_path))
+  _write_idx(tmp_path, "train", *_digits(6, 0), monkeypatch)
+  images = tmp_path / "train-images-idx3-ubyte.gz"
+  images.write_bytes(images.read_bytes()[:-100])
+  with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz is truncated"):
+    data.load("mnist", "train", data_dir=str(tmp_path))
+
+
+def test_mnist_falls_back_to_tfds_without_idx_files(tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXADV_MNIST_DIR", str(tmp_path))  # an empty folder
+  with tfds.testing.mock_data(num_examples=12):
+    dataset = data.load("mnist", "train")
+  assert len(dataset) == 12 and dataset.image_shape == (28, 28, 1)
+
+
+def test_mnist_in_neither_place_says_both_ways_to_get_it(tmp_path, monkeypatch):
+  def unprepared(name, split, data_dir=None, download=False):
+    raise data.DatasetNotFoundError(f"tfds dataset {name!r}: run `tfds build {name}`")
+
+  monkeypatch.setattr(tfds_source, "load_tfds", unprepared)
+  monkeypatch.setenv("JAXADV_MNIST_DIR", str(tmp_path))
+  with pytest.raises(data.DatasetNotFoundError) as error:
+    data.load("mnist", "test")
+  message = str(error.value)
+  for part in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", str(tmp_path),
+               "$JAXADV_MNIST_DIR", "shared/data/mnist", "tfds build mnist"):
+    assert part in message
+
+
+def _smooth_images(count, seed):
+  """uint8 (count, 32, 32, 3) colour gradients: JPEG keeps them close."""
+  rng = np.random.default_rng(seed)
+  ramp = np.linspace(0, 1, 32)[None, :, None, None] * np.linspace(0, 1, 32)[None, None, :, None]
+  return (255 * (0.2 + 0.6 * ramp * rng.uniform(0, 1, (count, 1, 1, 3)))).astype(np.uint8)
+
+
+def _write_cifar_jpeg(directory, split, images, labels):
+  """A CIFAR-10 JPEG archive and labels file; returns what Pillow decodes from each JPEG."""
+  decoded = []
+  with tarfile.open(directory / f"cifar10_jpeg_{split}.tar.gz", "w:gz") as archive:
+    for i, image in enumerate(images):
+      jpeg = io.BytesIO()
+      Image.fromarray(image).save(jpeg, "JPEG", quality=90)
+      info = tarfile.TarInfo(f"{split}/{i:05d}.jpg")
+      info.size = jpeg.tell()
+      archive.addfile(info, io.BytesIO(jpeg.getvalue()))
+      decoded.append(np.asarray(Image.open(jpeg).convert("RGB")))
+  np.save(directory / f"cifar10_{split}_labels.npy", np.asarray(labels, np.uint8))
+  return np.stack(decoded)
+
+
+def _trust(directory, monkeypatch):
+  """Makes the sizes and sha256 of the files in `directory` the expected ones."""
+  for path in directory.iterdir():
+    monkeypatch.setitem(cifar10.FILES, path.name,
+                        (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()))
+
+
+@pytest.fixture
+def small_cifar(tmp_path, monkeypatch):
+  """A 5-image CIFAR-10 JPEG test split in tmp_path/cifar10, a fresh cache in tmp_path/cache,
+  and a record of the archives `decode_jpeg_archive` is called on."""
+  directory = tmp_path / "cifar10"
+  directory.mkdir()
+  decoded = _write_cifar_jpeg(directory, "test", _smooth_images(5, 0), [3, 8, 8, 0, 6])
+  _trust(directory, monkeypatch)
+  monkeypatch.setenv("JAXADV_CACHE_DIR", str(tmp_path / "cache"))
+  decode, calls = cifar10.decode_jpeg_archive, []
+  monkeypatch.setattr(cifar10, "decode_jpeg_archive",
+                      lambda path: calls.append(path) or decode(path))
+  return directory, decoded, calls
+
+
+def test_cifar10_jpeg_is_decoded_once_then_read_from_the_cache(small_cifar, tmp_path):
+  directory, decoded, calls = small_cifar
+  first = data.load("cifar10_jpeg", "test", data_dir=str(directory))
+  assert first.name == "CIFAR-10 (JPEG copy)" and first.image_shape == (32, 32, 3)
+  assert (first.mean, first.std) == tuple(data.TFDS_DATASETS["cifar10"][1:])
+  np.testing.assert_array_equal(first.images, decoded / np.float32(255))
+  np.testing.assert_array_equal(first.labels, [3, 8, 8, 0, 6])
+  again = data.load("cifar10_jpeg", "test", data_dir=str(directory))
+  assert len(calls) == 1  # the second load read the cache
+  np.testing.assert_array_equal(again.images, first.images)
+  sha256 = cifar10.FILES["cifar10_jpeg_test.tar.gz"][1]
+  assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"cifar10_jpeg_test-{sha256}.npy"]
+
+
+def test_cifar10_jpeg_cache_is_keyed_by_the_archive_checksum(small_cifar, monkeypatch):
+  directory, _, calls = small_cifar
+  data.load("cifar10_jpeg", "test", data_dir=str(directory))
+  decoded = _write_cifar_jpeg(directory, "test", _smooth_images(6, 1), [1, 2, 3, 4, 5, 6])
+  _trust(directory, monkeypatch)
+  changed = data.load("cifar10_jpeg", "test", data_dir=str(directory))
+  assert len(calls) == 2  # a new archive is decoded, not served from the old cache
+  np.testing.assert_array_equal(changed.images, decoded / np.float32(255))
+
+
+def test_cifar10_jpeg_without_a_writable_cache_warns_and_loads(small_cifar, tmp_path,
+                                                                monkeypatch):
+  directory, decoded, calls = small_cifar
+  blocker = tmp_path / "not_a_folder"
+  blocker.write_text("")
+  monkeypatch.setenv("JAXADV_CACHE_DIR", str(blocker / "cache"))
+  with pytest.warns(UserWarning, match="could not cache the decoded cifar10_jpeg_test.tar.gz"):
+    dataset = data.load("cifar10_jpeg", "test", data_dir=str(directory))
+  np.testing.assert_array_equal(dataset.images, decoded / np.float32(255))
+  assert len(calls) == 1
+
+
+def test_cifar10_checksum_mismatch_names_the_file(small_cifar):
+  directory, _, _ = small_cifar
+  np.save(directory / "cifar10_test_labels.npy", np.asarray([3, 8, 8, 0, 7], np.uint8))
+  with pytest.raises(ValueError, match=r"cifar10_test_labels.npy: sha256 .* does not match.*"
+                                       r"shared/data.*JAXADV_CIFAR10_DIR"):
+    data.load("cifar10_jpeg", "test", data_dir=str(directory))
+
+
+def test_cifar10_truncated_archive_is_a_clear_error(small_cifar):
+  directory, _, calls = small_cifar
+  archive = directory / "cifar10_jpeg_test.tar.gz"
+  archive.write_bytes(archive.read_bytes()[:500])
+  with pytest.raises(ValueError, match=r"cifar10_jpeg_test.tar.gz has 500 bytes, expected .*"
+                                       r"truncated"):
+    data.load("cifar10_jpeg", "test", data_dir=str(directory))
+  assert not calls
+
+
+def test_cifar10_missing_files_say_how_to_get_them(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"cifar10_jpeg_train.tar.gz', "
+                                              r"'cifar10_train_labels.npy'.*shared/data"):
+    data.load("cifar10_jpeg", "train", data_dir=str(tmp_path))
+  with pytest.raises(FileNotFoundError, match=r"cifar10_test_0-999_lossless.npz.*tfds build"):
+    data.load("cifar10_exact", "test", data_dir=str(tmp_path))
+
+
+def test_cifar10_label_count_mismatch(small_cifar, monkeypatch):
+  directory, _, _ = small_cifar
+  np.save(directory / "cifar10_test_labels.npy", np.asarray([3, 8, 8, 0], np.uint8))
+  _trust(directory, monkeypatch)
+  with pytest.raises(ValueError, match="5 images but 4 labels"):
+    data.load("cifar10_jpeg", "test", data_dir=str(directory))
+
+
+def test_cifar10_exact_reads_the_lossless_subset(tmp_path, monkeypatch):
+  images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+  np.savez(tmp_path / "cifar10_test_0-999_lossless.npz", x=images, y=np.uint8([3, 8, 8]))
+  _trust(tmp_path, monkeypatch)
+  dataset = data.load("cifar10_exact", "test", data_dir=str(tmp_path))
+  assert dataset.name == "CIFAR-10 (exact subset)"
+  np.testing.assert_array_equal(dataset.images, images / np.float32(255))
+  np.testing.assert_array_equal(dataset.labels, [3, 8, 8])
+
+
+def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
+  monkeypatch.delenv("JAXADV_CACHE_DIR", raising=False)
+  monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+  monkeypatch.setenv("HOME", str(tmp_path))
+  assert cifar10.cache_dir() == tmp_path / ".cache" / "jaxadv"
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  assert cifar10.cache_dir() == tmp_path / "xdg" / "jaxadv"
+  monkeypatch.setenv("JAXADV_CACHE_DIR", str(tmp_path / "mine"))
+  assert cifar10.cache_dir() == tmp_path / "mine"
 
 
 def test_tfds_cifar10_through_load_and_augmentation():

@@ -50,8 +50,9 @@ def from_uint8(images: np.ndarray, labels: np.ndarray, *, num_classes: int, name
   """Builds an ArrayDataset from uint8 images (N, H, W[, C]) and integer labels."""
   if images.ndim == 3:
     images = images[..., None]
-  return ArrayDataset(images.astype(np.float32) / 255.0, labels.astype(np.int32), num_classes,
-                      name, tuple(mean), tuple(std))
+  scaled = images.astype(np.float32)
+  scaled /= 255.0  # in place: one float32 copy of the images, not two (CIFAR-10 train: 600 MB)
+  return ArrayDataset(scaled, labels.astype(np.int32), num_classes, name, tuple(mean), tuple(std))
 
 
 def split_indices(num_examples: int, num_test: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
