@@ -1,0 +1,116 @@
+"""experiments/report.py: the paired t-interval and sign count on hand-computed examples, the
+manifest's files, and that docs/results.md and its plots are what the records give (fast: it
+reads JSON records, trains nothing)."""
+
+import json
+import math
+import pathlib
+import shutil
+
+import pytest
+
+from helpers import load_experiment
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "experiments" / "results"
+
+
+@pytest.fixture(scope="module")
+def report():
+  return load_experiment("report")
+
+
+def test_t_quantile_for_three_seeds_is_4_303(report):
+  assert report.t_quantile(2) == pytest.approx(4.302653, abs=1e-6)
+  assert report.t_quantile(1) == pytest.approx(12.706205, abs=1e-6)
+
+
+def test_paired_interval_on_a_hand_computed_example(report):
+  # d = (1, 2, 3): mean 2, sd 1, half-width 4.302653 / sqrt(3) = 2.484138.
+  p = report.paired({0: 11.0, 1: 12.0, 2: 13.0}, {0: 10.0, 1: 10.0, 2: 10.0})
+  assert p.diffs == [1.0, 2.0, 3.0]
+  assert (p.mean, p.sd) == (pytest.approx(2.0), pytest.approx(1.0))
+  assert p.lo == pytest.approx(2.0 - 2.484138, abs=1e-6)
+  assert p.hi == pytest.approx(2.0 + 2.484138, abs=1e-6)
+  assert (p.above, p.below, p.tied) == (3, 0, 0)
+
+
+def test_paired_interval_of_namid_against_pgd_at(report):
+  # NAMID − PGD-AT under AutoAttack: −0.65, −3.05, −6.30; mean −3.3333, sd 2.8357,
+  # half-width 4.302653 · 2.8357 / sqrt(3) = 7.0442.
+  p = report.paired({0: 80.70, 1: 78.85, 2: 70.00}, {0: 81.35, 1: 81.90, 2: 76.30})
+  assert p.mean == pytest.approx(-3.3333, abs=1e-4)
+  assert p.sd == pytest.approx(2.8357, abs=1e-4)
+  assert (p.lo, p.hi) == (pytest.approx(-10.3775, abs=1e-3), pytest.approx(3.7109, abs=1e-3))
+  assert report.sentence(p) == "−3.33 points [95% CI −10.38, +3.71], above on 0 of 3 seeds"
+
+
+def test_paired_uses_the_seeds_both_sides_have(report):
+  p = report.paired({0: 1.0, 1: 2.0, 2: 3.0}, {1: 1.0, 2: 1.0})
+  assert p.seeds == [1, 2] and p.diffs == [1.0, 2.0]
+  single = report.paired({2: 5.0}, {2: 4.0})
+  assert single.mean == pytest.approx(1.0) and math.isnan(single.lo)
+  assert report.interval(single) == "-"
+
+
+def test_sign_count_counts_ties_apart(report):
+  assert report.sign_count([0.5, -0.25, 0.0, -1.0]) == (1, 2, 1)
+  # Accuracies that differ by float noise only are level.
+  p = report.paired({0: 98.55000000000001, 1: 90.0}, {0: 98.55, 1: 90.05})
+  assert (p.above, p.below, p.tied) == (0, 1, 1)
+  assert report.signs(p) == "0 / 1 (1 level)"
+
+
+def test_number_format_uses_a_real_minus_sign(report):
+  assert report.num(-0.174) == "−0.17"
+  assert report.num(0.6, signed=True) == "+0.60"
+  assert report.num(-0.001, signed=True) == "0.00"
+
+
+def test_every_file_the_manifest_names_exists():
+  manifest = json.loads((RESULTS / "manifest.json").read_text())
+  paths = []
+  for name, run in manifest["runs"].items():
+    assert run["seeds"] or run.get("no_record"), f"{name}: no seeds and no reason"
+    for seed, entry in run["seeds"].items():
+      assert entry["host"] in manifest["hosts"], (name, seed)
+      paths += [entry[key] for key in ("clean", "pgd20", "autoattack", "theta") if key in entry]
+  for fit in manifest["mi_fits"].values():
+    paths += [fit["root"], fit["estimators"]]
+  paths += list(manifest["xla_cpu"].values())
+  paths += [f"{root}/tables.md" for root in manifest["launches"]]
+  missing = [p for p in paths if not (RESULTS / p).exists()]
+  assert not missing, missing
+
+
+def test_every_headline_file_holds_its_figure():
+  manifest = json.loads((RESULTS / "manifest.json").read_text())
+  for run in manifest["runs"].values():
+    for entry in run["seeds"].values():
+      for metric in ("clean", "pgd20", "autoattack"):
+        if metric in entry:
+          record = json.loads((RESULTS / entry[metric]).read_text())
+          assert record["n_ex"] == 2000 and metric in record["accuracy"], entry[metric]
+
+
+def test_the_committed_page_and_plots_match_the_records(report, capsys):
+  assert report.main(["--check"]) == 0, capsys.readouterr().out
+
+
+def test_check_fails_when_a_figure_of_the_page_is_edited(report, tmp_path, capsys):
+  page = (REPO / "docs" / "results.md").read_text()
+  for plot in (REPO / "docs").glob("results_*.png"):
+    shutil.copy(plot, tmp_path)
+  assert "| NAMID | " in page
+  edited = page.replace("−3.33 [−10.38, +3.71]", "+3.33 [−3.71, +10.38]", 1)
+  assert edited != page
+  (tmp_path / "results.md").write_text(edited)
+  assert report.main(["--check", "--page", str(tmp_path / "results.md")]) == 1
+  assert "+3.33" in capsys.readouterr().out
+  assert (tmp_path / "results.md").read_text() == edited  # --check writes nothing
+
+
+def test_a_page_block_the_script_does_not_make_is_an_error(report):
+  with pytest.raises(KeyError, match="nonexistent"):
+    report.fill("<!-- table:nonexistent -->\n<!-- /table:nonexistent -->",
+                {"table": {}, "value": {}})
