@@ -7,7 +7,10 @@ of training, the authors' at a fifth), PGD-10 training attack with step 2.3·eps
 augmentation and evaluation as the base run. ADML-TRADES / ADML-MART:
 `objective.adml.base=trades` or `mart`, from the matching base run (`init_from=...`); θ̂-weighted
 DML terms: `objective.adml.theta=(...)`, ten weights (docs/objectives.md). The "smoke" variant
-starts from the seed's init.
+starts from the seed's init. What to reach (spec §1): robust accuracy not below the base's, with
+the weakest CIFAR-10 classes (cat, bird, deer in the authors' results) gaining most; compare the
+fine-tune's best validation checkpoint with the base's best checkpoint (both runs keep one), and
+with the control, the same ten epochs of PGD-AT (`objective.name=pgd_at`).
 """
 
 import pathlib
