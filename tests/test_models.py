@@ -233,3 +233,71 @@ def test_wide_resnet_convolutions_are_he_normal_fan_out():
   params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), X[:1])["params"]
   kernel = params["PreActBlock_0"]["Conv_1"]["kernel"]  # 3x3, 64 -> 64: std sqrt(2 / (9 * 64))
   np.testing.assert_allclose(np.std(kernel), np.sqrt(2 / (9 * 64)), rtol=0.05)
+
+
+# --- feature-statistics uncertainty layers (jaxadv.models.uncertainty) ----------------------
+
+UNCERTAINTY_MODELS = ("small_cnn", "resnet18", "preact_resnet18", "wrn34_10")
+
+
+@functools.lru_cache(maxsize=None)
+def _layered(name, points="all", **constants):
+  """The small `name` with uncertainty layers at `points`, and the plain one's variables."""
+  model, variables = _small(name)
+  return model.clone(uncertainty=models.Uncertainty(points=points, **constants)), variables
+
+
+@pytest.mark.parametrize("name", UNCERTAINTY_MODELS)
+def test_uncertainty_layers_add_no_variables_and_are_the_identity_unless_asked(name):
+  plain, variables = _small(name)
+  layered, _ = _layered(name, p=1.0)
+  chex.assert_trees_all_equal(jax.jit(layered.init)(jax.random.key(1, impl="rbg"), X),
+                              variables)
+  for mode in models.MODES:  # never active by accident, eval mode included
+    got = models.apply_model(layered, variables, X, mode)
+    chex.assert_trees_all_equal(got, models.apply_model(plain, variables, X, mode))
+  np.testing.assert_array_equal(models.BoundModel(layered, variables)(X),
+                                models.BoundModel(plain, variables)(X))
+  key = {"uncertainty": jax.random.PRNGKey(0)}
+  never, _ = models.apply_model(_layered(name, p=0.0)[0], variables, X, "train", rngs=key,
+                                resample=True)
+  np.testing.assert_array_equal(never, models.apply_model(plain, variables, X, "train")[0])
+  resampled, state = models.apply_model(layered, variables, X, "train", rngs=key, resample=True)
+  assert not np.allclose(resampled, never)
+  assert set(state) == set(models.model_state(variables))
+
+
+@pytest.mark.parametrize("name, points, expected", [
+    ("small_cnn", "last", ["stage2"]),
+    ("resnet18", "last", ["stage2"]),    # the small member has two stages
+    ("preact_resnet18", "all", ["stage1", "stage2"]),
+    ("wrn34_10", "stage1,stage3", ["stage1", "stage3"]),
+])
+def test_uncertainty_layers_sit_at_the_chosen_points_and_record_their_statistics(
+    name, points, expected):
+  layered, variables = _layered(name, points=points)
+  _, state = models.apply_model(layered, variables, X, "eval",
+                                collect=(models.uncertainty.STATS,))
+  recorded = state[models.uncertainty.STATS]
+  assert sorted(recorded) == [f"uncertainty_{point}" for point in expected]
+  for statistics in recorded.values():
+    assert statistics["mu"].shape[0] == 4 and statistics["sigma"].shape == statistics["mu"].shape
+
+
+def test_uncertainty_layers_are_asked_for_explicitly_and_need_their_rng():
+  layered, variables = _layered("resnet18")
+  with pytest.raises(ValueError, match="rng_stream: .* without its rng stream 'uncertainty'"):
+    models.apply_model(layered, variables, X, "train", resample=True)
+  with pytest.raises(ValueError, match="resample=True needs a model built with uncertainty"):
+    models.apply_model(_small("resnet18")[0], variables, X, "train",
+                       rngs={"uncertainty": jax.random.PRNGKey(0)}, resample=True)
+  guided, _ = _layered("resnet18", guided=True)
+  with pytest.raises(ValueError, match="guided: clean-guided sampling needs the clean"):
+    models.apply_model(guided, variables, X, "train", rngs={"uncertainty": jax.random.PRNGKey(0)},
+                       resample=True)
+  with pytest.raises(ValueError, match="points \\['stage4'\\] are not insertion points"):
+    _layered("wrn34_10", points="stage4")[0].init(jax.random.PRNGKey(0), X)
+  four = ("stage1", "stage2", "stage3", "stage4")
+  assert {name: models.insertion_points(name) for name in models.names()} == {
+      "small_cnn": four[:2], "resnet18": four, "preact_resnet18": four, "wrn34_10": four[:3],
+      "wrn28_10": four[:3], "vit_tiny": (), "vit_small": ()}

@@ -1,4 +1,9 @@
-"""Flax model zoo with a name registry. Inputs are images in [0, 1]; models normalise inside."""
+"""Flax model zoo with a name registry. Inputs are images in [0, 1]; models normalise inside.
+
+SmallCNN, ResNet, PreActResNet and WideResNet take a field `uncertainty` (an `Uncertainty`, or
+None) that inserts feature-statistics uncertainty layers (`jaxadv.models.uncertainty`), active
+only in calls with `resample=True` and their rng stream.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from jaxadv.models.modes import MODES, BoundModel, apply_model, model_state
 from jaxadv.models.preact_resnet import PreActResNet, PreActResNet18
 from jaxadv.models.resnet import ResNet, ResNet18
 from jaxadv.models.small_cnn import SmallCNN
+from jaxadv.models.uncertainty import FeatureUncertainty, Uncertainty
 from jaxadv.models.vit import ViT, ViTSmall, ViTTiny
 from jaxadv.models.wide_resnet import WRN28_10, WRN34_10, WideResNet
 
@@ -45,6 +51,16 @@ def fields(name: str) -> tuple[str, ...]:
                if field.name not in ("parent", "name"))
 
 
+def insertion_points(name: str) -> tuple[str, ...]:
+  """The points where the model registered as `name` can insert uncertainty layers (its
+  `uncertainty_points`); () for a model without them.
+
+  >>> insertion_points("resnet18"), insertion_points("vit_tiny")
+  (('stage1', 'stage2', 'stage3', 'stage4'), ())
+  """
+  return tuple(getattr(get(name, num_classes=2), "uncertainty_points", ()))
+
+
 def get(name: str, *, num_classes: int, **kwargs) -> nn.Module:
   """Builds the model registered as `name` with `num_classes` outputs.
 
@@ -58,6 +74,7 @@ def get(name: str, *, num_classes: int, **kwargs) -> nn.Module:
   return _REGISTRY[name](num_classes=num_classes, **kwargs)
 
 
-__all__ = ["BN_ROUTES", "MODES", "AuxBatchNorm", "BoundModel", "PreActResNet", "PreActResNet18",
-           "ResNet", "ResNet18", "SmallCNN", "ViT", "ViTSmall", "ViTTiny", "WRN28_10", "WRN34_10",
-           "WideResNet", "apply_model", "fields", "get", "model_state", "names"]
+__all__ = ["BN_ROUTES", "MODES", "AuxBatchNorm", "BoundModel", "FeatureUncertainty",
+           "PreActResNet", "PreActResNet18", "ResNet", "ResNet18", "SmallCNN", "Uncertainty",
+           "ViT", "ViTSmall", "ViTTiny", "WRN28_10", "WRN34_10", "WideResNet", "apply_model",
+           "fields", "get", "insertion_points", "model_state", "names"]

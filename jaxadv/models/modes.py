@@ -14,7 +14,7 @@ the routed BatchNorms only, so `mode="train", bn="aux"` updates the auxiliary st
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import flax
 import flax.linen as nn
@@ -31,7 +31,7 @@ def model_state(variables) -> dict:
 
 
 def apply_model(model: nn.Module, variables, x: jax.Array, mode: str, bn: str = "main",
-                rngs=None):
+                rngs=None, *, collect: Sequence[str] = (), **call_options):
   """Runs `model` on x (B, ...) in `mode` through BatchNorm route `bn`; returns
   `(logits, new_model_state)`, `new_model_state` being every collection of `variables` but
   "params" (`model_state`).
@@ -39,21 +39,29 @@ def apply_model(model: nn.Module, variables, x: jax.Array, mode: str, bn: str = 
   `new_model_state` equals the input state except in mode "train". `bn="main"` calls the
   model without a `bn` argument, so any module with `__call__(x, train)` works; `bn="aux"` needs
   a model built with `aux_bn=True`. `rngs` (name -> key) feeds stochastic layers, e.g.
-  {"uncertainty": key}; None gives them none.
+  {"uncertainty": key}; None gives them none. `call_options` are further keywords of the
+  model's `__call__` (e.g. `resample=True`, which switches on the feature-statistics uncertainty
+  layers of a model built with them: `jaxadv.models.uncertainty`). `collect` names collections
+  the call may write besides the state (e.g. `uncertainty.STATS`): they are mutable in every
+  mode and returned in `new_model_state` too.
   """
   check_bn_route(bn, getattr(model, "aux_bn", False))
-  options = {} if bn == "main" else {"bn": bn}
+  if mode not in MODES:
+    raise ValueError(f"unknown model mode {mode!r}; choose one of {list(MODES)}.")
+  options = dict(call_options)
+  if bn != "main":
+    options["bn"] = bn
   if rngs is not None:
     options["rngs"] = rngs
   state = model_state(variables)
-  if mode == "eval":
-    return model.apply(variables, x, train=False, **options), state
-  if mode not in MODES:
-    raise ValueError(f"unknown model mode {mode!r}; choose one of {list(MODES)}.")
-  if not state:  # nothing to update (no BatchNorm)
-    return model.apply(variables, x, train=True, **options), state
-  logits, updates = model.apply(variables, x, train=True, mutable=list(state), **options)
-  return logits, ({**state, **updates} if mode == "train" else state)
+  train = mode != "eval"
+  mutable = [*(state if train else ()), *collect]
+  if not mutable:  # eval mode, or nothing to update (no BatchNorm)
+    return model.apply(variables, x, train=train, **options), state
+  logits, updates = model.apply(variables, x, train=train, mutable=mutable, **options)
+  kept = updates if mode == "train" else {name: updates[name] for name in collect
+                                          if name in updates}
+  return logits, {**state, **kept}
 
 
 @flax.struct.dataclass

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxadv.models import uncertainty as uncertainty_lib
 from jaxadv.models.conv import conv_layer
 from jaxadv.models.layers import Normalize, batch_norm
 
@@ -40,14 +41,20 @@ class PreActBlock(nn.Module):
 
 def preact_features(x: jax.Array, *, stem_width: int, stage_widths: Sequence[int],
                     stage_sizes: Sequence[int], norm: Callable[..., nn.Module],
-                    conv: Callable[..., nn.Module]) -> jax.Array:
+                    conv: Callable[..., nn.Module],
+                    after_stage: Callable[[int, jax.Array], jax.Array] | None = None
+                    ) -> jax.Array:
   """Body of a pre-activation network, called inside a compact `__call__`: 3x3 stem conv, stages
   of PreActBlocks (the first block of every stage but the first has stride 2), BN-ReLU, global
-  average pool. x: normalised (B, H, W, C) -> features (B, stage_widths[-1])."""
+  average pool. `after_stage(stage, x) -> x` (0-based stage), when given, transforms each
+  stage's output (the uncertainty layers). x: normalised (B, H, W, C) -> features
+  (B, stage_widths[-1])."""
   x = conv(stem_width, (3, 3), padding=1)(x)
   for stage, (width, num_blocks) in enumerate(zip(stage_widths, stage_sizes)):
     for block in range(num_blocks):
       x = PreActBlock(width, 2 if stage > 0 and block == 0 else 1, norm, conv)(x)
+    if after_stage is not None:
+      x = after_stage(stage, x)
   x = nn.relu(norm()(x))
   return jnp.mean(x, axis=(1, 2))
 
@@ -58,6 +65,9 @@ class PreActResNet(nn.Module):
   Input (B, H, W, C) in [0, 1]; logits (B, num_classes) in float32. `train` picks batch
   statistics (True, running averages updated through `batch_stats`) or running averages (False).
   With `aux_bn=True` every BatchNorm has an auxiliary twin and `bn="aux"` routes through it.
+  `uncertainty` (an `uncertainty.Uncertainty`, or None) inserts feature-statistics uncertainty
+  layers after the stages "stage1", ... (before the final BN-ReLU), which resample only when
+  called with `resample=True` and their rng stream (`jaxadv.models.uncertainty`).
   """
   stage_sizes: Sequence[int]
   num_classes: int = 10
@@ -66,15 +76,23 @@ class PreActResNet(nn.Module):
   width: int = 64
   dtype: Any = jnp.float32
   aux_bn: bool = False
+  uncertainty: Any = None
+
+  @property
+  def uncertainty_points(self) -> tuple[str, ...]:
+    """Where `uncertainty` may insert layers: after each stage."""
+    return uncertainty_lib.stage_points(len(self.stage_sizes))
 
   @nn.compact
-  def __call__(self, x, train: bool = False, bn: str = "main"):
+  def __call__(self, x, train: bool = False, bn: str = "main", resample: bool = False):
+    insert = uncertainty_lib.inserter(self.uncertainty, self.uncertainty_points, resample)
     norm = batch_norm(train=train, aux_bn=self.aux_bn, bn=bn, dtype=self.dtype)
     conv = functools.partial(conv_layer, use_bias=False, dtype=self.dtype)
     x = Normalize(self.mean, self.std)(x).astype(self.dtype)
     widths = [self.width * 2**stage for stage in range(len(self.stage_sizes))]
     x = preact_features(x, stem_width=self.width, stage_widths=widths,
-                        stage_sizes=self.stage_sizes, norm=norm, conv=conv)
+                        stage_sizes=self.stage_sizes, norm=norm, conv=conv,
+                        after_stage=lambda stage, z: insert(self.uncertainty_points[stage], z))
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 

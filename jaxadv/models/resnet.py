@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxadv.models import uncertainty as uncertainty_lib
 from jaxadv.models.conv import conv_layer
 from jaxadv.models.layers import Normalize, batch_norm
 
@@ -38,7 +39,10 @@ class ResNet(nn.Module):
   Input (B, H, W, C) in [0, 1]; logits (B, num_classes) in float32. `train=True` uses batch
   statistics and returns updated running averages through the `batch_stats` collection;
   `train=False` uses the running averages. With `aux_bn=True` every BatchNorm has an auxiliary
-  twin (`layers.AuxBatchNorm`) and `bn="aux"` routes the call through it.
+  twin (`layers.AuxBatchNorm`) and `bn="aux"` routes the call through it. `uncertainty` (an
+  `uncertainty.Uncertainty`, or None) inserts feature-statistics uncertainty layers after the
+  stages "stage1", ... (before pooling for the last), which resample only when called with
+  `resample=True` and their rng stream (`jaxadv.models.uncertainty`).
   """
   stage_sizes: Sequence[int]
   num_classes: int = 10
@@ -47,9 +51,16 @@ class ResNet(nn.Module):
   width: int = 64
   dtype: Any = jnp.float32
   aux_bn: bool = False
+  uncertainty: Any = None
+
+  @property
+  def uncertainty_points(self) -> tuple[str, ...]:
+    """Where `uncertainty` may insert layers: after each stage."""
+    return uncertainty_lib.stage_points(len(self.stage_sizes))
 
   @nn.compact
-  def __call__(self, x, train: bool = False, bn: str = "main"):
+  def __call__(self, x, train: bool = False, bn: str = "main", resample: bool = False):
+    insert = uncertainty_lib.inserter(self.uncertainty, self.uncertainty_points, resample)
     norm = batch_norm(train=train, aux_bn=self.aux_bn, bn=bn, dtype=self.dtype)
     x = Normalize(self.mean, self.std)(x).astype(self.dtype)
     x = conv_layer(self.width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
@@ -58,6 +69,7 @@ class ResNet(nn.Module):
       for block in range(num_blocks):
         strides = 2 if stage > 0 and block == 0 else 1
         x = BasicBlock(self.width * 2**stage, strides, norm, self.dtype)(x)
+      x = insert(self.uncertainty_points[stage], x)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 

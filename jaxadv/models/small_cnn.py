@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxadv.models import uncertainty as uncertainty_lib
 from jaxadv.models.conv import conv_layer
 from jaxadv.models.layers import Normalize
 
@@ -27,7 +28,10 @@ class SmallCNN(nn.Module):
   """conv32-conv32-pool-conv64-conv64-pool-fc200-fc200-fc(num_classes), ReLU, no BatchNorm.
 
   Input (B, H, W, C) in [0, 1]; output logits (B, num_classes) in float32. `train` is accepted
-  for a uniform model interface; the network has no train-mode behaviour.
+  for a uniform model interface; the network has no train-mode behaviour. `uncertainty` (an
+  `uncertainty.Uncertainty`, or None) inserts feature-statistics uncertainty layers after the
+  conv-conv-pool blocks "stage1", "stage2", which resample only when called with
+  `resample=True` and their rng stream (`jaxadv.models.uncertainty`).
   """
   num_classes: int = 10
   mean: Sequence[float] = (0.5,)
@@ -35,16 +39,23 @@ class SmallCNN(nn.Module):
   width: int = 32
   hidden: int = 200
   dtype: Any = jnp.float32
+  uncertainty: Any = None
+
+  @property
+  def uncertainty_points(self) -> tuple[str, ...]:
+    """Where `uncertainty` may insert layers: after each conv-conv-pool block."""
+    return uncertainty_lib.stage_points(2)
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, resample: bool = False):
     del train
+    insert = uncertainty_lib.inserter(self.uncertainty, self.uncertainty_points, resample)
     x = Normalize(self.mean, self.std)(x).astype(self.dtype)
     conv = lambda features: conv_layer(features, (3, 3), padding="SAME", dtype=self.dtype)
-    for features in (self.width, 2 * self.width):
+    for point, features in zip(self.uncertainty_points, (self.width, 2 * self.width)):
       x = nn.relu(conv(features)(x))
       x = nn.relu(conv(features)(x))
-      x = max_pool_2x2(x)
+      x = insert(point, max_pool_2x2(x))
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
     x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxadv.models import uncertainty as uncertainty_lib
 from jaxadv.models.conv import conv_layer
 from jaxadv.models.layers import Normalize, batch_norm
 from jaxadv.models.preact_resnet import preact_features
@@ -22,7 +23,11 @@ class WideResNet(nn.Module):
   Input (B, H, W, C) in [0, 1]; logits (B, num_classes) in float32. `train` picks batch
   statistics (True, running averages updated through `batch_stats`) or running averages (False).
   With `aux_bn=True` every BatchNorm has an auxiliary twin and `bn="aux"` routes through it.
-  Raises ValueError unless depth = 6n + 4 with n >= 1 and widen_factor >= 1.
+  `uncertainty` (an `uncertainty.Uncertainty`, or None) inserts feature-statistics uncertainty
+  layers after the stages "stage1", "stage2", "stage3" (before the final BN-ReLU), which
+  resample only when called with `resample=True` and their rng stream
+  (`jaxadv.models.uncertainty`). Raises ValueError unless depth = 6n + 4 with n >= 1 and
+  widen_factor >= 1.
   """
   depth: int = 34
   widen_factor: int = 10
@@ -31,6 +36,12 @@ class WideResNet(nn.Module):
   std: Sequence[float] = (0.2471, 0.2435, 0.2616)
   dtype: Any = jnp.float32
   aux_bn: bool = False
+  uncertainty: Any = None
+
+  @property
+  def uncertainty_points(self) -> tuple[str, ...]:
+    """Where `uncertainty` may insert layers: after each of the three stages."""
+    return uncertainty_lib.stage_points(3)
 
   def __post_init__(self):
     if not isinstance(self.depth, int) or self.depth < 10 or (self.depth - 4) % 6:
@@ -42,7 +53,8 @@ class WideResNet(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x, train: bool = False, bn: str = "main"):
+  def __call__(self, x, train: bool = False, bn: str = "main", resample: bool = False):
+    insert = uncertainty_lib.inserter(self.uncertainty, self.uncertainty_points, resample)
     norm = batch_norm(train=train, aux_bn=self.aux_bn, bn=bn, dtype=self.dtype)
     conv = functools.partial(conv_layer, use_bias=False, dtype=self.dtype,
                              kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
@@ -50,7 +62,8 @@ class WideResNet(nn.Module):
     n = (self.depth - 4) // 6
     x = preact_features(x, stem_width=16, stage_widths=[16 * self.widen_factor * 2**stage
                                                         for stage in range(3)],
-                        stage_sizes=(n, n, n), norm=norm, conv=conv)
+                        stage_sizes=(n, n, n), norm=norm, conv=conv,
+                        after_stage=lambda stage, z: insert(self.uncertainty_points[stage], z))
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
