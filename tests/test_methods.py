@@ -114,7 +114,8 @@ def test_every_recorded_config_migrates_to_the_method_groups(path):
 
 
 def test_model_aux_bn_builds_the_twin_batchnorms_and_bn_routes_the_training_forward():
-  config = tiny_config(**{"model.name": "preact_resnet18", "model.aux_bn": True})
+  config = tiny_config(**{"model.name": "preact_resnet18", "model.aux_bn": True,
+                          "model.width": 4})
   dataset = training.load_dataset(config, "test").take(4)
   model = training.build_model(config, dataset)
   assert model.aux_bn

@@ -298,6 +298,7 @@ def test_namid_configs_set_the_estimator_stage_and_critic_bound():
   assert cifar.objective == "code" and cifar.dv_variant == "authors" and cifar.batch_size == 256
 
 
+@pytest.mark.slow  # test_one_run_trains_both_stages_in_order covers the chain on digits
 def test_mnist_smoke_configs_chain_base_estimators_and_namid(mnist_dir, tmp_path):
   # pylint: disable=unused-argument
   """The shipped MNIST configs, smoke variants: base run -> NAMID-M (code), whose run trains its

@@ -259,6 +259,7 @@ def test_zero_uncertainty_is_trades_to_float_tolerance(setup, options):
   chex.assert_trees_all_close(got[3], expected[3], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_each_component_changes_the_loss(setup):
   full = dict(p=1.0, points="all", samples=3)
   loss = lambda options: float(jax.jit(methods.build("uadat", MODEL, ATTACK, options=options))(
@@ -283,6 +284,7 @@ def test_the_samples_are_distinct_and_their_noise_comes_from_the_step_key(setup)
   assert float(first[0]) == float(again[0])
 
 
+@pytest.mark.slow
 def test_batchnorm_state_takes_the_clean_and_every_sampled_pass():
   model = models.get("resnet18", num_classes=3, width=4, stage_sizes=(1, 1))
   images = random_images((8, 8, 8, 3))
