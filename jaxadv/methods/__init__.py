@@ -106,10 +106,9 @@ def build(name: str, model, attack: Mapping | None = None, *, attack_mode: str =
   values = group(name, options)
   if attack is None and method.needs_attack:
     raise ValueError(f"method {name!r} needs the training attack (eps, step_size, steps, norm).")
-  attack_keywords = {} if attack is None else dict(
-      eps=attack["eps"], step_size=attack["step_size"], steps=attack["steps"],
-      norm=attack["norm"], attack_mode=attack_mode, eps_warmup_steps=eps_warmup_steps)
-  return method.make_objective(model, attack_keywords, values, dict(inputs or {}))
+  keywords = {} if attack is None else common.attack_keywords(
+      attack, attack_mode=attack_mode, eps_warmup_steps=eps_warmup_steps)
+  return method.make_objective(model, keywords, values, dict(inputs or {}))
 
 
 __all__ = ["DEFAULT", "Method", "Objective", "Report", "Run", "Stage", "StageContext",

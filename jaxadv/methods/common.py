@@ -66,14 +66,20 @@ def warmed_pgd(attacker, batch, key, step, *, eps, step_size, steps: int, norm: 
              step_size=step_size * scale, steps=steps, norm=norm, **options)
 
 
+def attack_keywords(attack, *, attack_mode: str, eps_warmup_steps: int) -> dict:
+  """The keywords every training attack takes: eps, step_size, steps, norm of the mapping
+  `attack`, with the inner attack's model mode and eps warm-up."""
+  return dict(eps=attack["eps"], step_size=attack["step_size"], steps=attack["steps"],
+              norm=attack["norm"], attack_mode=attack_mode, eps_warmup_steps=eps_warmup_steps)
+
+
 def training_attack(context) -> dict:
-  """The keywords of the configured training attack for a `StageContext`: eps, step_size,
-  steps, norm (the config's `attack` group), attack_mode (`objective.attack_mode`) and
-  eps_warmup_steps (`attack.warmup_epochs` in steps of this stage)."""
-  attack = context.config.attack
-  return dict(eps=attack.eps, step_size=attack.step_size, steps=attack.steps, norm=attack.norm,
-              attack_mode=context.config.objective.attack_mode,
-              eps_warmup_steps=int(attack.warmup_epochs * context.steps_per_epoch))
+  """`attack_keywords` of the configured training attack for a `StageContext`: the config's
+  `attack` group, `objective.attack_mode`, and `attack.warmup_epochs` in steps of this stage."""
+  config = context.config
+  return attack_keywords(config.attack, attack_mode=config.objective.attack_mode,
+                         eps_warmup_steps=int(config.attack.warmup_epochs *
+                                              context.steps_per_epoch))
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:

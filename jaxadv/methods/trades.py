@@ -24,15 +24,25 @@ from jaxadv.methods.common import accuracy, frozen_model, risk_of_both, warmed_p
 INIT_STD = 0.001  # standard deviation of the Gaussian start of the KL attack (authors' code)
 
 
+def kl_attack(attacker, batch, key, step, *, loss, eps, step_size, steps, norm="linf",
+              eps_warmup_steps=0):
+  """TRADES' inner maximisation of a divergence `loss` (a pytree `(logits, y, targets) -> (B,)`
+  such as `losses.kl_from(clean_logits)`) against `attacker` (a `frozen_model`): `warmed_pgd`
+  from x + INIT_STD · N(0, I). Returns x_adv (B, ...)."""
+  x = batch["image"]
+  start = x + INIT_STD * jax.random.normal(key, x.shape, x.dtype)
+  return warmed_pgd(attacker, batch, None, step, eps=eps, step_size=step_size, steps=steps,
+                    norm=norm, eps_warmup_steps=eps_warmup_steps, loss=loss,
+                    random_start=False, start=start)
+
+
 def trades_attack(params, model_state, batch, key, step, *, model, eps, step_size, steps,
                   norm="linf", attack_mode="batch_stats", eps_warmup_steps=0):
   """x_adv (B, ...) = PGD ascending KL(p(x) || p(x')) from x + INIT_STD · N(0, I)."""
   attacker = frozen_model(model, params, model_state, attack_mode)
-  x = batch["image"]
-  start = x + INIT_STD * jax.random.normal(key, x.shape, x.dtype)
-  return warmed_pgd(attacker, batch, None, step, eps=eps, step_size=step_size, steps=steps,
-                    norm=norm, eps_warmup_steps=eps_warmup_steps,
-                    loss=losses.kl_from(attacker(x)), random_start=False, start=start)
+  return kl_attack(attacker, batch, key, step, loss=losses.kl_from(attacker(batch["image"])),
+                   eps=eps, step_size=step_size, steps=steps, norm=norm,
+                   eps_warmup_steps=eps_warmup_steps)
 
 
 def trades_risk(clean_logits, adv_logits, labels, *, beta):

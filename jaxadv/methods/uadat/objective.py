@@ -36,9 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxadv.attacks import losses
-from jaxadv.methods.common import (accuracy, frozen_model, train_forward, variables_of,
-                                   warmed_pgd)
-from jaxadv.methods.trades import INIT_STD, trades_attack
+from jaxadv.methods.common import accuracy, frozen_model, train_forward, variables_of
+from jaxadv.methods.trades import kl_attack, trades_attack
 from jaxadv.methods.uadat import alignment as alignment_lib
 from jaxadv.methods.uadat import reference as reference_lib
 from jaxadv.models import apply_model
@@ -50,17 +49,14 @@ SAMPLE_STREAM = 1  # fold_in constant of the keys of the uncertainty layers
 def reference_attack(params, model_state, batch, key, step, *, model, smoothing, eps,
                      step_size, steps, norm="linf", attack_mode="batch_stats",
                      eps_warmup_steps=0):
-  """x_adv (B, ...) = PGD ascending KL(r ‖ p(x')) from x + INIT_STD · N(0, I), r the refined
-  reference of the attacked model's clean logits (TRADES' attack with r in place of p(x))."""
+  """x_adv (B, ...) = PGD ascending KL(r ‖ p(x')) from TRADES' start (`kl_attack`), r the
+  refined reference of the attacked model's clean logits (TRADES' attack with r for p(x))."""
   attacker = frozen_model(model, params, model_state, attack_mode)
-  x = batch["image"]
-  reference, _ = reference_lib.refined_reference(attacker(x), batch["label"],
+  reference, _ = reference_lib.refined_reference(attacker(batch["image"]), batch["label"],
                                                  smoothing=smoothing)
-  start = x + INIT_STD * jax.random.normal(key, x.shape, x.dtype)
-  return warmed_pgd(attacker, batch, None, step, eps=eps, step_size=step_size, steps=steps,
-                    norm=norm, eps_warmup_steps=eps_warmup_steps,
-                    loss=reference_lib.kl_from_reference(reference), random_start=False,
-                    start=start)
+  return kl_attack(attacker, batch, key, step, loss=reference_lib.kl_from_reference(reference),
+                   eps=eps, step_size=step_size, steps=steps, norm=norm,
+                   eps_warmup_steps=eps_warmup_steps)
 
 
 def clean_pass(model, params, model_state, x, *, record: bool):
@@ -120,8 +116,7 @@ def matching_risk(clean_logits, adv_logits, labels, *, beta, reference=None,
   else:
     divergence = lambda logits: reference_lib.kl_to_reference(reference, logits)
   if match_each or len(adv_logits) == 1:
-    terms = [jnp.mean(divergence(logits)) for logits in adv_logits]
-    kl = terms[0] if len(terms) == 1 else sum(terms) / len(terms)
+    kl = sum(jnp.mean(divergence(logits)) for logits in adv_logits) / len(adv_logits)
   else:
     kl = jnp.mean(divergence(mixture_logits(adv_logits)))
   clean_ce = jnp.mean(losses.cross_entropy(clean_logits, labels))
