@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxadv import config as config_lib
+from jaxadv.models.layers import batch_norm
 
 
 def linear_apply_fn(num_features: int, num_classes: int = 3, seed: int = 0):
@@ -26,6 +27,20 @@ class TinyNet(nn.Module):
     x = nn.Dense(16)(x.reshape(x.shape[0], -1))
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
     return nn.Dense(3)(nn.relu(x))
+
+
+class TinyAuxNet(nn.Module):
+  """Conv(4, 3x3)-BatchNorm-ReLU-Conv(3, 1x1) with an auxiliary BN (`aux_bn`, routed by `bn`):
+  per-pixel logits (B, H, W, 3) when `dense`, else their spatial mean (B, 3)."""
+  dense: bool = False
+  aux_bn: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, bn: str = "main"):
+    x = nn.Conv(4, (3, 3))(x)
+    x = batch_norm(train=train, aux_bn=self.aux_bn, bn=bn)()(x)
+    x = nn.Conv(3, (1, 1))(nn.relu(x))
+    return x if self.dense else x.mean(axis=(1, 2))
 
 
 def random_images(shape, seed: int = 0) -> jnp.ndarray:

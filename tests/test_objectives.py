@@ -246,10 +246,11 @@ def test_config_rejects_bad_objective_options(override, message):
 
 def _baseline_configs():
   """(config file, its dataset/model's pgd_at file) for every baseline config but pgd_at (UAD-AT's
-  configs are TRADES's with the objective swapped: tests/test_uadat.py checks them)."""
+  configs are TRADES's with the objective swapped: tests/test_uadat.py checks them; AdvAmd's
+  have their own model and attack: tests/test_advamd.py)."""
   return [(path, path.with_name(path.stem[:-len(name)] + "pgd_at.py"))
           for path in sorted(CONFIG_DIR.glob("*.py")) for name in methods.names()
-          if name not in ("erm", "pgd_at", "adml", "namid", "uadat")
+          if name not in ("erm", "pgd_at", "adml", "namid", "uadat", "advamd")
           and path.stem.endswith("_" + name)]
 
 
@@ -272,7 +273,9 @@ def test_baseline_configs_differ_from_pgd_at_only_in_objective(path, reference):
 
 
 @pytest.mark.parametrize("path", [p for p in sorted(CONFIG_DIR.glob("mnist*.py"))
-                                  if "namid" not in p.stem],  # test_namid_stage.py chains those
+                                  # test_namid_stage.py chains NAMID's, test_advamd.py trains
+                                  # AdvAmd's (a 1,000-image budget of its own)
+                                  if "namid" not in p.stem and not p.stem.startswith("mnist_adv")],
                          ids=lambda p: p.stem)
 def test_mnist_smoke_variants_train(path, tmp_path, mnist_dir):  # pylint: disable=unused-argument
   config = config_lib.load_file(f"{path}:smoke")

@@ -1,7 +1,8 @@
 """Per-example losses that attacks maximise.
 
 Every loss maps `logits` (B, K), integer `labels` (B,) and, for targeted losses, integer
-`targets` (B,) to one value per example, shape (B,). Attacks *ascend* these values: untargeted
+`targets` (B,) to one value per example, shape (B,) (`dense_cross_entropy` also takes dense
+logits (B, ..., K) and labels (B, ...)). Attacks *ascend* these values: untargeted
 losses grow as the true class loses, targeted ones as the target class wins. Attacks sum them
 over the batch (so each example's gradient is independent of the batch size); training code
 averages them, under a mask where needed.
@@ -37,6 +38,22 @@ def cross_entropy(logits, labels, targets=None):
   """Untargeted CE `-log softmax(z)_y` (ascending it pushes the true class down)."""
   del targets
   return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def dense_cross_entropy(logits, labels, targets=None):
+  """CE of every position averaged per example: logits (B, ..., K), labels (B, ...) -> (B,).
+
+  The task loss of dense prediction (segmentation: per-pixel CE, mean over the pixels); for
+  classification logits (B, K) it is `cross_entropy`.
+
+  >>> import jax.numpy as jnp
+  >>> logits, labels = jnp.zeros((2, 3, 3, 4)), jnp.zeros((2, 3, 3), jnp.int32)
+  >>> dense_cross_entropy(logits, labels).round(4).tolist()  # log 4 at every pixel
+  [1.3863, 1.3863]
+  """
+  del targets
+  per_position = cross_entropy(logits, labels)
+  return jnp.mean(per_position.reshape(per_position.shape[0], -1), axis=1)
 
 
 def cross_entropy_targeted(logits, labels, targets):
@@ -103,6 +120,7 @@ def kl_from(reference_logits: jax.Array) -> AttackLoss:
 ATTACK_LOSSES: dict[str, AttackLoss] = {
     "ce": cross_entropy,
     "ce_targeted": cross_entropy_targeted,
+    "dense_ce": dense_cross_entropy,
     "cw": cw_margin,
     "cw_targeted": cw_margin_targeted,
     "dlr": dlr,

@@ -11,6 +11,7 @@
 | adml | `adml/` (objective, vulnerability report) | Lee et al., 2023 |
 | namid | `namid/` (objective, estimator stage, MI report) | Zhou et al., 2022 |
 | uadat | `uadat/` (objective, reference, alignment) | Dong et al., 2024 (reconstructed) |
+| advamd | `advamd/` (objective, mediate samples, learning ratio) | Yu et al., 2023 (reconstructed) |
 
 Each module defines a `METHOD` (`jaxadv.methods.base.Method`): its config group
 `objective.<name>` with defaults and validation, its objective factory, its stages and its
@@ -29,8 +30,8 @@ from typing import Mapping
 
 import ml_collections
 
-from jaxadv.methods import adml, awp, base_losses, common, erm, fgsm_rs, mart, namid, pgd_at
-from jaxadv.methods import trades, uadat
+from jaxadv.methods import adml, advamd, awp, base_losses, common, erm, fgsm_rs, mart, namid
+from jaxadv.methods import pgd_at, trades, uadat
 from jaxadv.methods.base import (Method, Objective, Report, Run, Stage, StageContext,
                                  model_stage)
 
@@ -46,7 +47,7 @@ def register(method: Method) -> Method:
   return method
 
 
-for _module in (erm, pgd_at, trades, mart, awp, fgsm_rs, adml, namid, uadat):
+for _module in (erm, pgd_at, trades, mart, awp, fgsm_rs, adml, namid, uadat, advamd):
   register(_module.METHOD)
 
 

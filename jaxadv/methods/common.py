@@ -44,9 +44,10 @@ def risk_of_both(risk, model, params, model_state, batch, x_adv, **options):
   return loss, (model_state, metrics)
 
 
-def frozen_model(model, params, model_state, mode: str) -> BoundModel:
-  """`x -> logits` for an inner attack: parameters carry no gradient, the state is not updated."""
-  return BoundModel(model, variables_of(jax.lax.stop_gradient(params), model_state), mode)
+def frozen_model(model, params, model_state, mode: str, bn: str = "main") -> BoundModel:
+  """`x -> logits` for an inner attack: parameters carry no gradient, the state is not updated;
+  `bn` the BatchNorm route (`jaxadv.models.apply_model`)."""
+  return BoundModel(model, variables_of(jax.lax.stop_gradient(params), model_state), mode, bn)
 
 
 def linear_warmup(value, step, warmup_steps: int):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -52,6 +52,30 @@ class AuxBatchNorm(nn.Module):
         if route != self.route:
           norms[route](x)
     return norms[self.route](x)
+
+
+def tie_affine(params):
+  """`params` with every `AuxBatchNorm`'s auxiliary scale and bias replaced by the main ones.
+
+  Applying a model to the result runs the aux route with the main BN's affine parameters and
+  the aux BN's own statistics: dual BN with a shared affine transform. The gradient of a loss
+  of the aux route then reaches the main scale and bias (the aux ones it no longer uses get
+  none). Any other parameter is returned as is; a params tree without aux BN is unchanged.
+
+  >>> import jax.numpy as jnp
+  >>> bn = {"main": {"scale": jnp.ones(2), "bias": jnp.zeros(2)},
+  ...       "aux": {"scale": 3 * jnp.ones(2), "bias": jnp.ones(2)}}
+  >>> tied = tie_affine({"conv": {"kernel": jnp.ones(1)}, "bn": bn})
+  >>> tied["bn"]["aux"]["scale"].tolist(), tied["conv"]["kernel"].tolist()
+  ([1.0, 1.0], [1.0])
+  """
+  if not isinstance(params, Mapping):
+    return params
+  tied = {name: tie_affine(value) for name, value in params.items()}
+  if set(BN_ROUTES) <= set(tied) and isinstance(tied["main"], Mapping):
+    tied["aux"] = {**tied["aux"], **{name: tied["main"][name] for name in ("scale", "bias")
+                                       if name in tied["main"]}}
+  return tied
 
 
 def check_bn_route(bn: str, aux_bn: bool) -> None:
