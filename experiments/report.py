@@ -45,6 +45,10 @@ NO_RECORD = "no record"
 SEEDS = (0, 1, 2)
 DATASET = "MNIST 8k/2k (`mnist_idx`)"
 MODEL = "SmallCNN"
+# Runs named "mnist60k.*": standard MNIST at the CPU budget of experiments/configs/mnist60k_*.py.
+STANDARD = "MNIST 60k/10k (`mnist`), first 1,000 test points"
+STANDARD_MODEL = "SmallCNN, half width"
+NOT_MEASURED = "-"
 PLOT_TITLE = "MNIST test split (mnist_idx, 2,000 points), SmallCNN, L-inf eps 0.3"
 DIGEST_KEY = "jaxadv-report-data"  # the PNG text chunk holding a plot's data digest
 BLOCK = re.compile(r"<!-- (table|value):([\w.-]+) -->(.*?)<!-- /\1:\2 -->", re.S)
@@ -52,7 +56,8 @@ BLOCK = re.compile(r"<!-- (table|value):([\w.-]+) -->(.*?)<!-- /\1:\2 -->", re.S
 # Figures of one model and seed. `weak_*`: mean over the seed's WEAKEST_CLASSES classes with the
 # most negative θ̂ of the ADML base (mnist_tables' definition), of the run's accuracy or θ̂.
 METRICS = {
-    "clean": "clean", "pgd20": "PGD-20", "autoattack": "AutoAttack",
+    "clean": "clean", "pgd20": "PGD-20", "pgd40": "PGD-40", "autoattack": "AutoAttack",
+    "apgd": "APGD-CE + APGD-T", "train_minutes": "training minutes",
     "gap": "PGD-20 − AutoAttack",
     "weak_pgd20": "PGD-20, weakest classes", "weak_autoattack": "AutoAttack, weakest classes",
     "weak_theta": "θ̂, weakest classes",
@@ -188,9 +193,21 @@ class Records:
     return self.hosts[self.entry(run, seed)["host"]]["short"]
 
   def accuracy(self, run: str, seed: int, metric: str) -> float | None:
-    """clean, pgd20 or autoattack accuracy of (run, seed) on all 2,000 test points."""
-    path = self.entry(run, seed).get(metric)
-    return None if path is None else float(self.json(path)["accuracy"][metric])
+    """An accuracy of (run, seed): its manifest entry names the file, as `path` (read at key
+    `metric` of the file's "accuracy") or `[path, key]`; None when the entry has none."""
+    spec = self.entry(run, seed).get(metric)
+    if spec is None:
+      return None
+    path, key = (spec, metric) if isinstance(spec, str) else spec
+    return float(self.json(path)["accuracy"][key])
+
+  def train_minutes(self, run: str, seed: int) -> float | None:
+    """Wall minutes of the run's training (the last "seconds" of its metrics.jsonl)."""
+    path = self.entry(run, seed).get("metrics")
+    if path is None:
+      return None
+    last = (self.results / path).read_text().splitlines()[-1]
+    return json.loads(last)["seconds"] / 60
 
   def per_class(self, run: str, seed: int, metric: str) -> np.ndarray:
     return np.asarray(self.json(self.entry(run, seed)[metric])["per_class_accuracy"][metric])
@@ -204,11 +221,13 @@ class Records:
     return np.argsort(theta)[:mnist_tables.WEAKEST_CLASSES]
 
   def value(self, run: str, seed: int, metric: str) -> float | None:
-    if metric in ("clean", "pgd20", "autoattack"):
+    if metric in ("clean", "pgd20", "pgd40", "autoattack", "apgd"):
       return self.accuracy(run, seed, metric)
+    if metric == "train_minutes":
+      return self.train_minutes(run, seed)
     if metric == "gap":
       pgd20, aa = self.accuracy(run, seed, "pgd20"), self.accuracy(run, seed, "autoattack")
-      return None if aa is None else pgd20 - aa
+      return None if aa is None or pgd20 is None else pgd20 - aa
     weak = self.weakest(seed)
     if metric == "weak_theta":
       return float(np.take(self.vulnerability(run, seed)["theta"], weak).mean())
@@ -228,7 +247,7 @@ class Records:
 
   def record_cell(self, run: str) -> str:
     if not self.runs[run]["seeds"]:
-      return "none (journal only)"
+      return "none (journal only)" if "journal" in self.runs[run]["no_record"] else "none yet"
     return f"`{run}`: {self.hosts_cell(run)}"
 
 
@@ -285,11 +304,22 @@ SUMMARY = (
     ("namid.namid", "namid.pgd_at", "NAMID"),
     ("namid.namid_t", "namid.trades", "NAMID-T"),
     ("namid.namid_m", "namid.mart", "NAMID-M"),
+    ("mnist60k.pgd_at", None, "PGD-AT (1 epoch)"),
+    ("mnist60k.trades", "mnist60k.pgd_at", "TRADES (1 epoch)"),
+    ("mnist60k.uadat", "mnist60k.trades", "UAD-AT (1 epoch)"),
 )
+STANDARD_RUNS = ("mnist60k.pgd_at", "mnist60k.trades", "mnist60k.uadat")
+UADAT_ABLATIONS = ("mnist60k.uadat_no_uncertainty", "mnist60k.uadat_no_distributional",
+                   "mnist60k.uadat_no_refine", "mnist60k.uadat_no_match_each",
+                   "mnist60k.uadat_no_align")
 SHORT = {"adml.pgd_at": "PGD-AT", "adml.control": "control", "adml.adml": "ADML",
          "adml.adml_theta": "θ̂-ADML", "namid.pgd_at": "PGD-AT (clip)",
          "namid.trades": "TRADES (clip)", "namid.mart": "MART (clip)", "namid.namid": "NAMID",
-         "namid.namid_t": "NAMID-T", "namid.namid_m": "NAMID-M"}
+         "namid.namid_t": "NAMID-T", "namid.namid_m": "NAMID-M",
+         "mnist60k.pgd_at": "PGD-AT (60k)", "mnist60k.trades": "TRADES (60k)",
+         "mnist60k.uadat": "UAD-AT (60k)",
+         **{run: "UAD-AT, " + run.split("uadat_")[1].replace("_", " ")
+            for run in UADAT_ABLATIONS}}
 # "A vs B" comparisons: id -> (A, B).
 COMPARISONS = {
     "base.trades-pgd_at": ("namid.trades", "namid.pgd_at"),
@@ -305,6 +335,8 @@ COMPARISONS = {
     # Not a pair: the clipped base after the warm-up (Intel) against the unclipped one from
     # scratch (AMD hosts), independent runs matched by seed number only.
     "namid.clip": ("namid.pgd_at", "adml.pgd_at"),
+    "std.trades-pgd_at": ("mnist60k.trades", "mnist60k.pgd_at"),
+    "uadat.uadat-trades": ("mnist60k.uadat", "mnist60k.trades"),
 }
 MI_PAIRS = (("pgd_at_warm_clip", "namid_warm_clip"), ("trades_warm_clip", "namid_t_warm_clip"),
             ("mart_warm_clip", "namid_m_warm_clip"))
@@ -336,11 +368,19 @@ def comparison_table(records: Records, comparisons, metrics) -> str:
 
 
 def run_cells(records: Records, run: str, metrics=("clean", "pgd20", "autoattack")):
+  """mean ± sd over seeds per metric: NO_RECORD for a run without records, NOT_MEASURED for a
+  metric none of its seeds has (not in its protocol, or not run yet)."""
   cells = []
   for metric in metrics:
     values = records.values(run, metric)
-    cells.append(mean_sd(values.values()) if values else NO_RECORD)
+    missing = NOT_MEASURED if records.seeds(run) else NO_RECORD
+    cells.append(mean_sd(values.values()) if values else missing)
   return cells
+
+
+def setting(run: str) -> tuple[str, str]:
+  """(dataset, model) of a run of the records."""
+  return (STANDARD, STANDARD_MODEL) if run.startswith("mnist60k.") else (DATASET, MODEL)
 
 
 def summary_table(records: Records) -> str:
@@ -352,11 +392,14 @@ def summary_table(records: Records) -> str:
     else:
       p = paired(records.values(run, "autoattack"), records.values(base, "autoattack"))
       delta, count, base_cell = f"{num(p.mean, True)} {interval(p)}", signs(p), SHORT[base]
-    rows.append([label, DATASET, MODEL, *run_cells(records, run), base_cell, delta, count,
-                 seed_list(seeds), records.record_cell(run)])
-  return table(["method", "dataset", "model", "clean", "PGD-20", "AutoAttack", "base",
+      if not p.seeds:
+        delta, count = NOT_MEASURED, ""
+    rows.append([label, *setting(run),
+                 *run_cells(records, run, ("clean", "pgd20", "pgd40", "autoattack")), base_cell,
+                 delta, count, seed_list(seeds), records.record_cell(run)])
+  return table(["method", "dataset", "model", "clean", "PGD-20", "PGD-40", "AutoAttack", "base",
                 "Δ AutoAttack [95% CI]", "seeds above / below", "seeds", "record"], rows,
-               "lllrrrlrrll")
+               "lllrrrrlrrll")
 
 
 def hosts_table(records: Records) -> str:
@@ -398,8 +441,8 @@ def baselines_scratch_table(records: Records) -> str:
                "lllrrrl")
 
 
-def per_seed_table(records: Records, runs) -> str:
-  """clean / PGD-20 / AutoAttack per seed, tagged with the host, and the means."""
+def per_seed_table(records: Records, runs, metrics=("clean", "pgd20", "autoattack")) -> str:
+  """The metrics per seed, tagged with the host, and their means."""
   rows = []
   for run in runs:
     cells = []
@@ -407,32 +450,56 @@ def per_seed_table(records: Records, runs) -> str:
       if s not in records.seeds(run):
         cells.append(NO_RECORD)
         continue
-      figures = [records.accuracy(run, s, m) for m in ("clean", "pgd20", "autoattack")]
-      cells.append(" / ".join(NO_RECORD if f is None else num(f) for f in figures)
+      figures = [records.value(run, s, m) for m in metrics]
+      cells.append(" / ".join(NOT_MEASURED if f is None else num(f) for f in figures)
                    + f" ({records.host(run, s)})")
-    rows.append([SHORT[run], *cells, *run_cells(records, run)])
-  return table(["run", "seed 0: clean / PGD-20 / AA (host)", "seed 1", "seed 2", "clean",
-                "PGD-20", "AutoAttack"], rows)
+    rows.append([SHORT[run], *cells, *run_cells(records, run, metrics)])
+  names = [METRICS[m].replace("AutoAttack", "AA") for m in metrics]
+  return table(["run", f"seed 0: {' / '.join(names)} (host)", "seed 1", "seed 2",
+                *(METRICS[m] for m in metrics)], rows)
+
+
+def ablation_table(records: Records, full: str, ablations, metrics=("clean", "pgd40", "apgd"),
+                   seed: int = 0) -> str:
+  """The full method and each ablation on one seed: the metrics, their differences from the
+  full method, and the training minutes."""
+  rows = []
+  for run in (full, *ablations):
+    if seed not in records.seeds(run):
+      rows.append([SHORT[run], *[NO_RECORD] * (2 * len(metrics) + 1)])
+      continue
+    figures = [records.value(run, seed, m) for m in metrics]
+    base = [records.value(full, seed, m) for m in metrics] if seed in records.seeds(full) else \
+        [None] * len(metrics)
+    diffs = [NOT_MEASURED if f is None or b is None or run == full else num(f - b, True)
+             for f, b in zip(figures, base)]
+    minutes = records.value(run, seed, "train_minutes")
+    rows.append([SHORT[run], *(NOT_MEASURED if f is None else num(f) for f in figures), *diffs,
+                 NOT_MEASURED if minutes is None else num(minutes, digits=1)])
+  return table(["run (seed 0)", *(METRICS[m] for m in metrics),
+                *(f"Δ {METRICS[m]}" for m in metrics), "training minutes"], rows)
 
 
 CASCADE = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 
-def cascade_table(records: Records, runs) -> str:
-  """PGD-20 beside AutoAttack's robust accuracy after each of its stages (mean over seeds), and
-  the points (of 2,000) that the black-box Square took after the white-box stages, per seed."""
+def cascade_table(records: Records, runs, pgd: str = "pgd20") -> str:
+  """PGD (`pgd`) beside AutoAttack's robust accuracy after each of its stages (mean over
+  seeds), and the points that the black-box Square took after the white-box stages, per seed."""
   rows = []
   for run in runs:
     seeds = [s for s in records.seeds(run) if "autoattack" in records.entry(run, s)]
+    if not seeds:
+      continue
     cascades = [records.json(records.entry(run, s)["autoattack"])["cascade_accuracy"]["autoattack"]
                 for s in seeds]
     n = [records.json(records.entry(run, s)["autoattack"])["n_ex"] for s in seeds]
     square = [round((c["fab-t"] - c["square"]) * k / 100) for c, k in zip(cascades, n)]
-    rows.append([SHORT[run], num(np.mean(list(records.values(run, "pgd20").values())))]
+    rows.append([SHORT[run], num(np.mean([records.value(run, s, pgd) for s in seeds]))]
                 + [num(np.mean([c[stage] for c in cascades])) for stage in CASCADE]
                 + [", ".join(map(str, square))])
-  return table(["run", "PGD-20", "APGD-CE", "+ APGD-T", "+ FAB-T", "+ Square = AutoAttack",
-                "points Square took (seeds 0, 1, 2)"], rows)
+  return table(["run", METRICS[pgd], "APGD-CE", "+ APGD-T", "+ FAB-T", "+ Square = AutoAttack",
+                "points Square took (per seed)"], rows)
 
 
 def weakest_table(records: Records) -> str:
@@ -501,7 +568,16 @@ def tables(records: Records) -> dict[str, str]:
   return {
       "summary": summary_table(records),
       "hosts": hosts_table(records),
-      "cascade": cascade_table(records, [run for run, _, _ in SUMMARY if records.seeds(run)]),
+      "cascade": cascade_table(records, [run for run, _, _ in SUMMARY if records.seeds(run)
+                                         and run not in STANDARD_RUNS]),
+      "standard_seeds": per_seed_table(records, STANDARD_RUNS,
+                                       ("clean", "pgd40", "autoattack", "train_minutes")),
+      "standard_cascade": cascade_table(records, STANDARD_RUNS, "pgd40"),
+      "standard_comparisons": comparison_table(
+          records, ("std.trades-pgd_at",), ("clean", "pgd40", "autoattack")),
+      "uadat_comparisons": comparison_table(
+          records, ("uadat.uadat-trades",), ("clean", "pgd40", "autoattack", "train_minutes")),
+      "uadat_ablations": ablation_table(records, "mnist60k.uadat", UADAT_ABLATIONS),
       "xla_cpu": xla_cpu_table(records),
       "baselines_scratch": baselines_scratch_table(records),
       "baselines_clip": per_seed_table(records, ("namid.pgd_at", "namid.trades", "namid.mart")),
