@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--workdir", required=True)
   evaluate.add_argument("--suite", default=None,
                         help="comma-separated attacks (fgsm, pgd20, cw30, apgd-ce, apgd-t, fab-t, "
-                             "square, autoattack); default: the run's eval.suite")
+                             "square, autoattack; fgsm and pgdN for per-pixel labels); default: "
+                             "the run's eval.suite")
   evaluate.add_argument("--num-examples", type=int, default=0,
                         help="evaluate the first N test points (default: all)")
   evaluate.add_argument("--no-checks", action="store_true", help="skip gradient-masking checks")

@@ -114,6 +114,34 @@ def _check_schema(config, reference, prefix: str = "") -> None:
              f"{path} must be a {type(expected).__name__}, got {value!r}.")
 
 
+def _check_task(config) -> None:
+  """Checks that the dataset, the model, the augmentation, the monitor and the evaluation
+  suite agree on the task: per-image labels (classification) or per-pixel labels
+  (segmentation, `data.DENSE_DATASETS`)."""
+  name = config.dataset.name
+  dense = name in data.DENSE_DATASETS
+  if dense:
+    _check(models.is_dense(config.model.name),
+           f"model.name: dataset {name!r} has per-pixel labels, which model "
+           f"{config.model.name!r} (one prediction per image) cannot fit; choose one of "
+           f"{[m for m in models.names() if models.is_dense(m)]}.")
+    _check(config.dataset.augment == "none",
+           f"dataset.augment: dataset {name!r} has per-pixel labels, which "
+           f"{config.dataset.augment!r} would leave unaligned with the moved images; use 'none'.")
+    _check(config.eval.monitor_every_epochs == 0,
+           f"eval.monitor_every_epochs: the training monitor scores per-image accuracy, and "
+           f"dataset {name!r} has per-pixel labels; set it to 0 (the final evaluation reports "
+           "pixel accuracy and mIoU).")
+  else:
+    _check(not models.is_dense(config.model.name),
+           f"model.name: model {config.model.name!r} predicts per pixel; dataset {name!r} has "
+           f"one label per image (per-pixel datasets: {list(data.DENSE_DATASETS)}).")
+  try:
+    suites.check_names(config.eval.suite, dense=dense)
+  except ValueError as error:
+    _check(False, f"eval.suite: {error}")
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks field names, types and values; returns the config or raises ValueError."""
   _check_schema(config, base_config())
@@ -147,10 +175,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(attack.norm in geometry.NORMS, f"{group}.norm must be one of {list(geometry.NORMS)}.")
   _check(config.attack.steps >= 1, f"attack.steps must be >= 1, got {config.attack.steps}.")
   _check(config.attack.warmup_epochs >= 0, "attack.warmup_epochs must be >= 0.")
-  try:
-    suites.check_names(config.eval.suite)
-  except ValueError as error:
-    _check(False, f"eval.suite: {error}")
+  _check_task(config)
   _check(config.optim.lr > 0, f"optim.lr must be > 0, got {config.optim.lr}.")
   _check(config.optim.schedule in SCHEDULES,
          f"optim.schedule {config.optim.schedule!r} is unknown; choose one of {list(SCHEDULES)}.")

@@ -65,8 +65,9 @@ SMALL = {
     "preact_resnet18": dict(width=4, stage_sizes=(1, 1)),
     "wrn34_10": dict(depth=10, widen_factor=1),
     "vit_tiny": dict(dim=16, depth=2, heads=2, mlp_dim=32),
+    "fcn": dict(width=4),
 }
-BN_MODELS = ("resnet18", "preact_resnet18", "wrn34_10")
+BN_MODELS = ("resnet18", "preact_resnet18", "wrn34_10", "fcn")
 X = jax.random.uniform(jax.random.PRNGKey(0), (4, 8, 8, 3))
 
 
@@ -127,7 +128,7 @@ def test_every_model_jits_in_every_mode_and_in_bfloat16(name):
   for mode in models.MODES:
     run = jax.jit(functools.partial(models.apply_model, model, mode=mode))
     logits[mode], stats[mode] = run(variables, X)
-    chex.assert_shape(logits[mode], (4, 5))
+    chex.assert_shape(logits[mode], (4, 8, 8, 5) if models.is_dense(name) else (4, 5))
     chex.assert_type(logits[mode], jnp.float32)
   chex.assert_trees_all_equal(stats["eval"], before)
   chex.assert_trees_all_equal(stats["batch_stats"], before)
@@ -300,4 +301,4 @@ def test_uncertainty_layers_are_asked_for_explicitly_and_need_their_rng():
   four = ("stage1", "stage2", "stage3", "stage4")
   assert {name: models.insertion_points(name) for name in models.names()} == {
       "small_cnn": four[:2], "resnet18": four, "preact_resnet18": four, "wrn34_10": four[:3],
-      "wrn28_10": four[:3], "vit_tiny": (), "vit_small": ()}
+      "wrn28_10": four[:3], "vit_tiny": (), "vit_small": (), "fcn": ()}

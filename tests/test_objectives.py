@@ -29,7 +29,7 @@ from jaxadv import sharding
 from jaxadv.train import state as state_lib
 from jaxadv.train.step import make_train_step
 
-from helpers import TinyNet, random_images
+from helpers import TinyAuxNet, TinyNet, random_images
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
 ATTACK = dict(eps=0.1, step_size=0.05, steps=2, norm="linf")
@@ -181,7 +181,8 @@ def test_every_objective_trains_one_sharded_step(name):
   assert jax.device_count() == 8
   mesh = sharding.data_mesh()
   tx = optax.sgd(0.1)
-  state = jax.device_put(state_lib.create(MODEL, tx, (4, 4, 1), seed=0),
+  model = TinyAuxNet() if name == "advamd" else MODEL  # AdvAmd needs an auxiliary BN
+  state = jax.device_put(state_lib.create(model, tx, (4, 4, 1), seed=0),
                          sharding.replicated(mesh))
   before = jax.device_get(state.params)
   inputs = {}
@@ -193,7 +194,7 @@ def test_every_objective_trains_one_sharded_step(name):
   # TinyNet has no insertion points for UAD-AT's uncertainty layers (tests/test_uadat.py steps
   # the method with them).
   options = {"uncertainty": False} if name == "uadat" else None
-  objective = methods.build(name, MODEL, ATTACK, eps_warmup_steps=4, inputs=inputs,
+  objective = methods.build(name, model, ATTACK, eps_warmup_steps=4, inputs=inputs,
                             options=options)
   step = make_train_step(objective, tx, mesh)
   batch = {"image": np.asarray(random_images((16, 4, 4, 1))),
@@ -274,8 +275,9 @@ def test_baseline_configs_differ_from_pgd_at_only_in_objective(path, reference):
 
 @pytest.mark.parametrize("path", [p for p in sorted(CONFIG_DIR.glob("mnist*.py"))
                                   # test_namid_stage.py chains NAMID's, test_advamd.py trains
-                                  # AdvAmd's (a 1,000-image budget of its own)
-                                  if "namid" not in p.stem and not p.stem.startswith("mnist_adv")],
+                                  # AdvAmd's (budgets of their own)
+                                  if "namid" not in p.stem
+                                  and not p.stem.startswith(("mnist_adv", "mnist_seg"))],
                          ids=lambda p: p.stem)
 def test_mnist_smoke_variants_train(path, tmp_path, mnist_dir):  # pylint: disable=unused-argument
   config = config_lib.load_file(f"{path}:smoke")

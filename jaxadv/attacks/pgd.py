@@ -59,13 +59,31 @@ def _step_multiplier(schedule: str, iteration, steps: int):
   return 0.5 * (1.0 + jnp.cos(jnp.pi * iteration / steps))
 
 
+def loss_batch_ndim(apply_fn, loss_fn, x, y, targets) -> int:
+  """Leading axes of x that index examples: the rank of the per-example loss
+  `loss_fn(apply_fn(x), y, targets)`, from shapes alone (`jax.eval_shape`, nothing runs).
+
+  1 for labels (B,). For dense labels (B, H, W) it is 1 with a per-image loss such as
+  `losses.dense_cross_entropy`, so eps bounds each image's perturbation (the L2 and L1 balls
+  hold the whole image), and 3 with `losses.cross_entropy` (B, H, W), which makes every pixel's
+  (C,) vector an example of its own (the same attack in L-inf, another one in L2 or L1).
+  """
+  logits = jax.eval_shape(apply_fn, x)
+  return len(jax.eval_shape(loss_fn, logits, y, targets).shape)
+
+
 @functools.partial(jax.jit, static_argnames=("steps", "norm", "random_start", "targeted",
                                              "restarts", "early_stop", "step_schedule",
                                              "l1_sparsity", "unroll"))
 def _pgd(apply_fn, loss_fn, x, y, targets, start, key, eps, step_size, momentum, *, steps, norm,
          random_start, targeted, restarts, early_stop, step_schedule, l1_sparsity, unroll):
   """Jitted PGD core; arguments as in `pgd`, already validated, the loss a pytree callable."""
-  batch_ndim = y.ndim
+  batch_ndim = loss_batch_ndim(apply_fn, loss_fn, x, y, targets)
+  if batch_ndim != y.ndim and (restarts > 1 or early_stop):
+    raise ValueError(f"restarts and early_stop need one success flag per example: labels of "
+                     f"shape {tuple(y.shape)} do not match the loss's batch shape "
+                     f"{tuple(x.shape[:batch_ndim])} (dense labels with a per-image loss); "
+                     "use restarts=1 and early_stop=False.")
   step = geometry.per_example(step_size, x, batch_ndim)
   ball = threat.ball(norm, eps, batch_ndim=batch_ndim)
   if start is not None:
@@ -109,9 +127,11 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
   """PGD attack; returns `x_adv` with ||x_adv - x|| <= eps and x_adv in [0, 1].
 
   Args:
-    apply_fn: `x -> logits`, shape (B, ...) -> (B, K), with parameters and model mode fixed.
+    apply_fn: `x -> logits`, shape (B, ...) -> (B, K) (or (B, H, W, K) for dense labels), with
+      parameters and model mode fixed.
     x: clean images in [0, 1], shape (B, H, W, C) (any shape (B, ...) works).
-    y: integer labels, shape (B,).
+    y: integer labels, shape (B,), or (B, H, W) per pixel with a dense loss such as
+      `losses.dense_cross_entropy` (the batch shape is the loss's: `loss_batch_ndim`).
     key: PRNG key for the random start (unused, may be None, when `random_start=False`).
     eps: radius, a scalar or per-example array of shape (B,), >= 0.
     step_size: step length (`alpha` in torchattacks), scalar or shape (B,), >= 0; in L1

@@ -31,7 +31,8 @@ def train_batches(dataset: ArrayDataset, batch_size: int, seed: int, start_step:
                   process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
   """Yields this process's part of every global batch from `start_step` on, forever.
 
-  Each item is {"image": float32 (B/P, H, W, C), "label": int32 (B/P,)}.
+  Each item is {"image": float32 (B/P, H, W, C), "label": int32 (B/P,)}, or (B/P, H, W) labels
+  for a dense dataset.
   """
   if batch_size % process_count:
     raise ValueError(f"batch size {batch_size} is not divisible by {process_count} processes.")

@@ -73,7 +73,8 @@ class RobustnessResult:
     return out
 
 
-def _round_up(n: int, multiple: int) -> int:
+def round_up(n: int, multiple: int) -> int:
+  """The smallest multiple of `multiple` that is >= n (a batch size over the mesh's devices)."""
   return -(-n // multiple) * multiple
 
 
@@ -109,7 +110,7 @@ class _Scorer:
     self.mesh = mesh
     # Never larger than the dataset (rounded up to the mesh): a 100-point evaluation with
     # batch_size 500 would otherwise attack 400 padding rows.
-    self.batch_size = _round_up(min(batch_size, len(dataset)), mesh.size)
+    self.batch_size = round_up(min(batch_size, len(dataset)), mesh.size)
     self.model = model
     # attack_key(attack) -> compiled function, for attacks that have a value key; for those
     # that do not (unhashable parts), (attack, compiled function) pairs found by identity: the
@@ -156,7 +157,7 @@ class _Scorer:
     at most four compiled shapes per attack."""
     rows = self.batch_size
     for _ in range(3):
-      half = _round_up(-(-rows // 2), self.mesh.size)
+      half = round_up(-(-rows // 2), self.mesh.size)
       if half < num_points or half >= rows:
         break
       rows = half

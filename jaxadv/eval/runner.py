@@ -1,4 +1,5 @@
-"""An evaluation run: a suite of attacks, the masking checks, and the reports on disk."""
+"""An evaluation run: a suite of attacks, the masking checks, and the reports on disk; for a
+dataset with per-pixel labels, the segmentation evaluation (`jaxadv.eval.segmentation`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from jaxadv.attacks import pgd
 from jaxadv.data import ArrayDataset
-from jaxadv.eval import journal, masking, report, robustness, suites
+from jaxadv.eval import journal, masking, report, robustness, segmentation, suites
 from jaxadv.models import BoundModel
 
 EPS_SCALES = (0.25, 0.5, 1.0, 2.0)
@@ -51,7 +52,16 @@ def evaluate_suite(model, variables, dataset: ArrayDataset, *, suite, eps: float
 
   With an `out_dir`, scored batches are journaled in `eval[_<tag>].journal.npz` until the
   reports are written (`jaxadv.eval.journal`): rerunning a killed evaluation resumes it.
+
+  A dense `dataset` (per-pixel labels) is evaluated by `segmentation.evaluate_segmentation`
+  instead: pixel accuracy and mIoU into the same `eval[_<tag>].json`, without the masking
+  checks (`checks` is ignored: they are classification-only), the journal or the chart.
   """
+  if dataset.dense:
+    return segmentation.evaluate_segmentation(
+        model, variables, dataset, suite=suite, eps=eps, norm=norm, step_size=step_size,
+        batch_size=batch_size, seed=seed, model_name=model_name,
+        checkpoint_step=checkpoint_step, out_dir=out_dir, tag=tag, quiet=quiet)
   step = eps / 4 if step_size is None else step_size
   attacks = suites.build(suite, eps=eps, norm=norm, num_classes=dataset.num_classes,
                          step_size=step)

@@ -1,5 +1,8 @@
 """Flax model zoo with a name registry. Inputs are images in [0, 1]; models normalise inside.
 
+Classifiers output logits (B, K); the dense model "fcn" outputs logits (B, H, W, K), one
+prediction per pixel (`is_dense`).
+
 SmallCNN, ResNet, PreActResNet and WideResNet take a field `uncertainty` (an `Uncertainty`, or
 None) that inserts feature-statistics uncertainty layers (`jaxadv.models.uncertainty`), active
 only in calls with `resample=True` and their rng stream.
@@ -12,6 +15,7 @@ from typing import Callable
 
 import flax.linen as nn
 
+from jaxadv.models.fcn import FCN
 from jaxadv.models.layers import BN_ROUTES, AuxBatchNorm
 from jaxadv.models.modes import MODES, BoundModel, apply_model, model_state
 from jaxadv.models.preact_resnet import PreActResNet, PreActResNet18
@@ -29,6 +33,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "wrn28_10": WRN28_10,
     "vit_tiny": ViTTiny,
     "vit_small": ViTSmall,
+    "fcn": FCN,
 }
 
 
@@ -61,6 +66,15 @@ def insertion_points(name: str) -> tuple[str, ...]:
   return tuple(getattr(get(name, num_classes=2), "uncertainty_points", ()))
 
 
+def is_dense(name: str) -> bool:
+  """Whether the model registered as `name` predicts per pixel: logits (B, H, W, K), not (B, K).
+
+  >>> is_dense("fcn"), is_dense("small_cnn")
+  (True, False)
+  """
+  return getattr(get(name, num_classes=2), "dense", False)
+
+
 def get(name: str, *, num_classes: int, **kwargs) -> nn.Module:
   """Builds the model registered as `name` with `num_classes` outputs.
 
@@ -74,7 +88,7 @@ def get(name: str, *, num_classes: int, **kwargs) -> nn.Module:
   return _REGISTRY[name](num_classes=num_classes, **kwargs)
 
 
-__all__ = ["BN_ROUTES", "MODES", "AuxBatchNorm", "BoundModel", "FeatureUncertainty",
+__all__ = ["BN_ROUTES", "FCN", "MODES", "AuxBatchNorm", "BoundModel", "FeatureUncertainty",
            "PreActResNet", "PreActResNet18", "ResNet", "ResNet18", "SmallCNN", "Uncertainty",
            "ViT", "ViTSmall", "ViTTiny", "WRN28_10", "WRN34_10", "WideResNet", "apply_model",
-           "fields", "get", "insertion_points", "model_state", "names"]
+           "fields", "get", "insertion_points", "is_dense", "model_state", "names"]

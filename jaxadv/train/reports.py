@@ -1,5 +1,6 @@
 """What a trained run reports: its evaluation (clean and the attack suite, per class, masking
-checks) and the reports its methods offer (`jaxadv.methods.reports`, e.g. "vulnerability").
+checks; pixel accuracy and mIoU for a dataset with per-pixel labels) and the reports its methods
+offer (`jaxadv.methods.reports`, e.g. "vulnerability").
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None, sui
   """Evaluates `variables` (of the `checkpoint` "last" or "best", as the report names it) on
   the test split with the configured (or given) suite; prints the table and, with a workdir,
   writes eval.json and per_class.png there (eval_<tag>.json and per_class_<tag>.png with a
-  tag)."""
+  tag). A test split with per-pixel labels gets the segmentation evaluation
+  (`runner.evaluate_suite`)."""
   test_ds = workdir_lib.load_dataset(config, "test")
   if num_examples > 0:
     test_ds = test_ds.take(num_examples)

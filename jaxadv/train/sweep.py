@@ -3,7 +3,8 @@
 Each combination of grid values and seed trains (or resumes) in its own work directory,
 `<root>/<field=value,...>/seed<k>`, then is evaluated; a run that already holds `eval.json` is
 not redone. The summary (`<root>/sweep.json` and `sweep.md`) gives, per grid point and
-attack, the accuracy of every seed and their mean and sample standard deviation.
+attack, the accuracy (mIoU for a segmentation task) of every seed and their mean and sample
+standard deviation.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ def point_name(point: dict) -> str:
 
 def summarise(records: list[dict]) -> dict[str, dict]:
   """attack -> {"values", "mean", "std"} of the accuracies (%) over `records` (eval.json
-  records of the seeds); std is the sample standard deviation (0 for one seed)."""
+  records of the seeds), of the mIoU (%) for segmentation records; std is the sample
+  standard deviation (0 for one seed)."""
+  field = "miou" if records[0].get("task") == "segmentation" else "accuracy"
   out = {}
-  for name in records[0]["accuracy"]:
-    values = [r["accuracy"][name] for r in records]
+  for name in records[0][field]:
+    values = [r[field][name] for r in records]
     out[name] = {"values": values, "mean": float(np.mean(values)),
                  "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
   return out

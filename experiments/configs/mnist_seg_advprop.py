@@ -1,0 +1,16 @@
+"""AdvProp on MNIST segmentation under mnist_seg_advamd's budget (mediate_weight 0, ratio
+"none"). Variant "smoke" as mnist_seg_advamd."""
+
+import pathlib
+
+from jaxadv import config as config_lib
+
+BASE = pathlib.Path(__file__).with_name("mnist_seg_advamd.py")
+
+
+def get_config(variant: str = ""):
+  config = config_lib.load_file(f"{BASE}:{variant}")
+  config.name = config.name.replace("advamd", "advprop")
+  config.objective.advamd.mediate_weight = 0.0
+  config.objective.advamd.ratio = "none"
+  return config

@@ -1,0 +1,16 @@
+"""Plain training (ERM) on MNIST segmentation under mnist_seg_advamd's budget: the same network
+without the auxiliary BN, no attack in training. Variant "smoke" as mnist_seg_advamd."""
+
+import pathlib
+
+from jaxadv import config as config_lib
+
+BASE = pathlib.Path(__file__).with_name("mnist_seg_advamd.py")
+
+
+def get_config(variant: str = ""):
+  config = config_lib.load_file(f"{BASE}:{variant}")
+  config.name = config.name.replace("advamd", "erm")
+  config.objective.name = "erm"
+  config.model.aux_bn = False
+  return config
