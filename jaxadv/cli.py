@@ -3,6 +3,7 @@
     jaxadv train [--config experiments/configs/NAME.py[:variant]] [--workdir W] [--stages S,...]
                  [field=value ...]
     jaxadv eval --workdir W [--suite clean,pgd20,cw30,autoattack] [--num-examples N] [--tag T]
+    jaxadv eval --workdir W --shifts darker,brighter,blur,noise   # natural shifts, not attacks
     jaxadv report NAME --workdir W [--num-examples N] [option=value ...]
     jaxadv sweep --config FILE --seeds 0,1,2 [--grid field=v1,v2 ...] [--root R] [field=value ...]
     jaxadv plot --workdir W [--out curves.png]
@@ -26,6 +27,7 @@ import sys
 
 from jaxadv import config as config_lib
 from jaxadv import methods
+from jaxadv.data import shifts
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, as a shell reports a process ended by SIGTERM.
 
@@ -66,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--tag", default="",
                         help="write eval_<tag>.json and per_class_<tag>.png instead of "
                              "eval.json and per_class.png (keeps the run's own evaluation)")
+  evaluate.add_argument("--shifts", default="",
+                        help="instead of attacks, clean accuracy under these natural shifts "
+                             f"(comma-separated: {','.join(shifts.SHIFTS)}, or 'all'), "
+                             "written to eval_<tag or 'shifts'>.json")
   sweep = commands.add_parser("sweep", help="train and evaluate over seeds and a grid")
   sweep.add_argument("--config", required=True, help="config file, optionally PATH:variant")
   sweep.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
@@ -172,6 +178,10 @@ def _run(args, overrides) -> None:
     stages = args.stages.split(",") if args.stages else None
     print(f"jaxadv train: {config.name} -> {workdir}", flush=True)
     train.train_and_evaluate(config, workdir, stages=stages, progress=not args.no_progress)
+  elif args.command == "eval" and args.shifts:
+    names = tuple(shifts.SHIFTS) if args.shifts == "all" else tuple(args.shifts.split(","))
+    train.evaluate_shifts_workdir(args.workdir, names, num_examples=args.num_examples,
+                                  tag=args.tag or "shifts", checkpoint=args.checkpoint)
   elif args.command == "eval":
     suite = tuple(args.suite.split(",")) if args.suite else None
     train.evaluate_workdir(args.workdir, suite=suite, num_examples=args.num_examples,

@@ -266,7 +266,10 @@ def test_the_baselines_differ_from_advamd_only_in_their_switches(family, erm):
     assert _config("mnist_advamd", word)["name"] == f"mnist_advamd_{word}"
 
 
-@pytest.mark.parametrize("name", ["mnist_advamd", "mnist_seg_advamd"])
+@pytest.mark.parametrize("name", [
+    # about 1 min on 2 cores (PreActResNet-18's compilation): run with --runslow; the
+    # segmentation smoke run keeps AdvAmd's path through training and evaluation in the suite
+    pytest.param("mnist_advamd", marks=pytest.mark.slow), "mnist_seg_advamd"])
 def test_the_smoke_variants_train_and_evaluate(name, tmp_path, mnist_dir):  # pylint: disable=unused-argument
   config = config_lib.load_file(f"{CONFIGS / name}.py:smoke")
   record = training.train_and_evaluate(config, tmp_path, progress=False)

@@ -185,6 +185,7 @@ def _estimators(directory) -> NamidEstimators:
   return namid.as_estimators(config, variables)
 
 
+@pytest.mark.slow  # about 1 min; test_one_run_trains_both_stages_in_order keeps the stages
 def test_stage_resumes_exactly_and_loads_into_a_namid_run(base_run, tmp_path):
   config = _namid_config(base_run, **{"objective.namid.estimator.dv_variant": "authors"})
   whole = training.train(config, tmp_path / "whole", stages=["estimators"], progress=False)

@@ -3,6 +3,8 @@
 import json
 import pathlib
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -13,6 +15,7 @@ def _code_cells(path: pathlib.Path) -> list[str]:
           for cell in cells if cell["cell_type"] == "code"]
 
 
+@pytest.mark.slow  # about 1.5 min: trains and attacks as the notebook does; run with --runslow
 def test_quickstart_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
   monkeypatch.setenv("JAXADV_NOTEBOOK_WORKDIR", str(tmp_path))
   namespace = {}

@@ -1,15 +1,19 @@
 """Natural shifts: their maths, range and determinism, and the shift evaluation."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxadv import cli
+from jaxadv import train as training
 from jaxadv.data import shifts
 from jaxadv.data.dataset import ArrayDataset
 from jaxadv.eval.shifts import evaluate_shifts
 
-from helpers import TinyNet, random_images
+from helpers import TinyNet, random_images, tiny_config
 
 KEY = jax.random.PRNGKey(0)
 
@@ -73,3 +77,15 @@ def test_the_evaluation_scores_each_shifted_test_set_and_keeps_no_worst_case():
                              100 * np.mean(np.argmax(dark, -1) == dataset.labels))
   assert record == evaluate_shifts(model, variables, dataset, ("darker", "noise"),
                                    batch_size=16)  # the noise is seeded
+
+
+def test_jaxadv_eval_shifts_writes_its_record_beside_the_runs_evaluation(tmp_path, capsys):
+  config = tiny_config(**{"num_epochs": 1, "dataset.num_train": 64})
+  training.train(config, tmp_path, progress=False)
+  assert cli.main(["eval", "--workdir", str(tmp_path), "--shifts", "darker,noise",
+                   "--num-examples", "32"]) == 0
+  record = json.loads((tmp_path / "eval_shifts.json").read_text())
+  assert record["n_ex"] == 32 and set(record["accuracy"]) == {"clean", "darker", "noise"}
+  assert "| darker |" in capsys.readouterr().out
+  assert cli.main(["eval", "--workdir", str(tmp_path), "--shifts", "fog"]) == 2
+  assert "unknown shift 'fog'" in capsys.readouterr().err

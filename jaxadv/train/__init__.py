@@ -13,10 +13,12 @@ directory, and what it reports.
 """
 
 from jaxadv.train.loop import NonFiniteLoss, Preempted, run_steps
-from jaxadv.train.reports import evaluate_state, evaluate_workdir, report, train_and_evaluate
+from jaxadv.train.reports import (evaluate_shifts_workdir, evaluate_state, evaluate_workdir,
+                                  report, train_and_evaluate)
 from jaxadv.train.stages import MODEL, train
 from jaxadv.train.workdir import build_model, load_dataset, open_run, restore
 
-__all__ = ["MODEL", "NonFiniteLoss", "Preempted", "build_model", "evaluate_state",
+__all__ = ["MODEL", "NonFiniteLoss", "Preempted", "build_model", "evaluate_shifts_workdir",
+           "evaluate_state",
            "evaluate_workdir", "load_dataset", "open_run", "report", "restore", "run_steps",
            "train", "train_and_evaluate"]

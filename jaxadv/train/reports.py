@@ -1,14 +1,17 @@
 """What a trained run reports: its evaluation (clean and the attack suite, per class, masking
-checks; pixel accuracy and mIoU for a dataset with per-pixel labels) and the reports its methods
-offer (`jaxadv.methods.reports`, e.g. "vulnerability").
+checks; pixel accuracy and mIoU for a dataset with per-pixel labels), its accuracy under natural
+shifts, and the reports its methods offer (`jaxadv.methods.reports`, e.g. "vulnerability").
 """
 
 from __future__ import annotations
 
+import json
+import pathlib
 import re
 
 from jaxadv import methods, sharding
 from jaxadv.eval import runner
+from jaxadv.eval import shifts as shifts_lib
 from jaxadv.train import state as state_lib
 from jaxadv.train import workdir as workdir_lib
 from jaxadv.train.stages import MODEL, train
@@ -67,6 +70,33 @@ def evaluate_workdir(workdir, *, suite=None, num_examples: int = 0, checks=None,
   config, variables, step = workdir_lib.restore(workdir, checkpoint=checkpoint)
   return evaluate_state(config, variables, checkpoint_step=step, workdir=workdir, suite=suite,
                         num_examples=num_examples, checks=checks, tag=tag, checkpoint=checkpoint)
+
+
+def evaluate_shifts_workdir(workdir, shifts, *, num_examples: int = 0, tag: str = "shifts",
+                           checkpoint: str | None = None) -> dict:
+  """Clean accuracy of the run in `workdir` (its latest, or "best", checkpoint) on its test
+  split under each natural shift in `shifts` (`jaxadv.data.shifts`); prints the table and
+  writes eval_<tag>.json into the run directory. Per-image labels only."""
+  _check_tag(tag)
+  checkpoint = checkpoint or workdir_lib.read_config(workdir).eval.checkpoint
+  config, variables, step = workdir_lib.restore(workdir, checkpoint=checkpoint)
+  test_ds = workdir_lib.load_dataset(config, "test")
+  if test_ds.dense:
+    raise ValueError("--shifts scores per-image accuracy; dataset "
+                     f"{config.dataset.name!r} has per-pixel labels.")
+  if num_examples > 0:
+    test_ds = test_ds.take(num_examples)
+  record = shifts_lib.evaluate_shifts(workdir_lib.build_model(config, test_ds), variables,
+                                      test_ds, tuple(shifts), batch_size=config.eval.batch_size,
+                                      seed=config.seed)
+  record.update(model=f"{config.name} ({config.model.name})", checkpoint_step=step)
+  print(f"\n{record['model']} on {record['n_ex']} test points of {record['dataset']}, "
+        "natural shifts (jaxadv.data.shifts)\n\n| input | accuracy |\n|---|---:|")
+  for name, value in record["accuracy"].items():
+    print(f"| {name} | {value:.2f} |")
+  path = pathlib.Path(workdir) / f"eval_{tag}.json"
+  path.write_text(json.dumps(record, indent=2) + "\n")
+  return record
 
 
 def report(name: str, workdir, *, num_examples: int = 0, **options) -> dict:
