@@ -360,6 +360,9 @@ def comparison_table(records: Records, comparisons, metrics) -> str:
   for comparison in comparisons:
     for metric in metrics:
       p = compare(records, comparison, metric)
+      if not p.seeds:  # not measured yet on any seed both runs have
+        rows.append([comparison_label(comparison), METRICS[metric], *[NOT_MEASURED] * 4])
+        continue
       rows.append([comparison_label(comparison), METRICS[metric],
                    ", ".join(num(d, True) for d in p.diffs), mean_sd_diff(p), interval(p),
                    signs(p)])
@@ -576,7 +579,7 @@ def tables(records: Records) -> dict[str, str]:
       "standard_comparisons": comparison_table(
           records, ("std.trades-pgd_at",), ("clean", "pgd40", "autoattack")),
       "uadat_comparisons": comparison_table(
-          records, ("uadat.uadat-trades",), ("clean", "pgd40", "autoattack", "train_minutes")),
+          records, ("uadat.uadat-trades",), ("clean", "pgd40", "autoattack")),
       "uadat_ablations": ablation_table(records, "mnist60k.uadat", UADAT_ABLATIONS),
       "xla_cpu": xla_cpu_table(records),
       "baselines_scratch": baselines_scratch_table(records),
