@@ -175,3 +175,10 @@ def test_apgd_targeted_rejects_bad_arguments(kwargs, num_classes, message):
   with pytest.raises(ValueError, match=message):
     apgd_targeted(linear_apply_fn(4, num_classes), random_images((2, 2, 2, 1)),
                   jnp.zeros(2, jnp.int32), jax.random.PRNGKey(0), **args)
+
+
+def test_dlr_with_fewer_than_three_classes_is_a_clear_error():
+  two_classes = lambda x: x.reshape(x.shape[0], -1)[:, :2]
+  x = jnp.full((2, 2, 2, 1), 0.5)
+  with pytest.raises(ValueError, match="the DLR loss needs >= 3 classes"):
+    apgd(two_classes, x, jnp.zeros(2, jnp.int32), jax.random.PRNGKey(0), eps=0.1, loss="dlr")

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.tree_util import Partial
 
 from jaxadv import attacks
@@ -42,3 +43,9 @@ def test_pgd_through_eot_breaks_a_noisy_model():
   model = EOT(Partial(_noisy_linear, sigma=0.3), jax.random.PRNGKey(2), samples=8)
   x_adv = attacks.pgd(model, x, y, jax.random.PRNGKey(3), eps=0.5, step_size=0.1, steps=10)
   assert float(jnp.mean(jnp.argmax(model(x_adv), -1) == y)) < 0.2
+
+
+@pytest.mark.parametrize("samples", [0, -1, 1.5])
+def test_eot_needs_at_least_one_sample(samples):
+  with pytest.raises(ValueError, match="samples must be an integer >= 1"):
+    EOT(lambda x, key: x, jax.random.PRNGKey(0), samples=samples)

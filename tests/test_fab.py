@@ -215,3 +215,11 @@ def test_fab_targeted_rejects_bad_num_targets(num_targets):
   with pytest.raises(ValueError, match="num_targets"):
     fab_lib.fab_targeted(linear_apply_fn(4), random_images((2, 2, 2, 1)), jnp.zeros(2, jnp.int32),
                          None, eps=0.1, num_targets=num_targets)
+
+
+def test_an_empty_batch_comes_back_empty():
+  apply_fn = lambda x: x.reshape(x.shape[0], 4) * 3.0
+  x, y = jnp.zeros((0, 2, 2, 1)), jnp.zeros((0,), jnp.int32)
+  assert fab_lib.fab(apply_fn, x, y, jax.random.PRNGKey(0), eps=0.1, steps=2).shape == x.shape
+  assert fab_lib.fab_targeted(apply_fn, x, y, jax.random.PRNGKey(0), eps=0.1, steps=2,
+                              num_targets=2).shape == x.shape

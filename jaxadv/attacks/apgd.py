@@ -245,6 +245,10 @@ def apgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array, *, eps,
   """
   check_attack_inputs(x, y, eps=eps, norm=norm, loss=loss, targets=targets)
   _check_common(key, steps, restarts, rho, momentum)
+  num_classes = jax.eval_shape(apply_fn, x).shape[-1]
+  if loss == "dlr" and num_classes < 3:
+    raise ValueError(f"the DLR loss needs >= 3 classes (it divides by z_(1) - z_(3)), the model "
+                     f"has {num_classes}; use loss='ce' or 'cw'.")
   return _apgd(as_pytree(apply_fn), x, y, targets, key, eps, rho, momentum, steps=steps,
                norm=norm, loss=loss, restarts=restarts)
 

@@ -19,6 +19,8 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from jaxadv import validation
+
 
 def _input_fingerprint(x: jax.Array) -> jax.Array:
   """A uint32 that changes with x (bit pattern of a weighted sum), carrying no gradient."""
@@ -34,6 +36,9 @@ class EOT:
   key: jax.Array
   samples: int = flax.struct.field(pytree_node=False, default=8)
   resample: bool = flax.struct.field(pytree_node=False, default=True)
+
+  def __post_init__(self):
+    validation.check_positive_int(self.samples, "samples")
 
   def __call__(self, x: jax.Array) -> jax.Array:
     key = jax.random.fold_in(self.key, _input_fingerprint(x)) if self.resample else self.key
