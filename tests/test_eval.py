@@ -14,6 +14,8 @@ from jaxadv import attacks
 from jaxadv.data import ArrayDataset
 from jaxadv.eval import journal, masking, report, robustness, runner, suites
 
+from helpers import random_images
+
 
 class Linear(nn.Module):
   """Flattened input -> logits; optionally quantised input (a masked, step-function model)
@@ -306,3 +308,17 @@ def test_an_attack_without_a_value_key_is_cached_by_identity_and_kept_alive(monk
   reference = weakref.ref(unhashable)
   del unhashable
   assert reference() is not None  # held by the cache: its id cannot be reused
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda images, labels: (images * 255, labels), "must lie in \\[0, 1\\]"),
+    (lambda images, labels: (np.where(images > 0.5, np.nan, images), labels), "NaN or infinite"),
+    (lambda images, labels: (images, labels + 3), "labels must lie in \\[0, 3\\)"),
+])
+def test_the_evaluation_rejects_bad_data_before_compiling(change, message):
+  images, labels = change(np.asarray(random_images((8, 4, 4, 1))),
+                          np.arange(8, dtype=np.int32) % 3)
+  dataset = ArrayDataset(images.astype(np.float32), labels.astype(np.int32), 3, "bad", (0.5,),
+                         (0.5,))
+  with pytest.raises(ValueError, match=message):
+    robustness.Evaluator(Linear(), dataset, batch_size=4)

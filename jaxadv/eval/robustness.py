@@ -25,7 +25,7 @@ import numpy as np
 from jaxadv.data import ArrayDataset
 from jaxadv.eval.journal import EvalJournal
 from jaxadv.models import BoundModel
-from jaxadv import sharding
+from jaxadv import sharding, validation
 
 Attack = Callable[..., jax.Array]
 
@@ -194,7 +194,11 @@ class Evaluator:
   def __init__(self, model, dataset: ArrayDataset, *, batch_size: int, mesh=None):
     """model: Flax module; dataset: images (N, H, W, C) in [0, 1] and labels (N,);
     batch_size: capped at N and rounded up to a multiple of the device count; mesh: default
-    all devices."""
+    all devices. ValueError, before anything compiles, for images outside [0, 1] or not
+    finite and for labels outside [0, num_classes): checked once here, not per batch."""
+    validation.check_images(dataset.images, f"{dataset.name} images")
+    validation.check_labels(dataset.labels, dataset.images, f"{dataset.name} labels",
+                            dataset.num_classes)
     self.dataset = dataset
     self._scorer = _Scorer(model, dataset, batch_size,
                            sharding.data_mesh() if mesh is None else mesh)
