@@ -3,6 +3,10 @@
 Classifiers output logits (B, K); the dense model "fcn" outputs logits (B, H, W, K), one
 prediction per pixel (`is_dense`).
 
+Not in the registry, which builds classifiers: the OOD->ID defense's image-to-image translator
+`UNet` and its `PatchDiscriminator` (`jaxadv.models.translator`), and `features` /
+`BoundFeatures`, a classifier's penultimate features (`jaxadv.models.penultimate`).
+
 SmallCNN, ResNet, PreActResNet and WideResNet take a field `uncertainty` (an `Uncertainty`, or
 None) that inserts feature-statistics uncertainty layers (`jaxadv.models.uncertainty`), active
 only in calls with `resample=True` and their rng stream.
@@ -18,9 +22,11 @@ import flax.linen as nn
 from jaxadv.models.fcn import FCN
 from jaxadv.models.layers import BN_ROUTES, AuxBatchNorm
 from jaxadv.models.modes import MODES, BoundModel, apply_model, model_state
+from jaxadv.models.penultimate import BoundFeatures, features
 from jaxadv.models.preact_resnet import PreActResNet, PreActResNet18
 from jaxadv.models.resnet import ResNet, ResNet18
 from jaxadv.models.small_cnn import SmallCNN
+from jaxadv.models.translator import PatchDiscriminator, UNet
 from jaxadv.models.uncertainty import FeatureUncertainty, Uncertainty
 from jaxadv.models.vit import ViT, ViTSmall, ViTTiny
 from jaxadv.models.wide_resnet import WRN28_10, WRN34_10, WideResNet
@@ -88,7 +94,8 @@ def get(name: str, *, num_classes: int, **kwargs) -> nn.Module:
   return _REGISTRY[name](num_classes=num_classes, **kwargs)
 
 
-__all__ = ["BN_ROUTES", "FCN", "MODES", "AuxBatchNorm", "BoundModel", "FeatureUncertainty",
-           "PreActResNet", "PreActResNet18", "ResNet", "ResNet18", "SmallCNN", "Uncertainty",
-           "ViT", "ViTSmall", "ViTTiny", "WRN28_10", "WRN34_10", "WideResNet", "apply_model",
-           "fields", "get", "insertion_points", "is_dense", "model_state", "names"]
+__all__ = ["BN_ROUTES", "FCN", "MODES", "AuxBatchNorm", "BoundFeatures", "BoundModel",
+           "FeatureUncertainty", "PatchDiscriminator", "PreActResNet", "PreActResNet18", "ResNet",
+           "ResNet18", "SmallCNN", "UNet", "Uncertainty", "ViT", "ViTSmall", "ViTTiny",
+           "WRN28_10", "WRN34_10", "WideResNet", "apply_model", "features", "fields", "get",
+           "insertion_points", "is_dense", "model_state", "names"]
