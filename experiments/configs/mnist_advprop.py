@@ -7,6 +7,7 @@ loss (tests/test_advamd.py). Variant "smoke" as mnist_advamd.
 import pathlib
 
 from jaxadv import config as config_lib
+from jaxadv.methods import advamd
 
 BASE = pathlib.Path(__file__).with_name("mnist_advamd.py")
 
@@ -14,6 +15,5 @@ BASE = pathlib.Path(__file__).with_name("mnist_advamd.py")
 def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = config.name.replace("advamd", "advprop")
-  config.objective.advamd.mediate_weight = 0.0
-  config.objective.advamd.ratio = "none"
+  config.objective.advamd.update(advamd.ADVPROP)
   return config

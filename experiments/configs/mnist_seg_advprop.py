@@ -4,6 +4,7 @@
 import pathlib
 
 from jaxadv import config as config_lib
+from jaxadv.methods import advamd
 
 BASE = pathlib.Path(__file__).with_name("mnist_seg_advamd.py")
 
@@ -11,6 +12,5 @@ BASE = pathlib.Path(__file__).with_name("mnist_seg_advamd.py")
 def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = config.name.replace("advamd", "advprop")
-  config.objective.advamd.mediate_weight = 0.0
-  config.objective.advamd.ratio = "none"
+  config.objective.advamd.update(advamd.ADVPROP)
   return config

@@ -34,6 +34,11 @@ from jaxadv.methods.base import Method
 from jaxadv.methods.common import check_choice, check_number
 
 
+# AdvProp (Xie et al., 2020) as this method's switches: adversarial examples through the aux BN
+# only, no mediate samples, no learning ratio (tests/test_advamd.py checks the reduction).
+ADVPROP = {"mediate_weight": 0.0, "ratio": "none"}
+
+
 def defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       "adversarial_weight": 1.0, "mediate_weight": 1.0, "mediate": "interpolate",
@@ -93,4 +98,4 @@ METHOD = Method(
     summary="AdvAmd (Yu et al., 2023), reconstructed from the paper's description",
     defaults=defaults, make_objective=make_objective, validate=validate)
 
-__all__ = ["METHOD", "advamd_loss", "defaults", "mediate", "objective", "ratio", "validate"]
+__all__ = ["ADVPROP", "METHOD", "advamd_loss", "defaults", "mediate", "objective", "ratio", "validate"]
