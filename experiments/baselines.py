@@ -12,7 +12,8 @@ has finished runs AutoAttack on the first `--autoattack-examples` test points of
 (`eval_autoattack_n<N>.json`), seeds in order, so the cheap figures of all runs come first;
 the ablations get `--ablation-suite` (APGD-CE and APGD-T) on those points instead. `--exact N` also evaluates each run on the exact
 CIFAR-10 test images 0..N-1 (`dataset.name=cifar10_exact`: `eval_exact<N>.json`, the same
-suite and AutoAttack), for runs trained on the JPEG copy. Every step is skipped when its
+suite and AutoAttack), for runs trained on the JPEG copy. `--shifts` adds every run's clean
+accuracy under natural shifts on its whole test set (`eval_shifts.json`, `jaxadv eval --shifts`). Every step is skipped when its
 report exists, so a stopped launch resumes where it stopped (a killed training resumes from
 its last checkpoint). `--export DIR` copies each finished run's records (not its checkpoints)
 to DIR, as `experiments/mnist_tables.py --export` does.
@@ -84,6 +85,9 @@ def main(argv=None) -> None:
                            "--configs run, and evaluated with --ablation-suite on the "
                            "AutoAttack points instead of AutoAttack")
   parser.add_argument("--ablation-suite", default="apgd-ce,apgd-t")
+  parser.add_argument("--shifts", default="",
+                      help="natural shifts for every run's clean accuracy (e.g. 'all'; "
+                           "default: none)")
   parser.add_argument("--export", default="", help="copy the finished runs' records here")
   args = parser.parse_args(argv)
   configs, ablations = entries(args.configs), entries(args.ablations)
@@ -99,6 +103,9 @@ def main(argv=None) -> None:
   for name, seed in runs + ablation_runs:
     workdir = launch.root / launch.run_name(name) / f"seed{seed}"
     ablation = (name, seed) in ablation_runs
+    if args.shifts and not (workdir / "eval_shifts.json").is_file():
+      tasks.append(lambda w=workdir: launch.run(f"shifts_{w.parent.name}_{w.name}", "eval",
+                                                "--workdir", str(w), "--shifts", args.shifts))
     if args.autoattack_examples:
       tag, suite = ((f"{args.ablation_suite.replace(',', '_')}_n{args.autoattack_examples}",
                      args.ablation_suite) if ablation else (launch.autoattack_tag, "autoattack"))

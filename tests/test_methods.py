@@ -47,7 +47,7 @@ def test_every_registered_method_has_a_valid_default_group_in_the_base_config():
     assert base.objective[name] == method.defaults()
     method.validate(method.defaults(), None)
     assert method.stages_of(base)[-1].name == ""  # the last stage is the run's model
-  assert set(methods.reports()) == {"vulnerability", "mi"}
+  assert set(methods.reports()) == {"vulnerability", "mi", "ood"}
   with pytest.raises(ValueError, match="registered already"):
     methods.register(methods.get("trades"))
   with pytest.raises(ValueError, match="unknown method 'magic'"):

@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxadv.data import ArrayDataset
 from jaxadv.eval.journal import EvalJournal
-from jaxadv.models import BoundModel
+from jaxadv.models import bind
 from jaxadv import sharding, validation
 
 Attack = Callable[..., jax.Array]
@@ -122,7 +122,7 @@ class _Scorer:
     model = self.model
 
     def still_correct(variables, batch, key):
-      apply_fn = BoundModel(model, variables, "eval")
+      apply_fn = bind(model, variables)
       x, y = batch["image"], batch["label"]
       if attack is not None:
         x = attack(apply_fn, x, y, key)
@@ -192,7 +192,8 @@ class Evaluator:
   """
 
   def __init__(self, model, dataset: ArrayDataset, *, batch_size: int, mesh=None):
-    """model: Flax module; dataset: images (N, H, W, C) in [0, 1] and labels (N,);
+    """model: a predictor (`jaxadv.models.bind`): a Flax module, run in eval mode, or a
+    function `variables -> apply_fn`; dataset: images (N, H, W, C) in [0, 1] and labels (N,);
     batch_size: capped at N and rounded up to a multiple of the device count; mesh: default
     all devices. ValueError, before anything compiles, for images outside [0, 1] or not
     finite and for labels outside [0, num_classes): checked once here, not per batch."""
@@ -247,7 +248,8 @@ def evaluate(model, variables, dataset: ArrayDataset,
   """Scores `model` with `variables` on `dataset`, clean and under each attack or cascade.
 
   Args:
-    model: Flax module; variables: {"params", "batch_stats"}.
+    model: a Flax module (run in eval mode) or a function `variables -> apply_fn`
+      (`jaxadv.models.bind`); variables: its variables, e.g. {"params", "batch_stats"}.
     dataset: images (N, H, W, C) in [0, 1] and labels (N,).
     attacks: name -> attack(apply_fn, x, y, key) -> x_adv, or a Cascade. "clean" is reserved.
     batch_size: evaluation batch size (rounded up to a multiple of the device count).

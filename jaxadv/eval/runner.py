@@ -13,7 +13,7 @@ import numpy as np
 from jaxadv.attacks import pgd
 from jaxadv.data import ArrayDataset
 from jaxadv.eval import journal, masking, report, robustness, segmentation, suites
-from jaxadv.models import BoundModel
+from jaxadv.models import bind
 
 EPS_SCALES = (0.25, 0.5, 1.0, 2.0)
 
@@ -24,7 +24,7 @@ def masking_checks(model, variables, dataset: ArrayDataset, result: robustness.R
   """Runs every check of `jaxadv.eval.masking` on the first `num_points` points."""
   subset = dataset.take(num_points)
   x, y = jnp.asarray(subset.images), jnp.asarray(subset.labels)
-  apply_fn = BoundModel(model, variables, "eval")
+  apply_fn = bind(model, variables)
   flags = [masking.check_randomness(apply_fn, x), masking.check_zero_gradients(apply_fn, x, y),
            masking.check_softmax_outputs(apply_fn, x)]
   if eps > 0:

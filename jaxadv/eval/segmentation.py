@@ -39,7 +39,7 @@ import numpy as np
 from jaxadv import data, sharding, validation
 from jaxadv.eval import report, suites
 from jaxadv.eval.robustness import round_up
-from jaxadv.models import BoundModel
+from jaxadv.models import bind
 
 Attack = Callable[..., jax.Array]
 
@@ -91,7 +91,7 @@ def check_dense_model(model, variables, dataset: data.ArrayDataset) -> None:
   (1, H, W, K) with K its class count, and the labels lie in [0, K) (the logits' shape from
   `jax.eval_shape`: the model does not run)."""
   expected = (1, *dataset.image_shape[:2], dataset.num_classes)
-  logits = jax.eval_shape(lambda v, x: BoundModel(model, v, "eval")(x), variables,
+  logits = jax.eval_shape(lambda v, x: bind(model, v)(x), variables,
                           dataset.images[:1])
   if tuple(logits.shape) != expected:
     raise ValueError(f"the model maps an image of {dataset.name} to logits of shape "
@@ -105,7 +105,7 @@ def _compile(model, attack: Attack | None, num_classes: int, mesh):
   """`(variables, batch, key) -> C (K, K)` of `attack` (None: clean) on a masked batch,
   jitted over `mesh`."""
   def confusion(variables, batch, key):
-    apply_fn = BoundModel(model, variables, "eval")
+    apply_fn = bind(model, variables)
     x = batch["image"]
     if attack is not None:
       x = attack(apply_fn, x, batch["label"], key)

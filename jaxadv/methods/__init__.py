@@ -12,6 +12,7 @@
 | namid | `namid/` (objective, estimator stage, MI report) | Zhou et al., 2022 |
 | uadat | `uadat/` (objective, reference, alignment) | Dong et al., 2024 (reconstructed) |
 | advamd | `advamd/` (objective, mediate samples, learning ratio) | Yu et al., 2023 (reconstructed) |
+| ood_translate | `ood_translate/` (translator objective, OOD sources, gate, evaluation) | Amich & Eshete, 2022 (reconstructed) |
 
 Each module defines a `METHOD` (`jaxadv.methods.base.Method`): its config group
 `objective.<name>` with defaults and validation, its objective factory, its stages and its
@@ -31,7 +32,7 @@ from typing import Mapping
 import ml_collections
 
 from jaxadv.methods import adml, advamd, awp, base_losses, common, erm, fgsm_rs, mart, namid
-from jaxadv.methods import pgd_at, trades, uadat
+from jaxadv.methods import ood_translate, pgd_at, trades, uadat
 from jaxadv.methods.base import (Method, Objective, Report, Run, Stage, StageContext,
                                  model_stage)
 
@@ -47,7 +48,8 @@ def register(method: Method) -> Method:
   return method
 
 
-for _module in (erm, pgd_at, trades, mart, awp, fgsm_rs, adml, namid, uadat, advamd):
+for _module in (erm, pgd_at, trades, mart, awp, fgsm_rs, adml, namid, uadat, advamd,
+                ood_translate):
   register(_module.METHOD)
 
 

@@ -39,7 +39,8 @@ class StageContext:
   the run or loaded from their `source`), `config` being the one they were trained with;
   restore: `(directory, stage="") -> (config, variables, step)`, the latest checkpoint of the
   stage `stage` trained in `directory` (variables replicated over the run's devices);
-  open_run: `directory -> Run`, a trained run as reports see it.
+  open_run: `directory -> Run`, a trained run as reports see it;
+  load: `split -> ArrayDataset`, the run's "train", "val" or "test" split as its config cuts it.
   """
   config: ml_collections.ConfigDict
   model: Any
@@ -50,6 +51,7 @@ class StageContext:
   inputs: Mapping[str, Any]
   restore: Callable[..., tuple]
   open_run: Callable[..., "Run"]
+  load: Callable[[str], Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +89,10 @@ class Stage:
 class Run:
   """A trained run as a report sees it: its directory, validated config, the variables and step
   of its latest checkpoint, its model, its test split (the config's dataset, cut to
-  `dataset.num_test`) and `restore` as in `StageContext`."""
+  `dataset.num_test`), `restore` as in `StageContext`, and what the evaluation scores
+  (`Method.predictor`): `predictor` (a Flax module or `variables -> apply_fn`, for
+  `jaxadv.models.bind`) with `predictor_variables`; the model and its variables unless the
+  method wraps them."""
   workdir: pathlib.Path
   config: ml_collections.ConfigDict
   variables: Any
@@ -95,6 +100,8 @@ class Run:
   model: Any
   test_set: Any
   restore: Callable[..., tuple]
+  predictor: Any = None
+  predictor_variables: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +136,12 @@ class Method:
       config's root (e.g. "objective.adml_beta") -> the field of this method's group it became
       ("beta"); `jaxadv.config.from_json` migrates them, so older run directories still load.
     needs_attack: whether the objective uses the training attack (False for clean training).
+    predictor: `(context, variables, workdir) -> (predictor, variables)`: what the evaluation
+      scores for a run of this method, given the `StageContext` of its model stage, the
+      variables of that stage and the run directory: a predictor for `jaxadv.models.bind` (a
+      Flax module in eval mode, or a function `variables -> apply_fn`) and the variables it
+      takes. None: the model stage's module itself. A defense wraps it (the OOD->ID
+      translation defense: gate, translator and a frozen classifier).
   """
   name: str
   summary: str
@@ -140,6 +153,7 @@ class Method:
   reports: Mapping[str, Report] = dataclasses.field(default_factory=dict)
   legacy: Mapping[str, str] = dataclasses.field(default_factory=dict)
   needs_attack: bool = True
+  predictor: Callable[..., tuple[Any, Any]] | None = None
 
   def stages_of(self, config) -> tuple[Stage, ...]:
     """The stages `config` runs, in order; the last one is the run's model."""

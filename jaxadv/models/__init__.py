@@ -21,7 +21,7 @@ import flax.linen as nn
 
 from jaxadv.models.fcn import FCN
 from jaxadv.models.layers import BN_ROUTES, AuxBatchNorm
-from jaxadv.models.modes import MODES, BoundModel, apply_model, model_state
+from jaxadv.models.modes import MODES, BoundModel, apply_model, bind, model_state
 from jaxadv.models.penultimate import BoundFeatures, features
 from jaxadv.models.preact_resnet import PreActResNet, PreActResNet18
 from jaxadv.models.resnet import ResNet, ResNet18
@@ -97,5 +97,5 @@ def get(name: str, *, num_classes: int, **kwargs) -> nn.Module:
 __all__ = ["BN_ROUTES", "FCN", "MODES", "AuxBatchNorm", "BoundFeatures", "BoundModel",
            "FeatureUncertainty", "PatchDiscriminator", "PreActResNet", "PreActResNet18", "ResNet",
            "ResNet18", "SmallCNN", "UNet", "Uncertainty", "ViT", "ViTSmall", "ViTTiny",
-           "WRN28_10", "WRN34_10", "WideResNet", "apply_model", "features", "fields", "get",
-           "insertion_points", "is_dense", "model_state", "names"]
+           "WRN28_10", "WRN34_10", "WideResNet", "apply_model", "bind", "features", "fields",
+           "get", "insertion_points", "is_dense", "model_state", "names"]

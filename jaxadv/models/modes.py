@@ -7,6 +7,10 @@ Three ways to run a model, always chosen by the caller:
   averages are *not* written back (attacks during training without polluting the averages).
 * ``"train"``: batch statistics, and the updated running averages are returned (training).
 
+What the evaluation scores is a *predictor*: a Flax module, run in eval mode, or any function
+`variables -> apply_fn` (a defended model assembled from several networks, for instance);
+`bind` turns either into `x -> logits`.
+
 Independently, `bn` routes a model built with `aux_bn=True` through its main ("main", the
 default: clean samples and inference) or auxiliary ("aux") BatchNorms; the mode then applies to
 the routed BatchNorms only, so `mode="train", bn="aux"` updates the auxiliary statistics alone.
@@ -75,3 +79,20 @@ class BoundModel:
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return apply_model(self.model, self.variables, x, self.mode, self.bn)[0]
+
+
+def bind(predictor, variables):
+  """`x -> logits` of `predictor` with `variables`: `BoundModel(predictor, variables, "eval")`
+  for a Flax module, `predictor(variables)` for any other callable (a function `variables ->
+  apply_fn`, e.g. the OOD->ID defense's). Raises ValueError for anything else.
+
+  >>> import jax.numpy as jnp
+  >>> bind(lambda v: (lambda x: x * v["scale"]), {"scale": 2.0})(jnp.ones(2)).tolist()
+  [2.0, 2.0]
+  """
+  if isinstance(predictor, nn.Module):
+    return BoundModel(predictor, variables, "eval")
+  if callable(predictor):
+    return predictor(variables)
+  raise ValueError(f"a predictor is a Flax module or a function variables -> apply_fn, got "
+                   f"{type(predictor).__name__}.")

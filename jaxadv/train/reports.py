@@ -28,8 +28,9 @@ def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None, sui
   if num_examples > 0:
     test_ds = test_ds.take(num_examples)
   e = config.eval
+  predictor, variables = workdir_lib.predictor(config, variables, workdir, dataset=test_ds)
   return runner.evaluate_suite(
-      workdir_lib.build_model(config, test_ds), variables, test_ds, suite=suite or e.suite,
+      predictor, variables, test_ds, suite=suite or e.suite,
       eps=e.eps, norm=e.norm, step_size=e.step_size, batch_size=e.batch_size, seed=config.seed,
       model_name=f"{config.name} ({config.model.name}"
                  f"{', best checkpoint' if checkpoint == workdir_lib.BEST else ''})",
@@ -86,9 +87,9 @@ def evaluate_shifts_workdir(workdir, shifts, *, num_examples: int = 0, tag: str 
                      f"{config.dataset.name!r} has per-pixel labels.")
   if num_examples > 0:
     test_ds = test_ds.take(num_examples)
-  record = shifts_lib.evaluate_shifts(workdir_lib.build_model(config, test_ds), variables,
-                                      test_ds, tuple(shifts), batch_size=config.eval.batch_size,
-                                      seed=config.seed)
+  predictor, variables = workdir_lib.predictor(config, variables, workdir, dataset=test_ds)
+  record = shifts_lib.evaluate_shifts(predictor, variables, test_ds, tuple(shifts),
+                                      batch_size=config.eval.batch_size, seed=config.seed)
   record.update(model=f"{config.name} ({config.model.name})", checkpoint_step=step)
   print(f"\n{record['model']} on {record['n_ex']} test points of {record['dataset']}, "
         "natural shifts (jaxadv.data.shifts)\n\n| input | accuracy |\n|---|---:|")

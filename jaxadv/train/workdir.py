@@ -110,7 +110,20 @@ def context(config, dataset: data.ArrayDataset, mesh, stage: methods.Stage | Non
       steps_per_epoch=data.steps_per_epoch(dataset, batch_size),
       inputs=dict(inputs or {}), restore=lambda directory, stage="": restore(directory, stage,
                                                                              mesh=mesh),
-      open_run=lambda directory: open_run(directory, mesh=mesh))
+      open_run=lambda directory: open_run(directory, mesh=mesh),
+      load=lambda split: load_dataset(config, split))
+
+
+def predictor(config, variables, workdir, *, mesh=None, dataset=None):
+  """(predictor, variables) that the evaluation scores for the model-stage `variables` of the
+  run `config` in `workdir` (`jaxadv.methods.Method.predictor`; by default the configured model
+  and `variables`). `dataset` (default: the test split) gives the model its input statistics."""
+  dataset = load_dataset(config, "test") if dataset is None else dataset
+  method = methods.get(config.objective.name)
+  if method.predictor is None:
+    return build_model(config, dataset), variables
+  return method.predictor(context(config, dataset, mesh, find_stage(config, "")), variables,
+                          None if workdir is None else pathlib.Path(workdir))
 
 
 def initial_state(stage: methods.Stage, ctx: methods.StageContext, total_steps: int):
@@ -168,6 +181,8 @@ def open_run(directory, *, mesh=None) -> methods.Run:
   """The trained run in `directory` as a report sees it (`jaxadv.methods.Run`)."""
   config, variables, step = restore(directory, mesh=mesh)
   test_set = load_dataset(config, "test")
+  scored, scored_variables = predictor(config, variables, directory, mesh=mesh, dataset=test_set)
   return methods.Run(workdir=pathlib.Path(directory), config=config, variables=variables,
                      step=step, model=build_model(config, test_set), test_set=test_set,
-                     restore=lambda other, stage="": restore(other, stage, mesh=mesh))
+                     restore=lambda other, stage="": restore(other, stage, mesh=mesh),
+                     predictor=scored, predictor_variables=scored_variables)
