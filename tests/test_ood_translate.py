@@ -257,3 +257,14 @@ def test_mnist_config_describes_the_classifier_it_protects(variant):
   assert (config.model.name, config.model.width, config.dataset.name) == (
       erm.model.name, erm.model.width, erm.dataset.name)
   assert ood_translate.METHOD.predictor is ood_translate.predictor
+
+
+@pytest.mark.parametrize("variant", ["smoke", "", "jpeg,gan"])
+def test_cifar_config_describes_a_resnet18_classifier(variant):
+  config = config_lib.load_file(f"{CONFIGS / 'cifar10_resnet18_ood_translate.py'}:{variant}")
+  config.objective.ood_translate.classifier = "runs/classifier"
+  config_lib.validate(config)
+  classifier = config_lib.load_file(f"{CONFIGS / 'cifar10_resnet18_pgd_at.py'}")
+  assert (config.model.name, config.model.width) == (classifier.model.name,
+                                                     classifier.model.width)
+  assert config.dataset.num_val == classifier.dataset.num_val == 1000 or variant == "smoke"

@@ -11,9 +11,10 @@ and this config must describe it (`model`, `dataset`): the full-width SmallCNN o
 Translator training: pix2pix's Adam (2e-4, β₁ 0.5), L1 weights 100 (translation and identity),
 no GAN term (`gan_weight`, word "gan": pix2pix's λ_gan = 1 with the 3-layer PatchGAN), batch
 64 split over the 13 OOD sources: PGD-10 L-inf at 0.15/0.3/0.45, PGD-10 L2 at 1/2/3, FGSM and
-CW-10 at 0.3, and the five natural shifts. The first 59,000 training images train it; 1,000
-held out (`dataset.num_val`, the same for every run) set the gate's threshold (95% quantile of
-their Mahalanobis scores; means and covariance from 10,000 training images). Evaluation of the
+CW-10 at 0.3, and the five natural shifts. 59,000 training images train it; 1,000 held out
+(`dataset.num_val`, the same for every run) set the gate's threshold (95% quantile of their
+Mahalanobis scores; means and covariance from 10,000 training images). The translator never
+sees the held-out images; the MNIST classifiers, trained without a validation split, did. Evaluation of the
 defended model: clean and PGD-40 (step 0.01) at eps 0.3 end to end, the masking checks on it;
 `jaxadv report ood --workdir W --num-examples 1000` adds oblivious and adaptive PGD-100 and
 AutoAttack.
