@@ -95,22 +95,22 @@ def test_resume_with_another_config_is_refused(tmp_path):
     training.train(tiny_config(**{"optim.lr": 0.2}), tmp_path, progress=False)
 
 
-def _corrupt_latest(workdir: pathlib.Path) -> None:
-  checkpoints = Checkpointer(workdir)
-  step_dir = checkpoints.directory / str(checkpoints.latest_step())
-  files = [p for p in step_dir.rglob("*") if p.is_file()]
+def _corrupt_every_step(workdir: pathlib.Path) -> None:
+  files = [p for p in (workdir / "checkpoints").rglob("*") if p.is_file()]
   assert files
   for path in files:
     path.write_bytes(b"\x00garbage" * 3)
 
 
 def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
+  """Every step unreadable: an error naming the directory (a damaged latest step with an intact
+  earlier one falls back to it: tests/test_checkpoint_integrity.py)."""
   config = tiny_config(num_epochs=1)
   training.train(config, tmp_path, progress=False)
-  _corrupt_latest(tmp_path)
-  with pytest.raises(CheckpointError, match="cannot be restored.*Other steps on disk"):
+  _corrupt_every_step(tmp_path)
+  with pytest.raises(CheckpointError, match="no intact checkpoint in .*checkpoints: step 8 "):
     training.evaluate_workdir(tmp_path)
-  with pytest.raises(CheckpointError, match="cannot be restored"):
+  with pytest.raises(CheckpointError, match="no intact checkpoint"):
     training.train(config, tmp_path, progress=False)
 
 
@@ -158,7 +158,7 @@ def _final_params(workdir, config):
   tx, _ = make_optimizer(config.optim, 1, 1)
   target = state_lib.create(model, tx, train_ds.image_shape, config.seed)
   checkpoints = Checkpointer(workdir)
-  state = checkpoints.restore(target)
+  _, state = checkpoints.restore(target)
   checkpoints.close()
   return state
 

@@ -41,7 +41,8 @@ import numpy as np
 from jaxadv import validation
 from jaxadv.attacks import geometry
 from jaxadv.attacks import losses
-from jaxadv.attacks.base import ApplyFn, as_pytree, check_attack_inputs
+from jaxadv.attacks.base import (ApplyFn, as_pytree, cast_toward, check_attack_inputs,
+                                  check_finite_logits, to_compute)
 from jaxadv.attacks.worst_case import (Candidate, clean_candidate, fold_runs, run_keys, select,
                                        succeeded)
 
@@ -249,8 +250,11 @@ def apgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array, *, eps,
   if loss == "dlr" and num_classes < 3:
     raise ValueError(f"the DLR loss needs >= 3 classes (it divides by z_(1) - z_(3)), the model "
                      f"has {num_classes}; use loss='ce' or 'cw'.")
-  return _apgd(as_pytree(apply_fn), x, y, targets, key, eps, rho, momentum, steps=steps,
-               norm=norm, loss=loss, restarts=restarts)
+  check_finite_logits(apply_fn, x)
+  if x.shape[0] == 0:
+    return x
+  return cast_toward(_apgd(as_pytree(apply_fn), to_compute(x), y, targets, key, eps, rho,
+                           momentum, steps=steps, norm=norm, loss=loss, restarts=restarts), x)
 
 
 def apgd_targeted(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array, *, eps,
@@ -312,5 +316,9 @@ def apgd_targeted(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array,
                      f"got {num_targets}.")
   if loss == "dlr_targeted" and num_classes < 4:
     raise ValueError(f"the targeted DLR loss needs >= 4 classes, the model has {num_classes}.")
-  return _apgd_targeted(as_pytree(apply_fn), x, y, key, eps, rho, momentum, steps=steps,
-                        norm=norm, loss=loss, restarts=restarts, num_targets=num_targets)
+  check_finite_logits(apply_fn, x)
+  if x.shape[0] == 0:
+    return x
+  return cast_toward(_apgd_targeted(as_pytree(apply_fn), to_compute(x), y, key, eps, rho,
+                                    momentum, steps=steps, norm=norm, loss=loss,
+                                    restarts=restarts, num_targets=num_targets), x)

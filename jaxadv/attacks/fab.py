@@ -42,7 +42,8 @@ import numpy as np
 
 from jaxadv import validation
 from jaxadv.attacks import geometry
-from jaxadv.attacks.base import ApplyFn, as_pytree, check_attack_inputs
+from jaxadv.attacks.base import (ApplyFn, as_pytree, cast_toward, check_attack_inputs,
+                                  check_finite_logits, to_compute)
 from jaxadv.attacks.worst_case import select, succeeded
 
 _TINY = 1e-12
@@ -284,12 +285,14 @@ def fab(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
   """
   _check_fab_inputs(apply_fn, x, y, key, eps=eps, steps=steps, restarts=restarts,
                     alpha_max=alpha_max, eta=eta, beta=beta, norm=norm, targets=targets)
+  check_finite_logits(apply_fn, x)
   if x.shape[0] == 0:  # nothing to attack (the search's per-example reshapes need B > 0)
     return x
   key = jax.random.PRNGKey(0) if key is None else key
   targets = None if targets is None else targets[None]
-  return _fab(as_pytree(apply_fn), x, y, targets, key, _batch_eps(eps, x, y), alpha_max, eta,
-              beta, steps=steps, restarts=restarts, norm=norm)
+  x_adv = _fab(as_pytree(apply_fn), to_compute(x), y, targets, key, _batch_eps(eps, x, y),
+               alpha_max, eta, beta, steps=steps, restarts=restarts, norm=norm)
+  return cast_toward(x_adv, x)
 
 
 def fab_targeted(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *, eps,
@@ -323,8 +326,11 @@ def fab_targeted(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array |
   validation.check_positive_int(num_targets, "num_targets")
   if num_targets > num_classes - 1:
     raise ValueError(f"num_targets must be <= K - 1 = {num_classes - 1}, got {num_targets}.")
+  check_finite_logits(apply_fn, x)
   if x.shape[0] == 0:
     return x
   key = jax.random.PRNGKey(0) if key is None else key
-  return _fab_targeted(as_pytree(apply_fn), x, y, key, _batch_eps(eps, x, y), alpha_max, eta,
-                       beta, steps=steps, restarts=restarts, norm=norm, num_targets=num_targets)
+  x_adv = _fab_targeted(as_pytree(apply_fn), to_compute(x), y, key, _batch_eps(eps, x, y),
+                        alpha_max, eta, beta, steps=steps, restarts=restarts, norm=norm,
+                        num_targets=num_targets)
+  return cast_toward(x_adv, x)

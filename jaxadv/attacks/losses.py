@@ -34,10 +34,18 @@ def _best_other_logit(logits, labels):
   return jnp.max(masked, axis=-1)
 
 
+def _shifted(logits):
+  """float32 logits minus their (gradient-free) maximum, so the largest is 0: softmax and its
+  log are unchanged, and huge logits (1e10) cannot overflow once XLA fuses the log-sum-exp
+  (under `jit` the plain form returned inf and NaN gradients there)."""
+  logits = logits.astype(jnp.float32)
+  return logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+
+
 def cross_entropy(logits, labels, targets=None):
   """Untargeted CE `-log softmax(z)_y` (ascending it pushes the true class down)."""
   del targets
-  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  return optax.softmax_cross_entropy_with_integer_labels(_shifted(logits), labels)
 
 
 def dense_cross_entropy(logits, labels, targets=None):
@@ -97,8 +105,8 @@ def dlr_targeted(logits, labels, targets):
 
 def kl_divergence(logits, reference_logits):
   """`KL(softmax(reference) || softmax(z))` per example, the TRADES inner objective."""
-  reference = jax.nn.log_softmax(reference_logits.astype(jnp.float32), axis=-1)
-  log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  reference = jax.nn.log_softmax(_shifted(reference_logits), axis=-1)
+  log_p = jax.nn.log_softmax(_shifted(logits), axis=-1)
   return jnp.sum(jnp.exp(reference) * (reference - log_p), axis=-1)
 
 

@@ -44,7 +44,8 @@ from jaxadv.attacks import geometry
 from jaxadv.attacks import losses
 from jaxadv.attacks import step_rules
 from jaxadv.attacks import threat
-from jaxadv.attacks.base import ApplyFn, as_pytree, check_attack_inputs
+from jaxadv.attacks.base import (ApplyFn, as_pytree, cast_toward, check_attack_inputs,
+                                  check_finite_logits, to_compute)
 from jaxadv.attacks.iterative import iterate, resolve_unroll
 from jaxadv.attacks.worst_case import Candidate, fold_runs, run_keys, succeeded
 
@@ -191,14 +192,19 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     if tuple(start.shape) != tuple(x.shape):
       raise ValueError(f"start of shape {tuple(start.shape)} does not match x of shape "
                        f"{tuple(x.shape)}.")
+  check_finite_logits(apply_fn, x)
+  if x.shape[0] == 0:
+    return x
   if key is None:
     key = jax.random.PRNGKey(0)
   loss_fn = losses.get(loss) if named_loss else loss
-  return _pgd(as_pytree(apply_fn), as_pytree(loss_fn), x, y, targets, start, key, eps,
-              step_size, momentum, steps=steps, norm=norm, random_start=random_start,
-              targeted=named_loss and loss in losses.TARGETED_LOSSES, restarts=restarts,
-              early_stop=early_stop, step_schedule=step_schedule, l1_sparsity=l1_sparsity,
-              unroll=resolve_unroll(unroll, steps))
+  x_adv = _pgd(as_pytree(apply_fn), as_pytree(loss_fn), to_compute(x), y, targets,
+               None if start is None else to_compute(start), key, eps, step_size, momentum,
+               steps=steps, norm=norm, random_start=random_start,
+               targeted=named_loss and loss in losses.TARGETED_LOSSES, restarts=restarts,
+               early_stop=early_stop, step_schedule=step_schedule, l1_sparsity=l1_sparsity,
+               unroll=resolve_unroll(unroll, steps))
+  return cast_toward(x_adv, x)
 
 
 def mi_fgsm(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, *, eps, steps: int = 10,

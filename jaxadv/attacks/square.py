@@ -38,7 +38,8 @@ import numpy as np
 from jaxadv import validation
 from jaxadv.attacks import geometry
 from jaxadv.attacks import losses
-from jaxadv.attacks.base import ApplyFn, as_pytree, check_attack_inputs
+from jaxadv.attacks.base import (ApplyFn, as_pytree, cast_toward, check_attack_inputs,
+                                  check_finite_logits, to_compute)
 from jaxadv.attacks.worst_case import select
 
 # Per-example objectives that the search increases: "margin" is -m above, "ce" the
@@ -304,5 +305,8 @@ def square(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array, *, eps
     raise ValueError(f"p_init must lie in (0, 1], got {p_init}.")
   if key is None:
     raise ValueError("square needs a PRNG key.")
-  return _square(as_pytree(apply_fn), x, y, key, eps, p_init, queries=queries, norm=norm,
-                 loss=loss)
+  check_finite_logits(apply_fn, x)
+  if x.shape[0] == 0:
+    return x
+  return cast_toward(_square(as_pytree(apply_fn), to_compute(x), y, key, eps, p_init,
+                             queries=queries, norm=norm, loss=loss), x)

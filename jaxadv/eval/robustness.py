@@ -117,6 +117,7 @@ class _Scorer:
     # pair keeps the attack alive, so no other object can take its place while it is cached.
     self._compiled = {}
     self._compiled_by_identity: list[tuple[Attack, Callable]] = []
+    self._finite = None
 
   def _compile(self, attack: Attack | None):
     model = self.model
@@ -149,6 +150,27 @@ class _Scorer:
     if key not in self._compiled:
       self._compiled[key] = self._compile(attack)
     return self._compiled[key]
+
+  def non_finite(self, variables) -> np.ndarray:
+    """Indices of the dataset's points whose clean logits hold NaN or inf (one compiled
+    forward pass over the dataset, in the scorer's batches)."""
+    if self._finite is None:
+      model = self.model
+
+      def finite(variables, batch):
+        logits = bind(model, variables)(batch["image"])
+        return jnp.all(jnp.isfinite(logits.reshape(logits.shape[0], -1)), axis=1)
+      self._finite = jax.jit(finite, in_shardings=(sharding.replicated(self.mesh),
+                                                   sharding.batch_sharded(self.mesh)),
+                             out_shardings=sharding.replicated(self.mesh))
+    flags = []
+    for start in range(0, len(self.dataset), self.batch_size):
+      rows = np.resize(np.arange(start, min(start + self.batch_size, len(self.dataset))),
+                       self.batch_size)
+      batch = {"image": self.dataset.images[rows]}
+      flags.append(np.asarray(self._finite(variables, sharding.put_batch(batch, self.mesh)))[
+          :min(self.batch_size, len(self.dataset) - start)])
+    return np.flatnonzero(~np.concatenate(flags))
 
   def rows(self, num_points: int) -> int:
     """Rows of the batch that carries `num_points` (<= batch_size) points: the smallest of
@@ -216,6 +238,11 @@ class Evaluator:
       raise ValueError("the attack name 'clean' is reserved for the unattacked accuracy.")
     scorer, dataset = self._scorer, self.dataset
     variables = jax.device_put(variables, sharding.replicated(scorer.mesh))
+    broken = scorer.non_finite(variables)
+    if broken.size:
+      raise ValueError(f"the model returns non-finite logits (NaN or inf) on {broken.size} clean "
+                       f"points of {dataset.name} (first: index {int(broken[0])}); an "
+                       "evaluation of it would report meaningless accuracies.")
     base_key = jax.random.PRNGKey(seed)
     clean = scorer(variables, None, np.arange(len(dataset)), base_key, journal, "clean")
     result = RobustnessResult({"clean": clean}, dataset.labels.copy(), dataset.num_classes)

@@ -1,10 +1,12 @@
 """The training loop every stage shares: resumable steps over epochs, metrics, checkpoints,
 preemption.
 
-`run_steps` resumes from the latest checkpoint in its directory when there is one: batches,
-randomness and the schedule are functions of the step, so a resumed run computes exactly what
-an uninterrupted run would have. On SIGTERM (a preemption notice) it saves the current step,
-waits for the save to finish and raises `Preempted`; running it again resumes.
+`run_steps` resumes from the newest intact checkpoint in its directory when there is one
+(`Checkpointer.restore`; the damaged newer steps it skipped are deleted, and written again as
+training passes them): batches, randomness and the schedule are functions of the step, so a
+resumed run computes exactly what an uninterrupted run would have. On SIGTERM (a preemption
+notice) it saves the current step, waits for the save to finish and raises `Preempted`; running
+it again resumes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from tqdm import tqdm
 
 from jaxadv import data, sharding
 from jaxadv.train import state as state_lib
-from jaxadv.train.checkpoint import Checkpointer
+from jaxadv.train.checkpoint import CheckpointError, Checkpointer
 from jaxadv.train.metrics import MetricsLog
 
 
@@ -94,8 +96,8 @@ def run_steps(config, workdir, state, train_step, train_ds, mesh, schedule, *,
   """Runs `train_step` over `num_epochs` (default `config.num_epochs`) epochs of `train_ds` in
   batches of `batch_size` (default `config.batch_size`); returns the final state.
 
-  The loop every training stage shares: resume from the latest checkpoint in `workdir` (else
-  `initialise(state)`, when given), deterministic batches from the resumed step, JSONL and
+  The loop every training stage shares: resume from the newest intact checkpoint in `workdir`
+  (else `initialise(state)`, when given), deterministic batches from the resumed step, JSONL and
   TensorBoard metrics every `config.log_every_steps`, `monitor(variables) -> metrics` every
   `config.eval.monitor_every_epochs` (logged under `monitor_prefix`; with `keep_best`, the
   name of one of its metrics, the state of its highest value is kept: `BestCheckpoint`),
@@ -110,9 +112,14 @@ def run_steps(config, workdir, state, train_step, train_ds, mesh, schedule, *,
   steps_per_epoch = data.steps_per_epoch(train_ds, batch_size)
   total_steps = steps_per_epoch * (num_epochs or config.num_epochs)
   checkpointer = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-  restored = checkpointer.restore(state)
+  try:
+    restored = checkpointer.restore(state)
+  except CheckpointError:
+    checkpointer.close()
+    raise
   if restored is not None:
-    state = restored
+    step, state = restored
+    checkpointer.delete_after(step)  # damaged steps that `restore` skipped: written again
   elif initialise is not None:
     state = initialise(state)
   start = int(state.step)

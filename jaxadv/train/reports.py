@@ -19,8 +19,9 @@ from jaxadv.train.stages import MODEL, train
 
 def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None, suite=None,
                    num_examples: int = 0, checks=None, tag: str = "", checkpoint: str = "last"):
-  """Evaluates `variables` (of the `checkpoint` "last" or "best", as the report names it) on
-  the test split with the configured (or given) suite; prints the table and, with a workdir,
+  """Evaluates what the run's method scores for the model-stage `variables` (of the
+  `checkpoint` "last" or "best", as the report names it; `workdir.predictor`: the model itself,
+  or e.g. a defended model) on the test split with the configured (or given) suite; prints the table and, with a workdir,
   writes eval.json and per_class.png there (eval_<tag>.json and per_class_<tag>.png with a
   tag). A test split with per-pixel labels gets the segmentation evaluation
   (`runner.evaluate_suite`)."""

@@ -146,14 +146,15 @@ def initial_state(stage: methods.Stage, ctx: methods.StageContext, total_steps: 
 
 
 def restore(directory, stage: str = "", *, mesh=None, checkpoint: str = "last"):
-  """(config, variables, step) of the latest checkpoint of stage `stage` ("" the model) trained
-  in `directory` (a run directory for the model, the stage's own directory otherwise), or with
-  `checkpoint="best"` of the best one the run kept (`<directory>/best`): variables
+  """(config, variables, step) of the newest intact checkpoint (`Checkpointer.restore`: `step`
+  is the one restored) of stage `stage` ("" the model) trained in `directory` (a run directory
+  for the model, the stage's own directory otherwise), or with `checkpoint="best"` of the best
+  one the run kept (`<directory>/best`): variables
   {"params", **model_state}, or their moving average when the run keeps one, replicated over
   `mesh` when given.
 
   Raises FileNotFoundError when `directory` holds no run or no checkpoint, ValueError when its
-  method has no such stage, and `CheckpointError` for an unreadable checkpoint.
+  method has no such stage, and `CheckpointError` when no checkpoint step is intact.
   """
   config = read_config(directory)
   found = find_stage(config, stage)
@@ -164,13 +165,14 @@ def restore(directory, stage: str = "", *, mesh=None, checkpoint: str = "last"):
     raise ValueError(f"checkpoint must be 'last' or {BEST!r}, got {checkpoint!r}.")
   checkpointer = Checkpointer(pathlib.Path(directory) / BEST if checkpoint == BEST else directory,
                               max_to_keep=config.keep_checkpoints)
-  step = checkpointer.latest_step()
-  if step is None:
+  try:
+    restored = checkpointer.restore(target)
+  finally:
     checkpointer.close()
+  if restored is None:
     raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}; train first"
                             f"{' with eval.checkpoint=best' if checkpoint == BEST else ''}.")
-  state = checkpointer.restore(target, step)
-  checkpointer.close()
+  step, state = restored
   variables = state_lib.variables(state)
   if mesh is not None:
     variables = jax.device_put(variables, sharding.replicated(mesh))
