@@ -61,7 +61,15 @@ METRICS = {
     "gap": "PGD-20 − AutoAttack",
     "weak_pgd20": "PGD-20, weakest classes", "weak_autoattack": "AutoAttack, weakest classes",
     "weak_theta": "θ̂, weakest classes",
+    "darker": "darker", "brighter": "brighter", "sharper": "sharper", "blur": "blur",
+    "noise": "noise",
+    "pixel": "pixel accuracy", "miou": "mIoU", "pixel_pgd20": "pixel accuracy, PGD-20",
+    "miou_pgd20": "mIoU, PGD-20",
 }
+SHIFTS = ("darker", "brighter", "sharper", "blur", "noise")
+# Metrics read from a record file named by the manifest entry (`Records.accuracy`).
+RECORDED = ("clean", "pgd20", "pgd40", "autoattack", "apgd", *SHIFTS, "pixel", "miou",
+            "pixel_pgd20", "miou_pgd20")
 MI_METRICS = {
     "natural_clean": "natural score Î_N(h(x))",
     "adversarial_adv": "adversarial score Î_A(h(x_adv))",
@@ -194,20 +202,32 @@ class Records:
 
   def accuracy(self, run: str, seed: int, metric: str) -> float | None:
     """An accuracy of (run, seed): its manifest entry names the file, as `path` (read at key
-    `metric` of the file's "accuracy") or `[path, key]`; None when the entry has none."""
+    `metric` of the file's "accuracy"), `[path, key]` (key `key` of "accuracy") or `[path,
+    field, key]` (key `key` of the file's `field`, e.g. a segmentation record's "miou");
+    None when the entry has none."""
     spec = self.entry(run, seed).get(metric)
     if spec is None:
       return None
-    path, key = (spec, metric) if isinstance(spec, str) else spec
-    return float(self.json(path)["accuracy"][key])
+    if isinstance(spec, str):
+      spec = [spec, metric]
+    path, field, key = spec if len(spec) == 3 else (spec[0], "accuracy", spec[1])
+    return float(self.json(path)[field][key])
 
   def train_minutes(self, run: str, seed: int) -> float | None:
-    """Wall minutes of the run's training (the last "seconds" of its metrics.jsonl)."""
+    """Wall minutes of the run's training: the "seconds" of its metrics.jsonl, which restart
+    from 0 when a stopped run resumes, summed over the processes that trained it."""
     path = self.entry(run, seed).get("metrics")
     if path is None:
       return None
-    last = (self.results / path).read_text().splitlines()[-1]
-    return json.loads(last)["seconds"] / 60
+    total, previous = 0.0, 0.0
+    for line in (self.results / path).read_text().splitlines():
+      seconds = json.loads(line).get("seconds")
+      if seconds is None:
+        continue
+      if seconds < previous:  # a resumed process: its clock starts again
+        total += previous
+      previous = seconds
+    return (total + previous) / 60
 
   def per_class(self, run: str, seed: int, metric: str) -> np.ndarray:
     return np.asarray(self.json(self.entry(run, seed)[metric])["per_class_accuracy"][metric])
@@ -221,7 +241,7 @@ class Records:
     return np.argsort(theta)[:mnist_tables.WEAKEST_CLASSES]
 
   def value(self, run: str, seed: int, metric: str) -> float | None:
-    if metric in ("clean", "pgd20", "pgd40", "autoattack", "apgd"):
+    if metric in RECORDED:
       return self.accuracy(run, seed, metric)
     if metric == "train_minutes":
       return self.train_minutes(run, seed)
@@ -309,6 +329,11 @@ SUMMARY = (
     ("mnist60k.uadat", "mnist60k.trades", "UAD-AT (1 epoch)"),
 )
 STANDARD_RUNS = ("mnist60k.pgd_at", "mnist60k.trades", "mnist60k.uadat")
+ADVAMD_RUNS = ("advamd.erm", "advamd.advprop", "advamd.advamd")
+ADVAMD_ABLATIONS = ("advamd.advamd_no_mediate", "advamd.advamd_ratio_down",
+                    "advamd.advamd_no_ratio", "advamd.advamd_share_affine",
+                    "advamd.advamd_iterate")
+SEG_RUNS = ("advamd_seg.erm", "advamd_seg.advprop", "advamd_seg.advamd")
 UADAT_ABLATIONS = ("mnist60k.uadat_no_uncertainty", "mnist60k.uadat_no_distributional",
                    "mnist60k.uadat_no_refine", "mnist60k.uadat_no_match_each",
                    "mnist60k.uadat_no_align")
@@ -319,7 +344,12 @@ SHORT = {"adml.pgd_at": "PGD-AT", "adml.control": "control", "adml.adml": "ADML"
          "mnist60k.pgd_at": "PGD-AT (60k)", "mnist60k.trades": "TRADES (60k)",
          "mnist60k.uadat": "UAD-AT (60k)",
          **{run: "UAD-AT, " + run.split("uadat_")[1].replace("_", " ")
-            for run in UADAT_ABLATIONS}}
+            for run in UADAT_ABLATIONS},
+         "advamd.erm": "ERM", "advamd.advprop": "AdvProp", "advamd.advamd": "AdvAmd",
+         **{run: "AdvAmd, " + run.split("advamd_")[1].replace("_", " ")
+            for run in ADVAMD_ABLATIONS},
+         "advamd_seg.erm": "ERM (seg)", "advamd_seg.advprop": "AdvProp (seg)",
+         "advamd_seg.advamd": "AdvAmd (seg)"}
 # "A vs B" comparisons: id -> (A, B).
 COMPARISONS = {
     "base.trades-pgd_at": ("namid.trades", "namid.pgd_at"),
@@ -337,6 +367,12 @@ COMPARISONS = {
     "namid.clip": ("namid.pgd_at", "adml.pgd_at"),
     "std.trades-pgd_at": ("mnist60k.trades", "mnist60k.pgd_at"),
     "uadat.uadat-trades": ("mnist60k.uadat", "mnist60k.trades"),
+    "advamd.advamd-erm": ("advamd.advamd", "advamd.erm"),
+    "advamd.advamd-advprop": ("advamd.advamd", "advamd.advprop"),
+    "advamd.advprop-erm": ("advamd.advprop", "advamd.erm"),
+    "seg.advamd-erm": ("advamd_seg.advamd", "advamd_seg.erm"),
+    "seg.advamd-advprop": ("advamd_seg.advamd", "advamd_seg.advprop"),
+    "seg.advprop-erm": ("advamd_seg.advprop", "advamd_seg.erm"),
 }
 MI_PAIRS = (("pgd_at_warm_clip", "namid_warm_clip"), ("trades_warm_clip", "namid_t_warm_clip"),
             ("mart_warm_clip", "namid_m_warm_clip"))
@@ -483,6 +519,13 @@ def ablation_table(records: Records, full: str, ablations, metrics=("clean", "pg
                 *(f"Δ {METRICS[m]}" for m in metrics), "training minutes"], rows)
 
 
+def shifts_table(records: Records, runs) -> str:
+  """Clean accuracy without and under each natural shift, mean ± sd over each run's seeds."""
+  rows = [[SHORT[run], seed_list(records.seeds(run)),
+           *run_cells(records, run, ("clean", *SHIFTS))] for run in runs]
+  return table(["run", "seeds", "clean", *SHIFTS], rows, "ll" + "r" * (1 + len(SHIFTS)))
+
+
 CASCADE = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 
@@ -581,6 +624,17 @@ def tables(records: Records) -> dict[str, str]:
       "uadat_comparisons": comparison_table(
           records, ("uadat.uadat-trades",), ("clean", "pgd40", "autoattack")),
       "uadat_ablations": ablation_table(records, "mnist60k.uadat", UADAT_ABLATIONS),
+      "advamd_seeds": per_seed_table(records, ADVAMD_RUNS, ("clean", "pgd20", "train_minutes")),
+      "advamd_comparisons": comparison_table(
+          records, ("advamd.advamd-erm", "advamd.advamd-advprop", "advamd.advprop-erm"),
+          ("clean", "pgd20")),
+      "advamd_ablations": ablation_table(records, "advamd.advamd", ADVAMD_ABLATIONS,
+                                         ("clean", "pgd20")),
+      "advamd_shifts": shifts_table(records, (*ADVAMD_RUNS, *ADVAMD_ABLATIONS)),
+      "advamd_seg_seeds": per_seed_table(records, SEG_RUNS, ("pixel", "miou", "miou_pgd20")),
+      "advamd_seg_comparisons": comparison_table(
+          records, ("seg.advamd-erm", "seg.advamd-advprop", "seg.advprop-erm"),
+          ("pixel", "miou", "miou_pgd20")),
       "xla_cpu": xla_cpu_table(records),
       "baselines_scratch": baselines_scratch_table(records),
       "baselines_clip": per_seed_table(records, ("namid.pgd_at", "namid.trades", "namid.mart")),
