@@ -83,21 +83,29 @@ def test_every_file_the_manifest_names_exists():
   assert not missing, missing
 
 
+TEST_POINTS = {"mnist60k": 1000, "advamd": 10000, "advamd_seg": 10000}  # else the split's 2,000
+
+
 def test_every_headline_file_holds_its_figure():
-  """Each figure's file holds it, on all 2,000 points of the split or the first 1,000 of the
-  standard test set (runs "mnist60k.*"); each training curve ends at its run's last step."""
+  """Each figure's file holds it, on all 2,000 points of the split, the first 1,000 of the
+  standard test set (runs "mnist60k.*") or all 10,000 (the AdvAmd runs); each training curve
+  ends at its run's last epoch."""
   manifest = json.loads((RESULTS / "manifest.json").read_text())
   for name, run in manifest["runs"].items():
-    points = 1000 if name.startswith("mnist60k.") else 2000
+    points = TEST_POINTS.get(name.split(".")[0], 2000)
     for entry in run["seeds"].values():
-      for metric in ("clean", "pgd20", "pgd40", "autoattack", "apgd"):
-        if metric in entry:
-          path, key = (entry[metric], metric) if isinstance(entry[metric], str) else entry[metric]
-          record = json.loads((RESULTS / path).read_text())
-          assert record["n_ex"] == points and key in record["accuracy"], path
+      for metric, spec in entry.items():
+        if metric in ("host", "metrics", "theta", "note"):
+          continue
+        path, *keys = [spec, metric] if isinstance(spec, str) else spec
+        field, key = keys if len(keys) == 2 else ("accuracy", keys[0])
+        record = json.loads((RESULTS / path).read_text())
+        assert record["n_ex"] == points and key in record[field], path
       if "metrics" in entry:
-        last = json.loads((RESULTS / entry["metrics"]).read_text().splitlines()[-1])
-        assert last["epoch"] == 1.0 and last["seconds"] > 0, entry["metrics"]
+        metrics = RESULTS / entry["metrics"]
+        epochs = json.loads((metrics.parent / "config.json").read_text())["num_epochs"]
+        last = json.loads(metrics.read_text().splitlines()[-1])
+        assert last["epoch"] == epochs and last["seconds"] > 0, entry["metrics"]
 
 
 def test_the_committed_page_and_plots_match_the_records(report, capsys):
