@@ -111,6 +111,43 @@ def test_cross_fitting_keeps_each_outcome_out_of_its_own_prediction(nuisance):
   assert np.all(np.abs(np.asarray(g_bumped - g_hat)[~same_fold]) > 1e-3)
 
 
+def test_holdout_split_holds_out_a_fraction_of_the_weighted_examples():
+  weights = jnp.where(jnp.arange(50) % 5 == 0, 0.0, 2.0)  # 40 examples of weight 2, 10 of 0
+  fit, held = dml.holdout_split(jax.random.key(0), weights, 0.2)
+  np.testing.assert_array_equal(fit + held, weights)
+  assert int(jnp.sum(held > 0)) == 8 and int(jnp.sum(fit > 0)) == 32
+  assert not np.any(np.asarray(fit * held))
+  other = dml.holdout_split(jax.random.key(1), weights, 0.2)[1]
+  assert not np.array_equal(np.asarray(held), np.asarray(other))  # the key draws the part
+  # Never every example, and nothing when a fraction rounds to none.
+  cases = [(1, 0.5, 0), (2, 0.9, 1), (2, 0.2, 0), (3, 0.2, 1), (0, 0.2, 0)]
+  for count, fraction, expected in cases:
+    held = dml.holdout_split(jax.random.key(0), (jnp.arange(6) < count) * 1.0, fraction)[1]
+    assert int(jnp.sum(held > 0)) == expected, (count, fraction)
+
+
+def test_mlp_fit_keeps_the_iterate_with_the_lowest_held_out_error():
+  x, y, t = quadratic_data(n=120)
+  targets = jnp.stack([y, t], axis=-1)
+  weights, key = jnp.ones(120), jax.random.key(3)
+  fit, held = dml.holdout_split(jax.random.split(key)[0], weights, 0.2)  # mlp_fit's own split
+
+  def held_out_error(weights, steps, holdout):
+    params = dml.mlp_fit(x, targets, weights, key, hidden=16, steps=steps, learning_rate=3e-2,
+                         holdout=holdout)
+    standardise = lambda v: (v - params.target_mean) / params.target_std
+    errors = (standardise(dml.mlp_predict(params, x, hidden=16)) - standardise(targets)) ** 2
+    return float(jnp.sum(jnp.sum(errors, axis=-1) * held) / jnp.sum(held))
+
+  # Trained on the fit part alone with no held-out part, the same trajectory ends at its last
+  # iterate; 400 steps overfit 96 examples, so that iterate is worse on the held-out part than
+  # the best one, which early stopping returns (the best of all iterates, so of any prefix).
+  stopped = held_out_error(weights, 400, 0.2)
+  last = held_out_error(fit, 400, 0.0)
+  assert stopped < last, (stopped, last)
+  assert stopped <= min(held_out_error(weights, steps, 0.2) for steps in (1, 50, 100)) + 1e-6
+
+
 def test_fold_assignment_is_balanced():
   folds = np.asarray(dml.fold_assignment(jax.random.key(0), 11, 3))
   assert sorted(np.bincount(folds).tolist()) == [3, 4, 4]
@@ -160,6 +197,7 @@ def test_theta_is_equivariant_in_the_outcome(scale, shift):
     (dict(num_folds=11), "cannot fill"),
     (dict(l2=-1.0), "l2 must be >= 0"),
     (dict(nuisance="forest"), "unknown nuisance"),
+    (dict(mlp_holdout=1.0), "mlp_holdout must be a fraction"),
     (dict(confidence=1.0), "confidence"),
     (dict(weights=-jnp.ones(10)), "weights must be >= 0"),
     (dict(mlp_step=3), "unknown cross-fitting options"),

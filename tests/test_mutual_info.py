@@ -1,6 +1,7 @@
-"""MI estimators: encoder shapes, the DV / JSD / InfoNCE estimates on hand-made and random score
-tensors against their definitions, the authors' DV variant, stop-gradient on the local input, the
-N >= 2 check, and estimators trained on synthetic pairs of known dependence."""
+"""MI estimators: encoder shapes (images and vectors), the DV / JSD / InfoNCE estimates on
+hand-made and random score tensors against their definitions, the authors' DV variant, the upward
+bias of the per-batch DV estimate, stop-gradient on the local input, the N >= 2 check, and
+estimators trained on synthetic pairs of known dependence."""
 
 import math
 
@@ -134,6 +135,51 @@ def test_scores_shape_and_no_gradient_through_the_local_input():
   assert np.abs(conv).max() > 0
 
 
+def test_vector_local_inputs_use_the_dense_branch_with_one_location():
+  model = mi.MIEstimator(width=16, conv_features=(8, 16))
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 7))
+  logits = jax.random.normal(jax.random.PRNGKey(1), (3, 5))
+  variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), x, logits)
+  local = variables["params"]["LocalEncoder_0"]
+  assert sorted(local) == ["Dense_0", "Dense_1", "ResidualBlock1x1_0"]
+  chex.assert_shape(local["Dense_0"]["kernel"], (7, 8))
+  encoder = mi.LocalEncoder(width=16, conv_features=(8, 16))
+  chex.assert_shape(jax.eval_shape(encoder.apply, {"params": local}, x), (3, 16))
+  u = model.apply(variables, x, logits)
+  chex.assert_shape(u, (3, 3, 1))
+  estimate = lambda v, x, z: jnp.sum(mi.dv_per_sample(model.apply(v, x, z)))
+  grads, grad_x, grad_logits = jax.jit(jax.grad(estimate, argnums=(0, 1, 2)))(variables, x, logits)
+  np.testing.assert_array_equal(grad_x, np.zeros(x.shape))
+  assert np.abs(np.asarray(grad_logits)).max() > 0
+  assert np.abs(np.asarray(grads["params"]["LocalEncoder_0"]["Dense_0"]["kernel"])).max() > 0
+  # u[i, j] scores logits i against vector j: permuting the vectors permutes u's second axis.
+  perm = jnp.array([2, 0, 1])
+  np.testing.assert_allclose(model.apply(variables, x[perm], logits), u[:, perm], rtol=1e-5)
+
+
+def test_per_batch_dv_with_the_optimal_critic_overshoots_the_mi():
+  """The per-batch DV estimate is a plug-in, not a lower bound: with the exact log density ratio
+  T(x, z) = log p(x, z) / (p(x) p(z)) of a Gaussian pair (correlation rho) as critic, the
+  population DV objective equals the MI, but the batch estimate's log-mean-exp over N - 1
+  negatives is biased down (Jensen), so the estimate is biased up. Measured with these 200
+  batches of N = 128: mean 2.074 against MI 1.959 for rho = 0.99 (+0.115, standard error 0.010)."""
+  rho, n = 0.99, 128
+  mutual_info = -0.5 * math.log(1 - rho**2)
+
+  def batch_estimate(key):
+    kx, kz = jax.random.split(key)
+    x = jax.random.normal(kx, (n,))
+    z = rho * x + math.sqrt(1 - rho**2) * jax.random.normal(kz, (n,))
+    xj, zi = x[None, :], z[:, None]  # u[i, j] = T(x_j, z_i)
+    u = mutual_info - (rho**2 * (xj**2 + zi**2) - 2 * rho * xj * zi) / (2 * (1 - rho**2))
+    return jnp.mean(mi.dv_per_sample(u[:, :, None]))
+
+  estimates = np.asarray(jax.jit(jax.vmap(batch_estimate))(
+      jax.random.split(jax.random.PRNGKey(0), 200)))
+  overshoot, error = estimates.mean() - mutual_info, estimates.std() / np.sqrt(len(estimates))
+  assert overshoot > 0.05 and overshoot > 4 * error, (overshoot, error)
+
+
 def test_score_clip_bounds_scores_and_estimates_and_zero_leaves_them_unchanged():
   x = 50.0 * jax.random.normal(jax.random.PRNGKey(0), (6, 8, 8, 1))
   logits = 50.0 * jax.random.normal(jax.random.PRNGKey(1), (6, 4))
@@ -161,18 +207,22 @@ def test_estimator_rejects_mismatched_or_tiny_inputs():
     init(jnp.zeros((2, 2, 8, 1)), jnp.zeros((2, 10)))
   with pytest.raises(ValueError, match="logits must be a floating array of rank 2"):
     init(jnp.zeros((2, 8, 8, 1)), jnp.zeros((2,)))
+  with pytest.raises(ValueError, match="local_inputs must be a floating array of rank 2 or 4"):
+    init(jnp.zeros((2, 8, 8)), jnp.zeros((2, 10)))
 
 
 # Synthetic pairs: a latent c ~ N(0, I_3) drawn per sample; the local input shows c at every pixel
-# of an 8x8 image through pixel noise, and the "logits" are z = dependence * c M + sigma * noise.
+# of an 8x8 image through pixel noise (or that image flattened to a vector), and the "logits" are
+# z = dependence * c M + sigma * noise.
 BATCH, SIZE, LATENT, CLASSES = 64, 8, 3, 4
 MIXING = jax.random.normal(jax.random.PRNGKey(7), (LATENT, CLASSES))
 
 
-def _pairs(key, sigma, dependence):
+def _pairs(key, sigma, dependence, local="image"):
   kc, kx, kz = jax.random.split(key, 3)
   c = jax.random.normal(kc, (BATCH, LATENT))
   x = c[:, None, None, :] + 0.5 * jax.random.normal(kx, (BATCH, SIZE, SIZE, LATENT))
+  x = x.reshape(BATCH, -1) if local == "vector" else x
   return x, dependence * (c @ MIXING) + sigma * jax.random.normal(kz, (BATCH, CLASSES))
 
 
@@ -182,20 +232,21 @@ def _gaussian_mi(sigma):
   return 0.5 * float(np.sum(np.log1p(singular**2 / sigma**2)))
 
 
-@pytest.mark.parametrize("name", ["dv", "jsd"])
-def test_trained_estimate_grows_with_dependence_and_is_near_zero_when_independent(name):
+@pytest.mark.parametrize("name, local", [("dv", "image"), ("jsd", "image"), ("dv", "vector")])
+def test_trained_estimate_grows_with_dependence_and_is_near_zero_when_independent(name, local):
   """300 adam steps on fresh batches of 64 pairs; the estimate is then averaged over 8 held-out
   batches. Measured (seeds 0-2): DV 3.40-3.61 / 0.39-0.53 / |.| < 0.01; JSD 0.87-0.90 /
-  0.22-0.24 / |.| < 0.01 for sigma = 0.1 / 2 / independent. DV stays below I(c; z) (7.0 and
-  0.73 nats), JSD below its maximum 2 log 2."""
+  0.22-0.24 / |.| < 0.01 for sigma = 0.1 / 2 / independent; DV on the flattened images (the
+  dense branch, seed 0) 3.28 / 0.42 / -0.01. DV stays below I(c; z) (7.0 and 0.73 nats), JSD
+  below its maximum 2 log 2."""
   model = mi.MIEstimator(width=16, conv_features=(8, 16))
   estimate = ESTIMATORS[name]
   tx = optax.adam(1e-3)
 
   @jax.jit
   def train_and_estimate(key, sigma, dependence):
-    params = model.init(key, *_pairs(key, sigma, dependence))
-    loss = lambda p, k: -jnp.mean(estimate(model.apply(p, *_pairs(k, sigma, dependence))))
+    params = model.init(key, *_pairs(key, sigma, dependence, local))
+    loss = lambda p, k: -jnp.mean(estimate(model.apply(p, *_pairs(k, sigma, dependence, local))))
 
     def step(carry, t):
       params, opt_state = carry
