@@ -95,6 +95,14 @@ def test_non_finite_logits_are_refused(name):
     attack(broken, x, jnp.zeros(2, jnp.int32), 0.1)
 
 
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_labels_beyond_the_models_classes_are_refused(name):
+  _, attack = ATTACKS[name]
+  x = jnp.full((2, 4, 4, 1), 0.5)
+  with pytest.raises(ValueError, match=r"must lie in \[0, 4\)"):
+    attack(_model(1.0), x, jnp.array([0, NUM_CLASSES], jnp.int32), 0.1)
+
+
 def test_evaluation_refuses_a_model_with_nan_logits():
   dataset = data.ArrayDataset(np.full((4, 4, 4, 1), 0.5, np.float32), np.zeros(4, np.int32),
                               NUM_CLASSES, "constant", (0.5,), (0.25,))

@@ -176,7 +176,9 @@ def test_fgsm_rs_takes_one_step_of_alpha_from_a_random_start(setup):
   assert 0.5 < on_boundary < 0.75
 
 
-@pytest.mark.parametrize("name", methods.names())
+# The OOD->ID defense trains a translator in front of a classifier run, not the model itself:
+# tests/test_ood_translate.py trains its stage over the 8-device mesh.
+@pytest.mark.parametrize("name", [n for n in methods.names() if n != "ood_translate"])
 def test_every_objective_trains_one_sharded_step(name):
   assert jax.device_count() == 8
   mesh = sharding.data_mesh()
@@ -248,10 +250,11 @@ def test_config_rejects_bad_objective_options(override, message):
 def _baseline_configs():
   """(config file, its dataset/model's pgd_at file) for every baseline config but pgd_at (UAD-AT's
   configs are TRADES's with the objective swapped: tests/test_uadat.py checks them; AdvAmd's
-  have their own model and attack: tests/test_advamd.py)."""
+  have their own model and attack: tests/test_advamd.py; the OOD->ID defense's describe a
+  classifier run: tests/test_ood_translate.py)."""
   return [(path, path.with_name(path.stem[:-len(name)] + "pgd_at.py"))
           for path in sorted(CONFIG_DIR.glob("*.py")) for name in methods.names()
-          if name not in ("erm", "pgd_at", "adml", "namid", "uadat", "advamd")
+          if name not in ("erm", "pgd_at", "adml", "namid", "uadat", "advamd", "ood_translate")
           and path.stem.endswith("_" + name)]
 
 
@@ -275,8 +278,9 @@ def test_baseline_configs_differ_from_pgd_at_only_in_objective(path, reference):
 
 @pytest.mark.parametrize("path", [p for p in sorted(CONFIG_DIR.glob("mnist*.py"))
                                   # test_namid_stage.py chains NAMID's, test_advamd.py trains
-                                  # AdvAmd's (budgets of their own)
-                                  if "namid" not in p.stem
+                                  # AdvAmd's (budgets of their own), test_ood_translate.py the
+                                  # defense in front of a classifier run
+                                  if "namid" not in p.stem and "ood_translate" not in p.stem
                                   and not p.stem.startswith(("mnist_adv", "mnist_seg"))],
                          ids=lambda p: p.stem)
 def test_mnist_smoke_variants_train(path, tmp_path, mnist_dir):  # pylint: disable=unused-argument

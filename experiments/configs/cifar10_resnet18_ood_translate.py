@@ -2,8 +2,8 @@
 gate in front of a trained ResNet-18 (`jaxadv.methods.ood_translate`, reconstructed;
 docs/defenses.md).
 
-The classifier is a finished run of `cifar10_resnet18_pgd_at.py` (or `_erm.py`), given on the
-command line (`objective.ood_translate.classifier=DIR`); this config describes it (ResNet-18 on
+The classifier is a finished run of `cifar10_resnet18_pgd_at.py` (or `_erm.py`): default
+`runs/cifar10_resnet18_pgd_at/seed0`, or any other (`objective.ood_translate.classifier=DIR`); this config describes it (ResNet-18 on
 tfds `cifar10`, or with "jpeg" on the JPEG copy of shared/data, `cifar10_jpeg`). Translator:
 pix2pix's U-Net (ngf 64, 5 levels at 32 px) and, with "gan", its 70x70-style PatchGAN with
 λ_gan = 1; L1 weights 100; Adam 2e-4, β₁ 0.5; batch 64 split over the 13 OOD sources (PGD-10
@@ -28,6 +28,7 @@ def get_config(variant: str = ""):
   config.model.name = "resnet18"
   config.objective.name = "ood_translate"
   group = config.objective.ood_translate
+  group.classifier = "runs/cifar10_resnet18_pgd_at/seed0"
   group.l2_eps = 0.5
   config.attack.eps = 8 / 255
   config.eval.eps = 8 / 255

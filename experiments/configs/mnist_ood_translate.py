@@ -1,10 +1,12 @@
 """The OOD->ID translation defense on standard MNIST: a translator and a gate in front of a
 trained SmallCNN (`jaxadv.methods.ood_translate`, reconstructed; docs/defenses.md).
 
-The classifier is a finished run directory, given on the command line:
+The classifier is a finished run directory (`objective.ood_translate.classifier`; default
+`runs/mnist60k/mnist60k_pgd_at/seed0`, where `experiments/baselines.py --root runs/mnist60k`
+trains seed 0 of `mnist60k_pgd_at.py`), or any other given on the command line:
 
     jaxadv train --config experiments/configs/mnist_ood_translate.py:cpu --workdir W \\
-        objective.ood_translate.classifier=runs/mnist60k/mnist60k_pgd_at/seed0
+        objective.ood_translate.classifier=runs/mnist60k/mnist60k_erm/seed0
 
 and this config must describe it (`model`, `dataset`): the full-width SmallCNN of
 `mnist60k_pgd_at.py` / `mnist60k_erm.py`, or with "cpu" their half-width `:cpu` runs.
@@ -37,6 +39,7 @@ def get_config(variant: str = ""):
   config.model.name = "small_cnn"
   config.objective.name = "ood_translate"
   group = config.objective.ood_translate
+  group.classifier = "runs/mnist60k/mnist60k_pgd_at/seed0"
   config.attack.eps = 0.3
   config.eval.eps = 0.3
   config.eval.step_size = 0.01

@@ -250,7 +250,7 @@ def apgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array, *, eps,
   if loss == "dlr" and num_classes < 3:
     raise ValueError(f"the DLR loss needs >= 3 classes (it divides by z_(1) - z_(3)), the model "
                      f"has {num_classes}; use loss='ce' or 'cw'.")
-  check_finite_logits(apply_fn, x)
+  check_finite_logits(apply_fn, x, labels=y)
   if x.shape[0] == 0:
     return x
   return cast_toward(_apgd(as_pytree(apply_fn), to_compute(x), y, targets, key, eps, rho,
@@ -316,7 +316,7 @@ def apgd_targeted(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array,
                      f"got {num_targets}.")
   if loss == "dlr_targeted" and num_classes < 4:
     raise ValueError(f"the targeted DLR loss needs >= 4 classes, the model has {num_classes}.")
-  check_finite_logits(apply_fn, x)
+  check_finite_logits(apply_fn, x, labels=y)
   if x.shape[0] == 0:
     return x
   return cast_toward(_apgd_targeted(as_pytree(apply_fn), to_compute(x), y, key, eps, rho,

@@ -66,7 +66,9 @@ def cast_toward(x_adv: jax.Array, x: jax.Array) -> jax.Array:
 
   >>> import jax.numpy as jnp
   >>> x = jnp.zeros(1, jnp.float16)
-  >>> float(cast_toward(jnp.array([0.1], jnp.float32), x)) <= 0.1
+  >>> float(jnp.asarray(0.7, jnp.float16)) > 0.7   # plain rounding leaves the ball of 0.7
+  True
+  >>> float(cast_toward(jnp.array([0.7], jnp.float32), x)[0]) <= 0.7
   True
   """
   if x_adv.dtype == x.dtype:
@@ -82,10 +84,11 @@ def _logits(apply_fn, x):
   return apply_fn(x)
 
 
-def check_finite_logits(apply_fn: ApplyFn, x, name: str = "apply_fn") -> None:
+def check_finite_logits(apply_fn: ApplyFn, x, name: str = "apply_fn", labels=None) -> None:
   """Raises ValueError when the model returns NaN or infinite logits on the clean (concrete)
-  batch x, naming the examples; nothing under a trace (inside `jit`, where the caller's own
-  checks apply: the evaluation checks its clean pass) or for an empty batch."""
+  batch x, naming the examples, or when concrete `labels` lie outside [0, K) for its K logits;
+  nothing under a trace (inside `jit`, where the caller's own checks apply: the evaluation
+  checks its clean pass and labels) or for an empty batch."""
   if not validation.is_concrete(x) or x.shape[0] == 0:
     return
   logits = _logits(as_pytree(apply_fn), to_compute(x))
@@ -98,3 +101,9 @@ def check_finite_logits(apply_fn: ApplyFn, x, name: str = "apply_fn") -> None:
                      f"{int(bad.sum())} of {logits.shape[0]} examples (first: index "
                      f"{int(np.flatnonzero(bad)[0])}): the model is broken for these inputs, "
                      "and no attack on it would mean anything.")
+  if labels is not None and validation.is_concrete(labels):
+    values = np.asarray(labels)
+    if values.min() < 0 or values.max() >= logits.shape[-1]:
+      raise ValueError(f"labels must lie in [0, {logits.shape[-1]}) for the model's "
+                       f"{logits.shape[-1]} logits, got values in [{values.min()}, "
+                       f"{values.max()}].")

@@ -285,7 +285,7 @@ def fab(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
   """
   _check_fab_inputs(apply_fn, x, y, key, eps=eps, steps=steps, restarts=restarts,
                     alpha_max=alpha_max, eta=eta, beta=beta, norm=norm, targets=targets)
-  check_finite_logits(apply_fn, x)
+  check_finite_logits(apply_fn, x, labels=y)
   if x.shape[0] == 0:  # nothing to attack (the search's per-example reshapes need B > 0)
     return x
   key = jax.random.PRNGKey(0) if key is None else key
@@ -326,7 +326,7 @@ def fab_targeted(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array |
   validation.check_positive_int(num_targets, "num_targets")
   if num_targets > num_classes - 1:
     raise ValueError(f"num_targets must be <= K - 1 = {num_classes - 1}, got {num_targets}.")
-  check_finite_logits(apply_fn, x)
+  check_finite_logits(apply_fn, x, labels=y)
   if x.shape[0] == 0:
     return x
   key = jax.random.PRNGKey(0) if key is None else key

@@ -192,7 +192,7 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     if tuple(start.shape) != tuple(x.shape):
       raise ValueError(f"start of shape {tuple(start.shape)} does not match x of shape "
                        f"{tuple(x.shape)}.")
-  check_finite_logits(apply_fn, x)
+  check_finite_logits(apply_fn, x, labels=y)
   if x.shape[0] == 0:
     return x
   if key is None:

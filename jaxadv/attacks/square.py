@@ -305,7 +305,7 @@ def square(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array, *, eps
     raise ValueError(f"p_init must lie in (0, 1], got {p_init}.")
   if key is None:
     raise ValueError("square needs a PRNG key.")
-  check_finite_logits(apply_fn, x)
+  check_finite_logits(apply_fn, x, labels=y)
   if x.shape[0] == 0:
     return x
   return cast_toward(_square(as_pytree(apply_fn), to_compute(x), y, key, eps, p_init,
