@@ -1,0 +1,132 @@
+"""Copies finished runs' records into experiments/results and writes their manifest entries.
+
+    python experiments/record_runs.py --runs runs mnist60k advamd advamd_seg
+
+For each named group, `<runs>/<group>` is the `--root` of its `experiments/baselines.py`
+launch; every run directory holding an eval.json has its records (config, metrics, eval*.json;
+not checkpoints) copied to `experiments/results/<group>/<host>/` (`mnist_tables.
+export_records`) and gets a manifest entry per seed naming the files of each figure, read by
+`experiments/report.py`: a path (the key of the file's "accuracy" of the same name), `[path,
+key]`, or `[path, field, key]`. Then run `python experiments/report.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import mnist_tables  # noqa: E402  (the record export both launch scripts share)
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+SHIFTS = ("darker", "brighter", "sharper", "blur", "noise")
+UADAT_SWITCHES = ("uncertainty", "distributional", "refine", "match_each", "align")
+ADVAMD_WORDS = ("no_mediate", "ratio_down", "no_ratio", "share_affine", "iterate")
+
+
+def _standard(files: set[str]) -> dict:
+  """Figures of a standard-MNIST run: clean and PGD-40 on the first 1,000 points, AutoAttack,
+  and APGD-CE + APGD-T (robust under both) of the ablations."""
+  entry = {"clean": "eval.json", "pgd40": "eval.json"}
+  if "eval_autoattack_n1000.json" in files:
+    entry["autoattack"] = "eval_autoattack_n1000.json"
+  if "eval_apgd-ce_apgd-t_n1000.json" in files:
+    entry["apgd"] = ["eval_apgd-ce_apgd-t_n1000.json", "worst_case"]
+  return entry
+
+
+def _advamd(files: set[str]) -> dict:
+  """Figures of an AdvAmd-comparison run: clean and PGD-20, clean under each natural shift."""
+  entry = {"clean": "eval.json", "pgd20": "eval.json"}
+  if "eval_shifts.json" in files:
+    entry.update({shift: ["eval_shifts.json", shift] for shift in SHIFTS})
+  return entry
+
+
+def _segmentation(files: set[str]) -> dict:
+  """Figures of a segmentation run: pixel accuracy and mIoU, clean and under PGD-20."""
+  del files
+  return {"pixel": ["eval.json", "pixel_accuracy", "clean"],
+          "miou": ["eval.json", "miou", "clean"],
+          "pixel_pgd20": ["eval.json", "pixel_accuracy", "pgd20"],
+          "miou_pgd20": ["eval.json", "miou", "pgd20"]}
+
+
+# group -> (run directory -> (manifest key, label, config), entry of a seed, about the group)
+GROUPS = {
+    "mnist60k": ({
+        "mnist60k_pgd_at": ("pgd_at", "PGD-AT", "mnist60k_pgd_at.py:cpu"),
+        "mnist60k_trades": ("trades", "TRADES", "mnist60k_trades.py:cpu"),
+        "mnist60k_uadat": ("uadat", "UAD-AT", "mnist60k_uadat.py:cpu"),
+        **{f"mnist60k_uadat_no_{s}": (f"uadat_no_{s}", f"UAD-AT without {s}",
+                                      f"mnist60k_uadat.py:cpu,no_{s}") for s in UADAT_SWITCHES},
+    }, _standard, " Runs `mnist60k.*` (standard MNIST at the CPU budget of experiments/configs/"
+       "mnist60k_*.py:cpu): clean and pgd40 (eval.json: the first 1,000 test points), "
+       "autoattack (eval_autoattack_n1000.json), apgd ([file, key]: APGD-CE and APGD-T, "
+       "robust under both, of the ablations), metrics (metrics.jsonl: training minutes)."),
+    "advamd": ({
+        "mnist_advamd_erm": ("erm", "ERM", "mnist_advamd_erm.py"),
+        "mnist_advprop": ("advprop", "AdvProp", "mnist_advprop.py"),
+        "mnist_advamd": ("advamd", "AdvAmd", "mnist_advamd.py"),
+        **{f"mnist_advamd_{w}": (f"advamd_{w}", f"AdvAmd, {w.replace('_', ' ')}",
+                                 f"mnist_advamd.py:{w}") for w in ADVAMD_WORDS},
+    }, _advamd, " Runs `advamd.*` (AdvAmd, AdvProp and ERM on 1,000 MNIST training images): "
+       "clean and pgd20 (eval.json, all 10,000 test images), the natural shifts "
+       "([eval_shifts.json, shift]); `advamd_seg.*` (MNIST digit segmentation): pixel and miou, "
+       "clean and pgd20 ([eval.json, field, attack])."),
+    "advamd_seg": ({
+        "mnist_seg_erm": ("erm", "ERM (segmentation)", "mnist_seg_erm.py"),
+        "mnist_seg_advprop": ("advprop", "AdvProp (segmentation)", "mnist_seg_advprop.py"),
+        "mnist_seg_advamd": ("advamd", "AdvAmd (segmentation)", "mnist_seg_advamd.py"),
+    }, _segmentation, ""),
+}
+
+
+def record(group: str, runs: pathlib.Path, host: str, manifest: dict) -> dict:
+  """Exports `<runs>/<group>` and rewrites the group's manifest entries; returns
+  {manifest key: recorded seeds}."""
+  names, figures, about = GROUPS[group]
+  dest = RESULTS / group / host
+  mnist_tables.export_records(runs / group, dest)
+  recorded = {}
+  for name, (key, label, config) in names.items():
+    seeds = {}
+    for directory in sorted((dest / name).glob("seed*")) if (dest / name).is_dir() else []:
+      files = {path.name for path in directory.iterdir()}
+      relative = lambda file, d=directory: str((d / file).relative_to(RESULTS))
+      entry = {"host": host, "metrics": relative("metrics.jsonl")}
+      for metric, spec in figures(files).items():
+        entry[metric] = (relative(spec) if isinstance(spec, str)
+                         else [relative(spec[0]), *spec[1:]])
+      seeds[directory.name[len("seed"):]] = entry
+    run = f"{group}.{key}"
+    manifest["runs"][run] = {"label": label, "recipe": f"experiments/configs/{config}, one JAX "
+                             "CPU device", "seeds": seeds}
+    if not seeds:
+      manifest["runs"][run]["no_record"] = "not trained yet"
+    recorded[run] = sorted(seeds)
+  if about and about not in manifest["about"]:
+    manifest["about"] += about
+  return recorded
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("groups", nargs="+", choices=sorted(GROUPS))
+  parser.add_argument("--runs", default="runs", help="the directory holding the groups' roots")
+  parser.add_argument("--host", default="amd_avx2",
+                      help="the manifest's key of the host that trained them")
+  args = parser.parse_args(argv)
+  path = RESULTS / "manifest.json"
+  manifest = json.loads(path.read_text())
+  if args.host not in manifest["hosts"]:
+    raise SystemExit(f"unknown host {args.host!r}; the manifest knows {sorted(manifest['hosts'])}")
+  for group in args.groups:
+    print(record(group, pathlib.Path(args.runs), args.host, manifest))
+  path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+  main()
