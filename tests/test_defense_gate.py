@@ -11,7 +11,7 @@ import pytest
 
 from jaxadv import attacks, defenses, models, sharding
 
-from helpers import random_images
+from helpers import TinyAuxNet, random_images
 
 KEY = jax.random.key(0, impl="rbg")  # compiles initialisations in seconds (conftest.py)
 
@@ -38,7 +38,7 @@ def test_features_are_the_input_of_the_head(name, options, head):
 
 
 def test_features_need_a_dense_head():
-  model = models.get("fcn", num_classes=3, width=2)
+  model = TinyAuxNet(aux_bn=False)  # convolutions and a spatial mean, no nn.Dense
   x = random_images((1, 4, 4, 1))
   with pytest.raises(ValueError, match="calls no nn.Dense"):
     models.features(model, model.init(KEY, x), x)

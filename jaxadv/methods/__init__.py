@@ -12,7 +12,7 @@
 | namid | `namid/` (objective, estimator stage, MI report) | Zhou et al., 2022 |
 | uadat | `uadat/` (objective, reference, alignment) | Dong et al., 2024 (reconstructed) |
 | advamd | `advamd/` (objective, mediate samples, learning ratio) | Yu et al., 2023 (reconstructed) |
-| ood_translate | `ood_translate/` (translator objective, OOD sources, gate, evaluation) | Amich & Eshete, 2022 (reconstructed) |
+| ood_translate | `ood_translate/` (translator stage, gate, report) | Amich & Eshete, 2022 (reconstructed) |
 
 Each module defines a `METHOD` (`jaxadv.methods.base.Method`): its config group
 `objective.<name>` with defaults and validation, its objective factory, its stages and its

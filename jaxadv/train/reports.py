@@ -21,9 +21,9 @@ def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None, sui
                    num_examples: int = 0, checks=None, tag: str = "", checkpoint: str = "last"):
   """Evaluates what the run's method scores for the model-stage `variables` (of the
   `checkpoint` "last" or "best", as the report names it; `workdir.predictor`: the model itself,
-  or e.g. a defended model) on the test split with the configured (or given) suite; prints the table and, with a workdir,
-  writes eval.json and per_class.png there (eval_<tag>.json and per_class_<tag>.png with a
-  tag). A test split with per-pixel labels gets the segmentation evaluation
+  or e.g. a defended model) on the test split with the configured (or given) suite; prints the
+  table and, with a workdir, writes eval.json and per_class.png there (eval_<tag>.json and
+  per_class_<tag>.png with a tag). A test split with per-pixel labels gets the segmentation evaluation
   (`runner.evaluate_suite`)."""
   test_ds = workdir_lib.load_dataset(config, "test")
   if num_examples > 0:
