@@ -3,11 +3,17 @@
 `from_flax(model, variables, image_shape)` builds the PyTorch module that computes the same
 function as the Flax `model` with `variables` in eval mode: the same layers and widths, the
 same in-model normalisation `(x - mean) / std`, BatchNorm on its running averages. Flax
-images are NHWC, PyTorch's NCHW, so the weights are permuted on the way:
+images are NHWC, PyTorch's NCHW, so the weights are permuted on the way, by jaxadv's own
+conversion (`jaxadv.models.torch_weights`):
 
     conv kernel   (kh, kw, c_in, c_out) -> (c_out, c_in, kh, kw)
     dense kernel  (in, out)             -> (out, in); SmallCNN's first dense layer also has
                   its input rows reordered from an (h, w, c) flatten to a (c, h, w) one.
+
+The ResNet twin has the key layout of RobustBench's CIFAR ResNet (`conv1`, `bn1`,
+`layer1.0.conv1`, ..., `linear`, normalisation buffers `mu`, `sigma`) and loads the state dict
+of `jaxadv.models.to_torch`; SmallCNN, which has no PyTorch reference, is loaded layer by layer
+with the same kernel conversions.
 
 `check_twin` measures max |logits difference| on a batch; `short_pgd_at` gives the
 comparisons (benchmarks/attack_speed.py, tests/test_reference_torchattacks.py) a briefly
@@ -28,6 +34,7 @@ from torch.nn import functional as F
 
 from jaxadv import data, methods, models
 from jaxadv import sharding
+from jaxadv.models import torch_weights
 from jaxadv.train import state as state_lib
 from jaxadv.train.step import make_train_step
 
@@ -74,7 +81,8 @@ class SmallCNN(nn.Module):
 
 
 class BasicBlock(nn.Module):
-  """Two 3x3 conv-BN layers, identity or 1x1 conv-BN shortcut; mirrors `BasicBlock`."""
+  """Two 3x3 conv-BN layers, identity or 1x1 conv-BN shortcut; mirrors `BasicBlock` (RobustBench
+  key names: conv1, bn1, conv2, bn2, shortcut.0, shortcut.1)."""
 
   def __init__(self, c_in, c_out, stride):
     super().__init__()
@@ -82,7 +90,7 @@ class BasicBlock(nn.Module):
     self.bn1 = nn.BatchNorm2d(c_out, eps=1e-5)
     self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, padding=1, bias=False)
     self.bn2 = nn.BatchNorm2d(c_out, eps=1e-5)
-    self.shortcut = None
+    self.shortcut = nn.Sequential()
     if stride != 1 or c_in != c_out:
       self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
                                     nn.BatchNorm2d(c_out, eps=1e-5))
@@ -90,30 +98,34 @@ class BasicBlock(nn.Module):
   def forward(self, x):
     y = F.relu(self.bn1(self.conv1(x)))
     y = self.bn2(self.conv2(y))
-    return F.relu((x if self.shortcut is None else self.shortcut(x)) + y)
+    return F.relu(self.shortcut(x) + y)
 
 
 class ResNet(nn.Module):
-  """CIFAR ResNet (3x3 stem, no max-pool, stages of BasicBlocks); mirrors `ResNet`."""
+  """CIFAR ResNet (3x3 stem, no max-pool, stages layer1, layer2, ... of BasicBlocks, global
+  average pool, `linear`); mirrors `ResNet`, normalising with buffers `mu`, `sigma`."""
 
   def __init__(self, *, in_channels, stage_sizes, width, num_classes, mean, std):
     super().__init__()
-    self.normalize = Normalize(mean, std)
-    self.conv = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
-    self.bn = nn.BatchNorm2d(width, eps=1e-5)
-    blocks, c_in = [], width
+    self.register_buffer("mu", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+    self.register_buffer("sigma", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+    self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+    self.bn1 = nn.BatchNorm2d(width, eps=1e-5)
+    self.stages, c_in = [], width
     for stage, num_blocks in enumerate(stage_sizes):
-      c_out = width * 2**stage
+      c_out, blocks = width * 2**stage, []
       for block in range(num_blocks):
         blocks.append(BasicBlock(c_in, c_out, 2 if stage > 0 and block == 0 else 1))
         c_in = c_out
-    self.blocks = nn.Sequential(*blocks)
-    self.fc = nn.Linear(c_in, num_classes)
+      self.add_module(f"layer{stage + 1}", nn.Sequential(*blocks))
+      self.stages.append(f"layer{stage + 1}")
+    self.linear = nn.Linear(c_in, num_classes)
 
   def forward(self, x):
-    x = F.relu(self.bn(self.conv(self.normalize(x))))
-    x = self.blocks(x)
-    return self.fc(x.mean(dim=(2, 3)))
+    x = F.relu(self.bn1(self.conv1((x - self.mu) / self.sigma)))
+    for stage in self.stages:
+      x = getattr(self, stage)(x)
+    return self.linear(x.mean(dim=(2, 3)))
 
 
 def _t(a) -> torch.Tensor:
@@ -122,26 +134,19 @@ def _t(a) -> torch.Tensor:
 
 def _load_conv(conv: nn.Conv2d, p) -> None:
   """Flax kernel (kh, kw, c_in, c_out) -> torch weight (c_out, c_in, kh, kw)."""
-  conv.weight.data.copy_(_t(p["kernel"]).permute(3, 2, 0, 1))
+  conv.weight.data.copy_(_t(torch_weights.conv_kernel_to_torch(np.asarray(p["kernel"]))))
   if conv.bias is not None:
     conv.bias.data.copy_(_t(p["bias"]))
 
 
 def _load_dense(fc: nn.Linear, p, chw=None) -> None:
   """Flax kernel (in, out) -> torch weight (out, in); `chw` reorders an NHWC flatten to NCHW."""
-  kernel = _t(p["kernel"])
+  kernel = np.asarray(p["kernel"])
   if chw is not None:
     c, h, w = chw
-    kernel = kernel.reshape(h, w, c, -1).permute(2, 0, 1, 3).reshape(c * h * w, -1)
-  fc.weight.data.copy_(kernel.T)
+    kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
+  fc.weight.data.copy_(_t(torch_weights.dense_kernel_to_torch(kernel)))
   fc.bias.data.copy_(_t(p["bias"]))
-
-
-def _load_bn(bn: nn.BatchNorm2d, p, s) -> None:
-  bn.weight.data.copy_(_t(p["scale"]))
-  bn.bias.data.copy_(_t(p["bias"]))
-  bn.running_mean.copy_(_t(s["mean"]))
-  bn.running_var.copy_(_t(s["var"]))
 
 
 def _small_cnn(model: models.SmallCNN, variables, image_shape) -> SmallCNN:
@@ -159,21 +164,14 @@ def _small_cnn(model: models.SmallCNN, variables, image_shape) -> SmallCNN:
 
 
 def _resnet(model: models.ResNet, variables, image_shape) -> ResNet:
+  """The twin loaded with `jaxadv.models.to_torch`'s state dict (strict: every key)."""
   net = ResNet(in_channels=image_shape[-1], stage_sizes=model.stage_sizes, width=model.width,
                num_classes=model.num_classes, mean=model.mean, std=model.std)
-  p, s = variables["params"], variables["batch_stats"]
-  _load_conv(net.conv, p["Conv_0"])
-  _load_bn(net.bn, p["BatchNorm_0"], s["BatchNorm_0"])
-  for i, block in enumerate(net.blocks):
-    bp, bs = p[f"BasicBlock_{i}"], s[f"BasicBlock_{i}"]
-    _load_conv(block.conv1, bp["Conv_0"])
-    _load_bn(block.bn1, bp["BatchNorm_0"], bs["BatchNorm_0"])
-    _load_conv(block.conv2, bp["Conv_1"])
-    _load_bn(block.bn2, bp["BatchNorm_1"], bs["BatchNorm_1"])
-    if block.shortcut is not None:
-      _load_conv(block.shortcut[0], bp["Conv_2"])
-      _load_bn(block.shortcut[1], bp["BatchNorm_2"], bs["BatchNorm_2"])
-  _load_dense(net.fc, p["Dense_0"])
+  state_dict = torch_weights.to_torch(
+      {"params": variables["params"], "batch_stats": variables["batch_stats"]}, "resnet18",
+      stage_sizes=tuple(model.stage_sizes), width=model.width, mean=tuple(model.mean),
+      std=tuple(model.std))
+  net.load_state_dict({key: torch.from_numpy(value) for key, value in state_dict.items()})
   return net
 
 

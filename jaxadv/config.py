@@ -15,9 +15,11 @@ method: it asks the registry.
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import json
 import pathlib
+import re
 
 import ml_collections
 
@@ -201,40 +203,92 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
-def load_file(path: str) -> ml_collections.ConfigDict:
-  """Calls `get_config()` of the Python file at `path` (`path:arg` passes `arg` to it)."""
-  path, _, arg = str(path).partition(":")
+def _load_module(path: str):
+  """The module of the config file `path` (executed); FileNotFoundError when it is missing."""
   file = pathlib.Path(path)
   if not file.is_file():
     raise FileNotFoundError(f"config file {path} not found.")
   spec = importlib.util.spec_from_file_location(f"jaxadv_config_{file.stem}", file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load_file(path: str) -> ml_collections.ConfigDict:
+  """Calls `get_config()` of the Python file at `path` (`path:variant` passes `variant` to it).
+
+  A file that declares its variant words, a module-level `VARIANTS` tuple (every shipped config
+  does), accepts only variants made of those words, comma-separated (`variant_words`): a
+  misspelt variant (`mnist_pgd_at.py:smoke-typo`) is a ValueError instead of the full job. A
+  file without `VARIANTS` gets its variant unchecked.
+  """
+  path, _, arg = str(path).partition(":")
+  module = _load_module(path)
   if not hasattr(module, "get_config"):
     raise ValueError(f"config file {path} defines no get_config().")
+  declared = getattr(module, "VARIANTS", None)
+  if arg and declared is not None:
+    try:
+      variant_words(arg, declared)
+    except ValueError as error:
+      raise ValueError(f"config file {path}: {error}") from None
   return module.get_config(arg) if arg else module.get_config()
+
+
+def variants(path) -> tuple[str, ...]:
+  """The variant words the config file `path` declares (its `VARIANTS`; () when none), e.g.
+  for a config that hands its variant on to the one it derives from."""
+  return tuple(getattr(_load_module(str(path)), "VARIANTS", ()))
 
 
 def variant_words(variant: str, allowed) -> set[str]:
   """The comma-separated words of a config variant ("code,smoke" -> {"code", "smoke"});
-  ValueError naming the allowed words for any other word."""
+  ValueError naming the allowed words (and the nearest one) for any other word."""
   words = set(filter(None, variant.split(",")))
-  if words - set(allowed):
-    raise ValueError(f"unknown config variant word(s) {sorted(words - set(allowed))}; use "
+  unknown = sorted(words - set(allowed))
+  if unknown:
+    near = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    raise ValueError(f"unknown config variant word(s) {unknown}{hint}; the variant words are "
                      f"{sorted(allowed)}, comma-separated.")
   return words
 
 
+# A fraction of two plain numbers, "8/255" or "0.5/2" (no names, no other operators).
+_FRACTION = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*/\s*"
+                       r"((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*")
+
+
 def parse_value(text: str):
-  """A Python literal parsed from `text`, or `text` itself for a bare word."""
+  """A Python literal parsed from `text`, a float for a fraction of two numbers ("8/255" ->
+  0.0313...), or `text` itself for a bare word. ValueError for a fraction over 0."""
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
-    return text
+    pass
+  fraction = _FRACTION.fullmatch(text)
+  if fraction:
+    numerator, denominator = (float(part) for part in fraction.groups())
+    if denominator == 0:
+      raise ValueError(f"invalid config: {text!r} divides by zero.")
+    return numerator / denominator
+  return text
+
+
+def parse_number(text) -> float:
+  """A number written as a decimal or a fraction ("0.5", "8/255" -> 0.0313...); ValueError
+  for anything else (a word, a fraction over 0)."""
+  value = parse_value(str(text).strip())
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise ValueError(f"expected a number (a decimal such as 0.03 or a fraction such as 8/255), "
+                     f"got {text!r}.")
+  return float(value)
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
-  """Applies "a.b=value" strings (Python literals; bare words are strings) to `config`."""
+  """Applies "a.b=value" strings (Python literals, fractions "8/255" for numbers; bare words
+  are strings) to `config`; ValueError naming the field for an unknown field or a value of
+  another type."""
   for item in overrides:
     field, sep, text = item.partition("=")
     _check(bool(sep), f"override {item!r} is not of the form field=value.")
@@ -248,6 +302,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collecti
     value = parse_value(text)
     if isinstance(node[leaf], float) and isinstance(value, int) and not isinstance(value, bool):
       value = float(value)
+    _check(not isinstance(node[leaf], float) or isinstance(value, float),
+           f"{field} must be a number (a decimal such as 0.03 or a fraction such as 8/255), "
+           f"got {text!r}.")
     if isinstance(node[leaf], tuple) and isinstance(value, list):
       value = tuple(value)
     try:

@@ -111,12 +111,34 @@ def test_evaluation_refuses_a_model_with_nan_logits():
     robustness.evaluate(nan_model, {}, dataset, {}, batch_size=4)
 
 
-def test_l1_projection_is_inside_the_ball_to_the_last_bit():
+def test_l1_projection_is_inside_the_ball_and_box_to_the_last_bit():
   for seed in range(50):
     delta = jax.random.normal(jax.random.PRNGKey(seed), (4, 784)) * 10.0 ** (seed % 5)
+    x = jax.random.uniform(jax.random.PRNGKey(seed + 100), (4, 784))
     eps = 0.3 + seed % 7
-    projected = geometry.project_l1_ball(delta, jnp.full((4,), eps, jnp.float32), 1)
+    projected = geometry.project_l1_box(delta, x, jnp.full((4, 1), eps, jnp.float32), 1)
     assert np.all(np.abs(np.asarray(projected, np.float64)).sum(axis=1) <= np.float32(eps))
+    assert np.all((x + projected >= 0) & (x + projected <= 1))
+
+
+def test_l1_projection_onto_ball_and_box_is_exact():
+  """KKT: every coordinate strictly between 0 and its box limit is shrunk by one common θ,
+  a coordinate at 0 had |delta_i| <= θ, one at its limit had |delta_i| - θ >= its room; and
+  the L1 norm is eps whenever the box-clipped delta lies outside the ball."""
+  delta = jax.random.normal(jax.random.PRNGKey(0), (8, 300)) * 0.2
+  x = jax.random.uniform(jax.random.PRNGKey(1), (8, 300))
+  eps = 3.0
+  p = np.asarray(geometry.project_l1_box(delta, x, jnp.full((8, 1), eps), 1), np.float64)
+  delta, x = np.asarray(delta, np.float64), np.asarray(x, np.float64)
+  room = np.where(delta > 0, 1 - x, x)
+  for d, q, r in zip(delta, p, room):
+    assert np.minimum(np.abs(d), r).sum() > eps  # the ball constraint is active
+    np.testing.assert_allclose(np.abs(q).sum(), eps, rtol=1e-5)
+    interior = (np.abs(q) > 1e-6) & (np.abs(q) < r - 1e-6)
+    theta = np.abs(d)[interior] - np.abs(q)[interior]
+    np.testing.assert_allclose(theta, np.median(theta), atol=1e-5)
+    assert np.all(np.abs(d)[np.abs(q) <= 1e-6] <= np.median(theta) + 1e-5)
+    assert np.all(np.sign(q[q != 0]) == np.sign(d[q != 0]))
 
 
 def test_huge_logits_give_the_attack_of_the_unscaled_model_under_jit():

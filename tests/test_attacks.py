@@ -183,6 +183,22 @@ def test_pgd_rejects_bad_inputs(x, y, message):
                 steps=1)
 
 
+@pytest.mark.parametrize("attack, kwargs", [
+    (attacks.pgd, dict(step_size=0.01, steps=1)),
+    (attacks.pgd, dict(step_size=0.01, steps=1, loss="cw")),
+    (attacks.fgsm, dict(loss="dlr")),
+    (attacks.mi_fgsm, dict(steps=2)),
+    (attacks.apgd, dict(steps=2)),
+], ids=["pgd-ce", "pgd-cw", "fgsm-dlr", "mi_fgsm-ce", "apgd-ce"])
+def test_targets_with_an_untargeted_loss_are_refused(attack, kwargs):
+  """An untargeted loss never reads `targets`: passing them is a mistake, not a no-op."""
+  x, y = random_images((2, 2, 2, 1)), jnp.zeros(2, jnp.int32)
+  key = () if attack in (attacks.fgsm, attacks.mi_fgsm) else (jax.random.PRNGKey(0),)
+  with pytest.raises(ValueError, match=r"targets were given, but attack loss '\w+' is "
+                                       r"untargeted.*ce_targeted"):
+    attack(linear_apply_fn(4), x, y, *key, eps=0.1, targets=jnp.ones(2, jnp.int32), **kwargs)
+
+
 def test_pgd_breaks_undefended_model(digits_cnn):
   apply_fn, x, y = digits_cnn.apply_fn, digits_cnn.images, digits_cnn.labels
   accuracy = lambda v: float(jnp.mean(jnp.argmax(apply_fn(v), -1) == y))

@@ -27,7 +27,13 @@ def test_base_config_is_valid():
     ("optim.learning_rate=0.1", "unknown field 'optim.learning_rate'"),
     ("lr=0.1", "unknown field 'lr'"),
     ("num_epochs=ten", "num_epochs cannot be set"),
-    ("optim.lr=fast", "optim.lr cannot be set"),
+    ("optim.lr=fast", "optim.lr must be a number"),
+    ("attack.eps=fast", r"attack.eps must be a number \(a decimal such as 0.03 or a fraction "
+                        r"such as 8/255\), got 'fast'"),
+    ("attack.eps=8/255/2", "attack.eps must be a number"),
+    ("attack.eps=eps/2", "attack.eps must be a number"),
+    ("attack.eps=8/0", "'8/0' divides by zero"),
+    ("attack.eps=-8/255", "attack.eps must be >= 0"),
     ("seed", "not of the form field=value"),
 ])
 def test_bad_overrides_are_rejected(override, message):
@@ -56,6 +62,15 @@ def test_overrides_parse_literals_and_follow_references():
   assert config.model.name == "resnet18"
 
 
+def test_overrides_take_fractions_for_numbers():
+  config = config_lib.apply_overrides(
+      config_lib.base_config(), ["attack.eps=8/255", "optim.lr=1/10", "eval.step_size=2e-3/4"])
+  assert config.attack.eps == config.eval.eps == 8 / 255
+  assert config.optim.lr == 0.1 and config.eval.step_size == 5e-4
+  assert config_lib.parse_value("8/255") == 8 / 255  # --grid and --eps values too
+  assert config_lib.parse_value("runs/mnist") == "runs/mnist"  # a path stays a string
+
+
 def test_json_round_trip():
   config = config_lib.base_config()
   assert config_lib.to_json(config_lib.from_json(config_lib.to_json(config))) == config_lib.to_json(config)
@@ -81,3 +96,41 @@ def test_shipped_configs_are_valid(path):
 def test_missing_config_file():
   with pytest.raises(FileNotFoundError, match="not found"):
     config_lib.load_file("experiments/configs/nope.py")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.py")), ids=lambda p: p.stem)
+def test_shipped_configs_declare_their_variant_words_and_load_with_each(path):
+  words = config_lib.variants(path)
+  assert "smoke" in words, f"{path.name} declares no VARIANTS with its 'smoke' variant"
+  for word in words:
+    config_lib.validate(config_lib.load_file(f"{path}:{word}"))
+    if word != "smoke":
+      config_lib.validate(config_lib.load_file(f"{path}:{word},smoke"))
+
+
+@pytest.mark.parametrize("variant, message", [
+    ("mnist_pgd_at.py:smoke-typo", r"mnist_pgd_at.py: unknown config variant word\(s\) "
+                                   r"\['smoke-typo'\] \(did you mean 'smoke'\?\)"),
+    ("mnist_pgd_at.py:smoke,cpu", r"\['cpu'\]; the variant words are \['smoke'\]"),
+    ("mnist_trades.py:smoke,", None),  # an empty word is no word
+    ("mnist_namid.py:trades,smok", r"\['smok'\] \(did you mean 'smoke'\?\)"),
+    ("mnist_seg_erm.py:no_mediate", r"mnist_seg_erm.py: unknown config variant"),
+    ("mnist_seg_advamd.py:no_mediate,smoke", None),  # mnist_advamd's words
+])
+def test_a_misspelt_variant_is_refused_instead_of_running_the_full_job(variant, message):
+  if message is None:
+    config_lib.validate(config_lib.load_file(str(CONFIG_DIR / variant)))
+    return
+  with pytest.raises(ValueError, match=message):
+    config_lib.load_file(str(CONFIG_DIR / variant))
+
+
+def test_a_config_file_without_variants_gets_its_variant_unchecked(tmp_path):
+  path = tmp_path / "mine.py"
+  path.write_text("from jaxadv import config as config_lib\n\n"
+                  "def get_config(variant=''):\n"
+                  "  config = config_lib.base_config()\n"
+                  "  config.name = variant or 'mine'\n"
+                  "  return config\n")
+  assert config_lib.load_file(f"{path}:anything").name == "anything"
+  assert config_lib.variants(path) == ()

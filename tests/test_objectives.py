@@ -230,7 +230,7 @@ def test_build_rejects_unknown_names_and_bad_options():
     ("objective.name=awp objective.awp.base=sgd", "objective.awp.base 'sgd' is unknown"),
     ("objective.name=fgsm_rs objective.fgsm_rs.step_ratio=0",
      "objective.fgsm_rs.step_ratio must be a finite number > 0"),
-    ("objective.trades.beta=many", "objective.trades.beta cannot be set"),
+    ("objective.trades.beta=many", "objective.trades.beta must be a number"),
     ("objective.beta=1", "unknown field 'objective.beta'"),
     ("objective.name=namid objective.namid.estimators=E objective.namid.base=awp",
      "objective.namid.base 'awp' is unknown"),

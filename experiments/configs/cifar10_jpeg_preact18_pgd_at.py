@@ -22,8 +22,11 @@ from jaxadv import config as config_lib
 BASE = pathlib.Path(__file__).with_name("cifar10_resnet18_pgd_at.py")
 
 
+VARIANTS = ("cpu", "smoke")
+
+
 def get_config(variant: str = ""):
-  words = config_lib.variant_words(variant, {"cpu", "smoke"})
+  words = config_lib.variant_words(variant, VARIANTS)
   config = config_lib.load_file(f"{BASE}:{'smoke' if 'smoke' in words else ''}")
   config.name = "cifar10_jpeg_preact18_pgd_at"
   config.dataset.name = "cifar10_jpeg"

@@ -14,6 +14,9 @@ from jaxadv import config as config_lib
 HERE = pathlib.Path(__file__).parent
 
 
+VARIANTS = ("cpu", "smoke")
+
+
 def get_config(variant: str = ""):
   config = config_lib.load_file(f"{HERE / 'cifar10_jpeg_preact18_pgd_at.py'}:{variant}")
   trades = config_lib.load_file(

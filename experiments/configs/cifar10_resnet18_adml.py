@@ -21,6 +21,9 @@ BASE = pathlib.Path(__file__).with_name("cifar10_resnet18_pgd_at.py")
 STEPS = 10
 
 
+VARIANTS = ("smoke",)
+
+
 def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = "cifar10_resnet18_adml"

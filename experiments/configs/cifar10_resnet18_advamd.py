@@ -22,8 +22,11 @@ from jaxadv import config as config_lib
 BASE = pathlib.Path(__file__).with_name("cifar10_resnet18_pgd_at.py")
 
 
+VARIANTS = ("jpeg", "cpu", "smoke")
+
+
 def get_config(variant: str = ""):
-  words = config_lib.variant_words(variant, {"jpeg", "cpu", "smoke"})
+  words = config_lib.variant_words(variant, VARIANTS)
   config = config_lib.load_file(f"{BASE}:{'smoke' if 'smoke' in words else ''}")
   config.name = "cifar10_resnet18_advamd"
   config.model.aux_bn = True

@@ -31,8 +31,11 @@ from jaxadv import config as config_lib
 BASE = pathlib.Path(__file__).with_name("cifar10_resnet18_pgd_at.py")
 
 
+VARIANTS = ("trades", "mart", "code", "baseline", "smoke")
+
+
 def get_config(variant: str = ""):
-  words = config_lib.variant_words(variant, {"trades", "mart", "code", "baseline", "smoke"})
+  words = config_lib.variant_words(variant, VARIANTS)
   if {"trades", "mart"} <= words:
     raise ValueError(f"bad variant {variant!r}: at most one of trades / mart.")
   base = "trades" if "trades" in words else "mart" if "mart" in words else "pgd_at"

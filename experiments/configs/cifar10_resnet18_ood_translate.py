@@ -19,8 +19,11 @@ Variants: "jpeg" (the JPEG copy), "gan", "smoke" (seconds: 64 images, ngf 4, two
 from jaxadv import config as config_lib
 
 
+VARIANTS = ("jpeg", "gan", "smoke")
+
+
 def get_config(variant: str = ""):
-  words = config_lib.variant_words(variant, {"jpeg", "gan", "smoke"})
+  words = config_lib.variant_words(variant, VARIANTS)
   config = config_lib.base_config()
   config.name = "cifar10_resnet18_ood_translate"
   config.dataset.name = "cifar10_jpeg" if "jpeg" in words else "cifar10"

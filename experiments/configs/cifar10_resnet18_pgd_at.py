@@ -15,6 +15,9 @@ shared/data is `cifar10_jpeg_preact18_pgd_at.py`.
 from jaxadv import config as config_lib
 
 
+VARIANTS = ("smoke",)
+
+
 def get_config(variant: str = ""):
   config = config_lib.base_config()
   config.name = "cifar10_resnet18_pgd_at"

@@ -15,6 +15,9 @@ from jaxadv import config as config_lib
 BASE = pathlib.Path(__file__).with_name("cifar10_resnet18_pgd_at.py")
 
 
+VARIANTS = ("smoke",)
+
+
 def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = "cifar10_resnet18_trades"

@@ -3,6 +3,9 @@
 from jaxadv import config as config_lib
 
 
+VARIANTS = ("smoke",)
+
+
 def get_config(variant: str = ""):
   config = config_lib.base_config()
   if variant == "smoke":

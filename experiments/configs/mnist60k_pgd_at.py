@@ -27,8 +27,11 @@ one epoch of PGD-2).
 from jaxadv import config as config_lib
 
 
+VARIANTS = ("cpu", "smoke")
+
+
 def get_config(variant: str = ""):
-  words = config_lib.variant_words(variant, {"cpu", "smoke"})
+  words = config_lib.variant_words(variant, VARIANTS)
   config = config_lib.base_config()
   config.name = "mnist60k_pgd_at"
   config.dataset.name = "mnist"

@@ -14,6 +14,9 @@ from jaxadv import config as config_lib
 BASE = pathlib.Path(__file__).with_name("mnist60k_pgd_at.py")
 
 
+VARIANTS = ("cpu", "smoke")
+
+
 def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = config.name.replace("pgd_at", "trades")

@@ -24,8 +24,11 @@ BASE = pathlib.Path(__file__).with_name("mnist60k_trades.py")
 ABLATIONS = {f"no_{switch}": switch for switch in uadat.SWITCHES}
 
 
+VARIANTS = ("cpu", "smoke", *ABLATIONS)
+
+
 def get_config(variant: str = ""):
-  words = config_lib.variant_words(variant, {"cpu", "smoke", *ABLATIONS})
+  words = config_lib.variant_words(variant, VARIANTS)
   off = [ABLATIONS[word] for word in sorted(words & set(ABLATIONS))]
   config = config_lib.load_file(f"{BASE}:{','.join(sorted(words - set(ABLATIONS)))}")
   config.name = config.name.replace("trades", "uadat")

@@ -17,6 +17,9 @@ BASE = pathlib.Path(__file__).with_name("mnist_pgd_at.py")
 STEPS = 10
 
 
+VARIANTS = ("smoke",)
+
+
 def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = "mnist_adml"

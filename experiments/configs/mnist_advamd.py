@@ -28,8 +28,11 @@ ABLATIONS = {
 }
 
 
+VARIANTS = ("smoke", *ABLATIONS)
+
+
 def get_config(variant: str = ""):
-  words = config_lib.variant_words(variant, {"smoke", *ABLATIONS})
+  words = config_lib.variant_words(variant, VARIANTS)
   config = config_lib.base_config()
   config.name = "mnist_advamd"
   config.dataset.name = "mnist"

@@ -4,6 +4,9 @@ reference for mnist_pgd_at, evaluated with the same PGD-20 at eps 0.3."""
 from jaxadv import config as config_lib
 
 
+VARIANTS = ("smoke",)
+
+
 def get_config(variant: str = ""):
   config = config_lib.base_config()
   config.name = "mnist_erm"

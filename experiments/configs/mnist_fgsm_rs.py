@@ -12,6 +12,9 @@ from jaxadv import config as config_lib
 BASE = pathlib.Path(__file__).with_name("mnist_pgd_at.py")
 
 
+VARIANTS = ("smoke",)
+
+
 def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = "mnist_fgsm_rs"

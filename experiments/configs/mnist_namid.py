@@ -33,8 +33,11 @@ HERE = pathlib.Path(__file__).parent
 SCORE_CLIP = 10.0
 
 
+VARIANTS = ("trades", "mart", "code", "clipped", "smoke")
+
+
 def get_config(variant: str = ""):
-  words = config_lib.variant_words(variant, {"trades", "mart", "code", "clipped", "smoke"})
+  words = config_lib.variant_words(variant, VARIANTS)
   if {"trades", "mart"} <= words:
     raise ValueError(f"bad variant {variant!r}: at most one of trades / mart.")
   base = "trades" if "trades" in words else "mart" if "mart" in words else "pgd_at"

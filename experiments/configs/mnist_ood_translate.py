@@ -30,8 +30,11 @@ seconds (512 images, ngf 4, two sources).
 from jaxadv import config as config_lib
 
 
+VARIANTS = ("cpu", "gan", "reconstruction", "smoke")
+
+
 def get_config(variant: str = ""):
-  words = config_lib.variant_words(variant, {"cpu", "gan", "reconstruction", "smoke"})
+  words = config_lib.variant_words(variant, VARIANTS)
   config = config_lib.base_config()
   config.name = "mnist_ood_translate"
   config.dataset.name = "mnist"

@@ -11,6 +11,9 @@ docs/results.md has the measured accuracies and the command that produced them.
 from jaxadv import config as config_lib
 
 
+VARIANTS = ("smoke",)
+
+
 def get_config(variant: str = ""):
   config = config_lib.base_config()
   config.name = "mnist_pgd_at"

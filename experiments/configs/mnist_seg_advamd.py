@@ -18,6 +18,9 @@ from jaxadv import config as config_lib
 BASE = pathlib.Path(__file__).with_name("mnist_advamd.py")
 
 
+VARIANTS = config_lib.variants(BASE)  # mnist_advamd's: "smoke" and the ablations
+
+
 def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = config.name.replace("mnist", "mnist_seg")

@@ -9,6 +9,9 @@ from jaxadv.methods import advamd
 BASE = pathlib.Path(__file__).with_name("mnist_seg_advamd.py")
 
 
+VARIANTS = ("smoke",)
+
+
 def get_config(variant: str = ""):
   config = config_lib.load_file(f"{BASE}:{variant}")
   config.name = config.name.replace("advamd", "advprop")

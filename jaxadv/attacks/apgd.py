@@ -16,6 +16,16 @@ when either
     1. #{k in [w_{j-1}, w_j) : L(x_{k+1}) > L(x_k)} < rho * (w_j - w_{j-1})   (few increases), or
     2. eta was not halved at w_{j-1} and max_k L(x_k) has not grown since w_{j-1}  (stalled).
 
+L1 (Croce & Hein, ICML 2021, "Mind the box: l1-APGD") changes three things: the step is
+sparse, dir(g) = sign(g) on the coordinates with |g| in the example's top fraction `topk`
+(initially 0.2), divided by their count so that ||dir||_1 = 1; eta starts at eps and there is
+no momentum (x_{k+1} = z_{k+1}); and P_S is the exact projection onto the L1 ball ∩ box
+(`geometry.project_l1_box`). At every checkpoint, after the rule above, the sparsity adapts
+to that of the best point, s = ||x_max - x||_0: topk = s / (1.5 d), and where s fell below
+0.95 of its value at the previous checkpoint (d at first) eta is reset to eps and the iterate
+restarts from x_max, elsewhere eta is divided by 1.5; eta stays in [eps / 10, eps]. The
+reference's "large epsilon" schedule for L1 (runs at 3 eps and 2 eps first) is not included.
+
 Besides x_max, each example keeps the last iterate that fooled the model (misclassified, or
 classified as the target for a targeted loss in `apgd`): the attack returns that point if one
 exists and x_max otherwise, so an example broken at any iteration (or already misclassified
@@ -66,6 +76,8 @@ class _State(NamedTuple):
   increases: jax.Array
   reduced_last: jax.Array
   loss_best_last: jax.Array
+  topk: jax.Array
+  sparsity: jax.Array
 
 
 def checkpoints(steps: int) -> tuple[int, ...]:
@@ -95,12 +107,27 @@ def _checkpoint_tables(steps: int) -> tuple[np.ndarray, np.ndarray]:
   return is_checkpoint, interval
 
 
+def sparse_direction(grad: jax.Array, topk: jax.Array, batch_ndim: int) -> jax.Array:
+  """L1-APGD's unit step: sign(g) on the coordinates whose |g| is at least the example's
+  (1 - topk)-quantile of |g| (its top fraction `topk`, shape (B,)), divided by their count, so
+  ||step||_1 = 1; g (B, ...) -> same shape."""
+  flat = jnp.abs(grad).reshape(grad.shape[:batch_ndim] + (-1,))
+  size = flat.shape[-1]
+  rank = jnp.clip(((1.0 - topk) * size).astype(jnp.int32), 0, size - 1)
+  threshold = jnp.take_along_axis(jnp.sort(flat, axis=-1), rank[..., None], axis=-1)
+  chosen = (flat >= threshold) & (flat > 0)
+  count = jnp.maximum(jnp.sum(chosen, axis=-1, keepdims=True), 1)
+  return (jnp.where(chosen, jnp.sign(grad.reshape(flat.shape)), 0.0) / count).reshape(grad.shape)
+
+
 def _apgd_run(apply_fn, x, y, targets, key, eps, rho, momentum, *, steps, norm, loss,
               hit_target) -> Candidate:
   """One APGD run from a random start; traced inside the jitted callers."""
   loss_fn = losses.get(loss)
   batch_ndim = y.ndim
   is_checkpoint, interval = map(jnp.asarray, _checkpoint_tables(steps))
+  eps_max = jnp.broadcast_to(jnp.asarray(eps, jnp.float32), y.shape)
+  size = math.prod(x.shape[batch_ndim:])
 
   def evaluate(x_adv):
     """Per-example loss (B,), success (B,) and ∇ of the summed loss (B, ...) at x_adv."""
@@ -125,12 +152,30 @@ def _apgd_run(apply_fn, x, y, targets, key, eps, rho, momentum, *, steps, norm, 
         reduced_last=jnp.where(at_checkpoint, reduce, s.reduced_last),
         loss_best_last=jnp.where(at_checkpoint, s.loss_best, s.loss_best_last))
 
+  def adapt_sparsity(s: _State, at_checkpoint) -> _State:
+    """L1 at a checkpoint: topk and eta follow the sparsity of x_max (module docstring)."""
+    sparsity = jnp.sum(s.x_best != x, axis=tuple(range(batch_ndim, x.ndim))).astype(jnp.float32)
+    denser = sparsity / s.sparsity < 0.95
+    restart = at_checkpoint & denser
+    x_new, grad, value = select(restart, (s.x_best, s.grad_best, s.loss_best),
+                                (s.x, s.grad, s.loss))
+    step_size = jnp.clip(jnp.where(denser, eps_max, s.step_size / 1.5), eps_max / 10, eps_max)
+    return s._replace(
+        x=x_new, x_prev=x_new, grad=grad, loss=value,
+        step_size=jnp.where(at_checkpoint, step_size, s.step_size),
+        topk=jnp.where(at_checkpoint, sparsity / size / 1.5, s.topk),
+        sparsity=jnp.where(at_checkpoint, sparsity, s.sparsity))
+
+  def direction(s: _State) -> jax.Array:
+    if norm == "l1":
+      return sparse_direction(s.grad, s.topk, batch_ndim)
+    return geometry.ascent_direction(s.grad, norm, batch_ndim)
+
   def step(k, s: _State) -> _State:
     """Iteration k: x_k from x_{k-1} and x_{k-2} (k = 0 evaluates the start x_0)."""
     step_size = geometry.per_example(s.step_size, x, batch_ndim)
-    z = geometry.project(s.x + step_size * geometry.ascent_direction(s.grad, norm, batch_ndim),
-                         x, eps, norm, batch_ndim)
-    a = jnp.where(k == 1, 1.0, momentum).astype(x.dtype)
+    z = geometry.project(s.x + step_size * direction(s), x, eps, norm, batch_ndim)
+    a = jnp.where((k == 1) | (norm == "l1"), 1.0, momentum).astype(x.dtype)
     x_new = geometry.project(s.x + a * (z - s.x) + (1 - a) * (s.x - s.x_prev), x, eps, norm,
                              batch_ndim)
     x_new = jnp.where(k == 0, s.x, x_new)
@@ -142,7 +187,8 @@ def _apgd_run(apply_fn, x, y, targets, key, eps, rho, momentum, *, steps, norm, 
                    grad_best=grad_best, loss_best=loss_best,
                    x_fooled=select(fooled, x_new, s.x_fooled), fooled=s.fooled | fooled,
                    increases=s.increases + (value > s.loss).astype(jnp.int32))
-    return halve_where_stuck(s, is_checkpoint[k], interval[k])
+    s = halve_where_stuck(s, is_checkpoint[k], interval[k])
+    return adapt_sparsity(s, is_checkpoint[k] & (k > 0)) if norm == "l1" else s
 
   # The loss and gradient at x_0 come from iteration 0, so the network is traced only once.
   x0 = geometry.random_start(key, x, eps, norm, batch_ndim)
@@ -150,9 +196,10 @@ def _apgd_run(apply_fn, x, y, targets, key, eps, rho, momentum, *, steps, norm, 
   init = _State(x=x0, x_prev=x0, grad=jnp.zeros_like(x0), loss=unseen, x_best=x0,
                 grad_best=jnp.zeros_like(x0), loss_best=unseen, x_fooled=x0,
                 fooled=jnp.zeros(y.shape, bool),
-                step_size=jnp.broadcast_to(2 * jnp.asarray(eps, jnp.float32), y.shape),
+                step_size=eps_max if norm == "l1" else 2 * eps_max,
                 increases=jnp.zeros(y.shape, jnp.int32), reduced_last=jnp.zeros(y.shape, bool),
-                loss_best_last=unseen)
+                loss_best_last=unseen, topk=jnp.full(y.shape, 0.2, jnp.float32),
+                sparsity=jnp.full(y.shape, float(size), jnp.float32))
   s = jax.lax.fori_loop(0, steps + 1, step, init)
   return Candidate(select(s.fooled, s.x_fooled, s.x_best), s.fooled, s.loss_best)
 
@@ -214,12 +261,13 @@ def apgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array, *, eps,
     y: integer labels, shape (B,).
     key: PRNG key for the random starts.
     eps: radius, a scalar or per-example array of shape (B,), >= 0. The initial step size is
-      2 * eps.
-    norm: "linf" or "l2".
+      2 * eps (eps for L1).
+    norm: "linf", "l2" or "l1" (L1-APGD, module docstring).
     steps: iterations per restart (N_iter in the paper), static.
     loss: name of a per-example attack loss in `jaxadv.attacks.losses` ("ce", "dlr", "cw",
       or a targeted one: "ce_targeted", "cw_targeted", "dlr_targeted").
-    targets: integer target classes (B,), required by targeted losses.
+    targets: integer target classes (B,), required by targeted losses (ValueError with an
+      untargeted named loss, which would ignore them).
     restarts: number of random restarts, static.
     rho: condition-1 threshold, in [0, 1]: halve the step size when fewer than a fraction rho
       of the steps since the last checkpoint increased the loss.
@@ -244,7 +292,8 @@ def apgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array, *, eps,
     >>> int(jnp.sum(jnp.argmax(apply_fn(x_adv), axis=-1) != y))   # examples fooled, of 4
     4
   """
-  check_attack_inputs(x, y, eps=eps, norm=norm, loss=loss, targets=targets)
+  check_attack_inputs(x, y, eps=eps, norm=norm, norms=geometry.NORMS, loss=loss,
+                      targets=targets)
   _check_common(key, steps, restarts, rho, momentum)
   num_classes = jax.eval_shape(apply_fn, x).shape[-1]
   if loss == "dlr" and num_classes < 3:
@@ -279,7 +328,7 @@ def apgd_targeted(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array,
     y: integer labels, shape (B,).
     key: PRNG key for the random starts.
     eps: radius, a scalar or per-example array of shape (B,), >= 0.
-    norm: "linf" or "l2".
+    norm: "linf", "l2" or "l1".
     steps: iterations per run, static.
     num_targets: number of target classes, 1 <= num_targets <= K - 1, static.
     restarts: random restarts per target, static.
@@ -306,7 +355,7 @@ def apgd_targeted(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array,
     >>> int(jnp.sum(jnp.argmax(apply_fn(x_adv), axis=-1) != y))   # examples fooled, of 4
     4
   """
-  check_attack_inputs(x, y, eps=eps, norm=norm)
+  check_attack_inputs(x, y, eps=eps, norm=norm, norms=geometry.NORMS)
   validation.check_choice(loss, "targeted attack loss", losses.TARGETED_LOSSES)
   _check_common(key, steps, restarts, rho, momentum)
   validation.check_positive_int(num_targets, "num_targets")

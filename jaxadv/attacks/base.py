@@ -36,7 +36,9 @@ def check_attack_inputs(x, y, *, eps, norm: str, norms=("linf", "l2"), loss: str
   """Validates the arguments common to all attacks; raises ValueError naming the problem.
 
   x: images (B, ...) in [0, 1]; y: int labels (B,); eps >= 0 (scalar or (B,)); norm in
-  `norms`; loss a registered attack loss; targets (B,) ints, required by targeted losses.
+  `norms`; loss a registered attack loss; targets (B,) ints, required by targeted losses and
+  refused by the untargeted ones, which would ignore them (`loss=None`, a custom loss or
+  none, leaves targets to the attack).
   """
   validation.check_images(x, "x", min_rank=1)
   validation.check_labels(y, x, "y")
@@ -46,6 +48,10 @@ def check_attack_inputs(x, y, *, eps, norm: str, norms=("linf", "l2"), loss: str
     validation.check_choice(loss, "attack loss", losses.ATTACK_LOSSES)
     if loss in losses.TARGETED_LOSSES and targets is None:
       raise ValueError(f"attack loss {loss!r} is targeted: pass targets (B,).")
+    if loss not in losses.TARGETED_LOSSES and targets is not None:
+      raise ValueError(f"targets were given, but attack loss {loss!r} is untargeted and would "
+                       "ignore them: use a targeted loss "
+                       f"({', '.join(sorted(losses.TARGETED_LOSSES))}) or drop targets.")
   if targets is not None:
     validation.check_labels(targets, x, "targets")
 

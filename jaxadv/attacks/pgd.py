@@ -143,7 +143,8 @@ def pgd(apply_fn: ApplyFn, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
     loss: name of a per-example attack loss in `jaxadv.attacks.losses` ("ce", "cw", "dlr",
       or a targeted one: "ce_targeted", "cw_targeted", "dlr_targeted"), or an untargeted
       pytree callable `(logits, y, targets) -> (B,)` such as `losses.kl_from(clean_logits)`.
-    targets: integer target classes (B,), required by targeted losses.
+    targets: integer target classes (B,), required by targeted losses (ValueError with an
+      untargeted named loss, which would ignore them).
     restarts: independent random starts; each example keeps its worst case (the first run
       that fooled the model, else the highest final loss; `jaxadv.attacks.worst_case`).
     early_stop: freeze each example once the attack succeeds on it.

@@ -43,11 +43,14 @@ class RobustnessResult:
   correct: name -> bool (N,), "clean" first, then one entry per attack or cascade.
   stages: cascade name -> {stage name -> bool (N,) robust after that stage}.
   labels: int (N,); num_classes: K.
+  adversarial: when asked for, the worst case per point (N, H, W, C): the first adversarial
+    example that broke it (attacks in order, a cascade's stages in order), else the clean image.
   """
   correct: dict[str, np.ndarray]
   labels: np.ndarray
   num_classes: int
   stages: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+  adversarial: np.ndarray | None = None
 
   @property
   def worst_case(self) -> np.ndarray:
@@ -116,10 +119,10 @@ class _Scorer:
     # that do not (unhashable parts), (attack, compiled function) pairs found by identity: the
     # pair keeps the attack alive, so no other object can take its place while it is cached.
     self._compiled = {}
-    self._compiled_by_identity: list[tuple[Attack, Callable]] = []
+    self._compiled_by_identity: list[tuple[Attack, bool, Callable]] = []
     self._finite = None
 
-  def _compile(self, attack: Attack | None):
+  def _compile(self, attack: Attack | None, keep: bool):
     model = self.model
 
     def still_correct(variables, batch, key):
@@ -127,28 +130,29 @@ class _Scorer:
       x, y = batch["image"], batch["label"]
       if attack is not None:
         x = attack(apply_fn, x, y, key)
-      return jnp.argmax(apply_fn(x), -1) == y
+      correct = jnp.argmax(apply_fn(x), -1) == y
+      return (correct, x) if keep else correct
 
     replicated = sharding.replicated(self.mesh)
     return jax.jit(still_correct,
                    in_shardings=(replicated, sharding.batch_sharded(self.mesh), replicated),
                    out_shardings=replicated)
 
-  def compiled(self, attack: Attack | None):
-    """The compiled scorer of `attack` (None: clean), compiled on first use. Attacks equal by
-    value (`attack_key`) share one compilation; an attack without a value key is cached by
-    identity, holding a reference to it."""
+  def compiled(self, attack: Attack | None, keep: bool = False):
+    """The compiled scorer of `attack` (None: clean), compiled on first use; with `keep` it
+    also returns the attacked images. Attacks equal by value (`attack_key`) share one
+    compilation; an attack without a value key is cached by identity, holding a reference."""
     try:
-      key = attack_key(attack)
+      key = (attack_key(attack), keep)
     except TypeError:
-      for cached, score in self._compiled_by_identity:
-        if cached is attack:
+      for cached, cached_keep, score in self._compiled_by_identity:
+        if cached is attack and cached_keep == keep:
           return score
-      score = self._compile(attack)
-      self._compiled_by_identity.append((attack, score))
+      score = self._compile(attack, keep)
+      self._compiled_by_identity.append((attack, keep, score))
       return score
     if key not in self._compiled:
-      self._compiled[key] = self._compile(attack)
+      self._compiled[key] = self._compile(attack, keep)
     return self._compiled[key]
 
   def non_finite(self, variables) -> np.ndarray:
@@ -186,22 +190,28 @@ class _Scorer:
     return rows
 
   def __call__(self, variables, attack: Attack | None, indices: np.ndarray, key,
-               journal: EvalJournal | None = None, unit: str = "") -> np.ndarray:
+               journal: EvalJournal | None = None, unit: str = "", keep: bool = False):
     """bool (len(indices),): correct after `attack` (None: clean) on dataset[indices];
     `variables` are replicated over the mesh. With a `journal`, batches it holds for `unit`
-    are read from it and each new batch is recorded in it."""
-    score = self.compiled(attack)
+    are read from it and each new batch is recorded in it. With `keep`, returns also the
+    attacked images (len(indices), H, W, C) (no journal then: it keeps flags only)."""
+    score = self.compiled(attack, keep)
     out, done = journal.resume(unit, indices) if journal else (np.zeros(len(indices), bool), 0)
+    images = np.empty((len(indices),) + self.dataset.images.shape[1:],
+                      self.dataset.images.dtype) if keep else None
     for start in range(done, len(indices), self.batch_size):
       chunk = indices[start:start + self.batch_size]
       rows = np.resize(chunk, self.rows(len(chunk)))  # pad by repeating points; cut below
       batch = {"image": self.dataset.images[rows], "label": self.dataset.labels[rows]}
       batch_key = jax.random.fold_in(key, start // self.batch_size)
       result = score(variables, sharding.put_batch(batch, self.mesh), batch_key)
+      if keep:
+        result, attacked = result
+        images[start:start + len(chunk)] = np.asarray(attacked)[:len(chunk)]
       out[start:start + len(chunk)] = np.asarray(result)[:len(chunk)]
       if journal:
         journal.record(unit, indices, out, start + len(chunk))
-    return out
+    return (out, images) if keep else out
 
 
 class Evaluator:
@@ -228,14 +238,20 @@ class Evaluator:
 
   def __call__(self, variables, attacks: Mapping[str, Union[Attack, Cascade]], *,
                seed: int = 0, journal: EvalJournal | None = None,
-               log: Callable[[str], None] | None = None) -> RobustnessResult:
+               log: Callable[[str], None] | None = None,
+               keep_adversarial: bool = False) -> RobustnessResult:
     """Results clean and under each attack or cascade (name -> attack(apply_fn, x, y, key)
     -> x_adv, or a Cascade; "clean" is reserved). `seed` fixes the attacks' randomness per
     (attack, stage, batch). With a `journal` (whose fingerprint must name this evaluation:
     `jaxadv.eval.journal.fingerprint`), scored batches are recorded as they finish and batches
-    it already holds are not attacked again. `log` receives one line per finished stage."""
+    it already holds are not attacked again. `log` receives a line as each stage starts and
+    one when it ends. With `keep_adversarial` the result holds each point's worst-case image
+    (`RobustnessResult.adversarial`); it cannot resume from a journal, which keeps flags only."""
     if "clean" in attacks:
       raise ValueError("the attack name 'clean' is reserved for the unattacked accuracy.")
+    if keep_adversarial and journal is not None:
+      raise ValueError("keep_adversarial needs every attacked image, and a journal keeps only "
+                       "the flags: evaluate without a journal to keep the adversarial examples.")
     scorer, dataset = self._scorer, self.dataset
     variables = jax.device_put(variables, sharding.replicated(scorer.mesh))
     broken = scorer.non_finite(variables)
@@ -246,22 +262,34 @@ class Evaluator:
     base_key = jax.random.PRNGKey(seed)
     clean = scorer(variables, None, np.arange(len(dataset)), base_key, journal, "clean")
     result = RobustnessResult({"clean": clean}, dataset.labels.copy(), dataset.num_classes)
+    if keep_adversarial:
+      result.adversarial = dataset.images.copy()
+      broken = ~clean  # points whose worst case is already decided (misclassified clean)
     for attack_index, (name, attack) in enumerate(attacks.items()):
       cascade = attack if isinstance(attack, Cascade) else Cascade(((name, attack),))
       robust = clean.copy()
       after_stage = {}
       for stage_index, (stage_name, stage) in enumerate(cascade.stages):
         indices = np.flatnonzero(robust)
+        label = name if stage_name == name else f"{name} / {stage_name}"
+        if log:
+          log(f"{label}: attacking {indices.size} of {len(dataset)} points")
         start = time.perf_counter()
         if indices.size:
           key = jax.random.fold_in(jax.random.fold_in(base_key, attack_index + 1), stage_index)
-          robust[indices] = scorer(variables, stage, indices, key, journal,
-                                   f"{attack_index}.{stage_index}")
+          scored = scorer(variables, stage, indices, key, journal,
+                          f"{attack_index}.{stage_index}", keep=keep_adversarial)
+          if keep_adversarial:
+            scored, attacked = scored
+            first = ~scored & ~broken[indices]
+            result.adversarial[indices[first]] = attacked[first]
+            broken[indices[first]] = True
+          robust[indices] = scored
         after_stage[stage_name] = robust.copy()
         if log:
-          label = name if stage_name == name else f"{name} / {stage_name}"
           log(f"{label}: {robust.sum()} of {len(dataset)} points robust "
-              f"({indices.size} attacked, {time.perf_counter() - start:.0f} s)")
+              f"({100 * robust.mean():.2f}%; {indices.size} attacked, "
+              f"{time.perf_counter() - start:.0f} s)")
       result.correct[name] = robust
       if isinstance(attack, Cascade):
         result.stages[name] = after_stage
@@ -271,7 +299,8 @@ class Evaluator:
 def evaluate(model, variables, dataset: ArrayDataset,
              attacks: Mapping[str, Union[Attack, Cascade]], *, batch_size: int, seed: int = 0,
              mesh=None, journal: EvalJournal | None = None,
-             log: Callable[[str], None] | None = None) -> RobustnessResult:
+             log: Callable[[str], None] | None = None,
+             keep_adversarial: bool = False) -> RobustnessResult:
   """Scores `model` with `variables` on `dataset`, clean and under each attack or cascade.
 
   Args:
@@ -283,7 +312,8 @@ def evaluate(model, variables, dataset: ArrayDataset,
     seed: randomness of the attacks, fixed per (attack, stage, batch).
     mesh: data mesh (default: all devices).
     journal: records scored batches and resumes from them (`Evaluator.__call__`).
-    log: receives one progress line per finished attack stage.
+    log: receives progress lines, as each attack stage starts and ends.
+    keep_adversarial: also return each point's worst-case image (`RobustnessResult`).
   """
   return Evaluator(model, dataset, batch_size=batch_size, mesh=mesh)(
-      variables, attacks, seed=seed, journal=journal, log=log)
+      variables, attacks, seed=seed, journal=journal, log=log, keep_adversarial=keep_adversarial)

@@ -6,10 +6,15 @@
 | pgd20       | PGD-20, CE loss, random start, step `step_size` (default eps/4); any pgdN works |
 | cw30        | PGD-30 on the CW margin max_{j≠y} z_j − z_y, same step; any cwN works |
 | apgd-ce     | APGD, CE loss, 100 steps                                          |
+| apgd-dlr    | APGD, DLR loss, 100 steps                                         |
 | apgd-t      | APGD-T, targeted DLR, 100 steps, 9 targets                        |
+| fab         | FAB (untargeted), 100 steps                                       |
 | fab-t       | FAB-T, 100 steps, 9 targets                                       |
 | square      | Square, 5000 queries                                              |
-| autoattack  | cascade APGD-CE → APGD-T → FAB-T → Square, each on points still robust (standard version of Croce & Hein, 2020) |
+| autoattack  | AutoAttack's standard cascade (`jaxadv.attacks.autoattack.stages`): APGD-CE → APGD-T → FAB-T → Square, each on points still robust (L1: APGD-CE, APGD-T) |
+| autoattack-plus | the "plus" cascade: APGD-CE, APGD-DLR, FAB (5 restarts each), Square, APGD-T, FAB-T |
+
+Target counts are capped at K − 1 for a K-class model.
 
 "clean" is always reported and needs no entry.
 
@@ -23,10 +28,13 @@ from __future__ import annotations
 import functools
 import re
 
-from jaxadv.attacks import apgd, apgd_targeted, fab_targeted, fgsm, losses, pgd, square
+from jaxadv.attacks import apgd, apgd_targeted, fab, fab_targeted, fgsm, losses, pgd, square
+from jaxadv.attacks.autoattack import stages as autoattack_stages
 from jaxadv.eval.robustness import Cascade
 
-ATTACK_NAMES = ("fgsm", "pgd20", "cw30", "apgd-ce", "apgd-t", "fab-t", "square", "autoattack")
+ATTACK_NAMES = ("fgsm", "pgd20", "cw30", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t",
+                "square", "autoattack", "autoattack-plus")
+_CASCADES = {"autoattack": "standard", "autoattack-plus": "plus"}
 _ITERATIVE = re.compile(r"(pgd|cw)([1-9][0-9]*)")
 
 
@@ -45,19 +53,21 @@ def _attack(name: str, eps: float, norm: str, step_size: float, num_classes: int
     loss = ce if iterative.group(1) == "pgd" else "cw"
     return functools.partial(pgd, eps=eps, step_size=step_size, steps=int(iterative.group(2)),
                              norm=norm, loss=loss)
-  if name == "apgd-ce":
-    return functools.partial(apgd, eps=eps, norm=norm, steps=100, loss="ce")
+  if name in ("apgd-ce", "apgd-dlr"):
+    return functools.partial(apgd, eps=eps, norm=norm, steps=100, loss=name[len("apgd-"):])
   if name == "apgd-t":
     return functools.partial(apgd_targeted, eps=eps, norm=norm, steps=100,
                              num_targets=num_targets)
+  if name == "fab":
+    return functools.partial(fab, eps=eps, norm=norm, steps=100)
   if name == "fab-t":
     return functools.partial(fab_targeted, eps=eps, norm=norm, steps=100,
                              num_targets=num_targets)
   if name == "square":
     return functools.partial(square, eps=eps, norm=norm, queries=5000)
-  if name == "autoattack":
-    return Cascade(tuple((stage, _attack(stage, eps, norm, step_size, num_classes, dense))
-                         for stage in ("apgd-ce", "apgd-t", "fab-t", "square")))
+  if name in _CASCADES:
+    return Cascade(tuple(autoattack_stages(_CASCADES[name], eps=eps, norm=norm,
+                                          num_classes=num_classes)))
   raise ValueError(f"unknown attack {name!r} in the suite; choose from {list(ATTACK_NAMES)}, "
                    "pgdN or cwN (clean is always included).")
 
@@ -107,9 +117,15 @@ def describe(name: str, *, eps: float, norm: str, step_size: float | None = None
   text = {
       "fgsm": f"FGSM, 1 step of eps, {ce}",
       "apgd-ce": "APGD-CE, 100 steps, 1 restart",
+      "apgd-dlr": "APGD-DLR, 100 steps, 1 restart",
       "apgd-t": "APGD-T (targeted DLR), 100 steps, 9 target classes, 1 restart",
+      "fab": "FAB (untargeted), 100 steps, 1 restart",
       "fab-t": "FAB-T, 100 steps, 9 target classes, 1 restart",
       "square": "Square, 5000 queries, 1 restart",
-      "autoattack": "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square in cascade",
+      "autoattack": ("AutoAttack standard: APGD-CE (5 restarts), APGD-T (5 target classes) in "
+                     "cascade" if norm == "l1" else
+                     "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square in cascade"),
+      "autoattack-plus": ("AutoAttack plus: APGD-CE, APGD-DLR, FAB (5 restarts each), Square, "
+                          "APGD-T, FAB-T in cascade"),
   }[name]
   return f"{text}; {norm} eps={eps:.4g}"

@@ -7,6 +7,10 @@ Not in the registry, which builds classifiers: the OOD->ID defense's image-to-im
 `UNet` and its `PatchDiscriminator` (`jaxadv.models.translator`), and `features` /
 `BoundFeatures`, a classifier's penultimate features (`jaxadv.models.penultimate`).
 
+`from_torch` / `to_torch` convert the weights of resnet18, preact_resnet18 and the WideResNets
+from / to the state dicts of their PyTorch (RobustBench) reference modules
+(`jaxadv.models.torch_weights`).
+
 SmallCNN, ResNet, PreActResNet and WideResNet take a field `uncertainty` (an `Uncertainty`, or
 None) that inserts feature-statistics uncertainty layers (`jaxadv.models.uncertainty`), active
 only in calls with `resample=True` and their rng stream.
@@ -26,6 +30,7 @@ from jaxadv.models.penultimate import BoundFeatures, features
 from jaxadv.models.preact_resnet import PreActResNet, PreActResNet18
 from jaxadv.models.resnet import ResNet, ResNet18
 from jaxadv.models.small_cnn import SmallCNN
+from jaxadv.models.torch_weights import from_torch, to_torch
 from jaxadv.models.translator import PatchDiscriminator, UNet
 from jaxadv.models.uncertainty import FeatureUncertainty, Uncertainty
 from jaxadv.models.vit import ViT, ViTSmall, ViTTiny
@@ -98,4 +103,4 @@ __all__ = ["BN_ROUTES", "FCN", "MODES", "AuxBatchNorm", "BoundFeatures", "BoundM
            "FeatureUncertainty", "PatchDiscriminator", "PreActResNet", "PreActResNet18", "ResNet",
            "ResNet18", "SmallCNN", "UNet", "Uncertainty", "ViT", "ViTSmall", "ViTTiny",
            "WRN28_10", "WRN34_10", "WideResNet", "apply_model", "bind", "features", "fields",
-           "get", "insertion_points", "is_dense", "model_state", "names"]
+           "from_torch", "get", "insertion_points", "is_dense", "model_state", "names", "to_torch"]

@@ -24,16 +24,16 @@ def curves(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
 
 def plot_run(workdir, out_path=None) -> pathlib.Path:
   """Draws `workdir`'s loss (left) and accuracies in % (right) against epoch to a PNG
-  (default `<workdir>/curves.png`); returns its path."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  (default `<workdir>/curves.png`); returns its path. Draws on a bare `Figure`, without
+  pyplot, so the caller's matplotlib backend (a notebook's inline one) is left alone."""
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
   workdir = pathlib.Path(workdir)
   data = curves(metrics_lib.read(workdir))
   if "loss" not in data:
     raise ValueError(f"{workdir / metrics_lib.METRICS_FILE} has no training loss to plot.")
-  figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+  figure = Figure(figsize=(10, 3.6))
+  left, right = figure.subplots(1, 2)
   left.plot(*data["loss"], label="training loss")
   left.set(xlabel="epoch", ylabel="loss", title="loss")
   right.plot(data["accuracy"][0], [100 * a for a in data["accuracy"][1]],
@@ -48,5 +48,4 @@ def plot_run(workdir, out_path=None) -> pathlib.Path:
   figure.tight_layout()
   out_path = pathlib.Path(out_path) if out_path else workdir / "curves.png"
   figure.savefig(out_path, dpi=120)
-  plt.close(figure)
   return out_path

@@ -10,6 +10,7 @@ import pathlib
 import re
 
 from jaxadv import methods, sharding
+from jaxadv import config as config_lib
 from jaxadv.eval import runner
 from jaxadv.eval import shifts as shifts_lib
 from jaxadv.train import state as state_lib
@@ -18,13 +19,14 @@ from jaxadv.train.stages import MODEL, train
 
 
 def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None, suite=None,
-                   num_examples: int = 0, checks=None, tag: str = "", checkpoint: str = "last"):
+                   num_examples: int = 0, checks=None, tag: str = "", checkpoint: str = "last",
+                   save_adversarial: bool = False):
   """Evaluates what the run's method scores for the model-stage `variables` (of the
   `checkpoint` "last" or "best", as the report names it; `workdir.predictor`: the model itself,
   or e.g. a defended model) on the test split with the configured (or given) suite; prints the
   table and, with a workdir, writes eval.json and per_class.png there (eval_<tag>.json and
-  per_class_<tag>.png with a tag). A test split with per-pixel labels gets the segmentation evaluation
-  (`runner.evaluate_suite`)."""
+  per_class_<tag>.png with a tag; with `save_adversarial`, adversarial[_<tag>].npz). A test
+  split with per-pixel labels gets the segmentation evaluation (`runner.evaluate_suite`)."""
   test_ds = workdir_lib.load_dataset(config, "test")
   if num_examples > 0:
     test_ds = test_ds.take(num_examples)
@@ -35,8 +37,9 @@ def evaluate_state(config, variables, *, checkpoint_step=None, workdir=None, sui
       eps=e.eps, norm=e.norm, step_size=e.step_size, batch_size=e.batch_size, seed=config.seed,
       model_name=f"{config.name} ({config.model.name}"
                  f"{', best checkpoint' if checkpoint == workdir_lib.BEST else ''})",
-      checkpoint_step=checkpoint_step,
-      checks=e.masking_checks if checks is None else checks, out_dir=workdir, tag=tag)
+      checkpoint_step=checkpoint_step, architecture=config.model.name,
+      checks=e.masking_checks if checks is None else checks, out_dir=workdir, tag=tag,
+      save_adversarial=save_adversarial)
 
 
 def train_and_evaluate(config, workdir, *, stages=None, progress: bool = True):
@@ -59,19 +62,24 @@ def _check_tag(tag: str) -> None:
 
 
 def evaluate_workdir(workdir, *, suite=None, num_examples: int = 0, checks=None, tag: str = "",
-                     checkpoint: str | None = None):
+                     checkpoint: str | None = None, overrides=(),
+                     save_adversarial: bool = False):
   """Evaluates the latest (or, with `checkpoint="best"`, the best) checkpoint of the run in
   `workdir` (its config.json decides how, `eval.checkpoint` included, unless `suite`,
-  `num_examples`, `checks` or `checkpoint` override it); `tag` names its output files as
-  `evaluate_state` does.
+  `num_examples`, `checks` or `checkpoint` override it, or `overrides`, "eval.eps=8/255"
+  strings, change the config for this evaluation only; config.json is left alone); `tag` and
+  `save_adversarial` name its output files as `evaluate_state` does.
 
   Raises ValueError for a tag other than letters, digits, '_', '-' and '.'.
   """
   _check_tag(tag)
   checkpoint = checkpoint or workdir_lib.read_config(workdir).eval.checkpoint
   config, variables, step = workdir_lib.restore(workdir, checkpoint=checkpoint)
+  if overrides:
+    config = config_lib.validate(config_lib.apply_overrides(config, overrides))
   return evaluate_state(config, variables, checkpoint_step=step, workdir=workdir, suite=suite,
-                        num_examples=num_examples, checks=checks, tag=tag, checkpoint=checkpoint)
+                        num_examples=num_examples, checks=checks, tag=tag, checkpoint=checkpoint,
+                        save_adversarial=save_adversarial)
 
 
 def evaluate_shifts_workdir(workdir, shifts, *, num_examples: int = 0, tag: str = "shifts",

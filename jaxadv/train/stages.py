@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxadv import config as config_lib
 from jaxadv import data, methods, models, sharding
 from jaxadv.eval import robustness, suites
 from jaxadv.train import state as state_lib
@@ -68,7 +69,7 @@ def _train_stage(stage, ctx, directory, train_ds, mesh, *, stop_after_step, prog
   config = ctx.config
   workdir_lib.prepare(config, directory)
   num_epochs = stage.num_epochs or config.num_epochs
-  total_steps = ctx.steps_per_epoch * num_epochs
+  total_steps = _total_steps(stage, config, train_ds)
   state, tx, schedule = workdir_lib.initial_state(stage, ctx, total_steps)
   state = jax.device_put(state, sharding.replicated(mesh))
   checkpointer = Checkpointer(directory, max_to_keep=config.keep_checkpoints)
@@ -93,6 +94,54 @@ def _train_stage(stage, ctx, directory, train_ds, mesh, *, stop_after_step, prog
 MODEL = "model"  # how `stages` names the run's model stage (whose `Stage.name` is "")
 
 
+def _selected(method: methods.Method, all_stages, stages) -> set[str] | None:
+  """The `Stage.name`s of the stages named in `stages` ("model" for the model stage), or None
+  for all; ValueError naming the method's stages for an unknown name."""
+  if stages is None:
+    return None
+  known = [stage.name or MODEL for stage in all_stages]
+  if set(stages) - set(known):
+    raise ValueError(f"unknown stage(s) {sorted(set(stages) - set(known))} of method "
+                     f"{method.name!r}; its stages are {known}.")
+  return {"" if name == MODEL else name for name in stages}
+
+
+def _total_steps(stage: methods.Stage, config, train_ds: data.ArrayDataset) -> int:
+  """The steps `stage` trains for: its epochs (else `num_epochs`) of `train_ds` in its batches
+  (else `batch_size`)."""
+  steps_per_epoch = data.steps_per_epoch(train_ds, stage.batch_size or config.batch_size)
+  return steps_per_epoch * (stage.num_epochs or config.num_epochs)
+
+
+def is_complete(config, workdir, *, stages=None) -> bool:
+  """Whether `train(config, workdir, stages=stages)` would train nothing: `workdir` holds a run
+  of this very config (its config.json) whose every stage that call would train (not those
+  loaded from a `source`) has saved its final step. Reads the run directory and the size of
+  the training split; restores, compiles and writes nothing."""
+  workdir = workdir_lib.local_dir(workdir)
+  method = methods.get(config.objective.name)
+  all_stages = method.stages_of(config)
+  selected = _selected(method, all_stages, stages)
+  recorded = workdir / "config.json"
+  if not recorded.is_file() or recorded.read_text() != config_lib.to_json(config):
+    return False
+  train_ds = workdir_lib.load_dataset(config, "train")
+  for stage in all_stages:
+    if stage.source or (selected is not None and stage.name not in selected):
+      continue
+    directory = workdir_lib.stage_dir(workdir, stage)
+    if not (directory / "checkpoints").is_dir():
+      return False
+    checkpointer = Checkpointer(directory, max_to_keep=config.keep_checkpoints)
+    try:
+      latest = checkpointer.latest_step()
+    finally:
+      checkpointer.close()
+    if latest != _total_steps(stage, config, train_ds):
+      return False
+  return True
+
+
 def train(config, workdir, *, stages=None, stop_after_step: int | None = None,
           progress: bool = True):
   """Trains (or resumes) the run in `workdir`: the stages of its method, or only those named in
@@ -104,12 +153,7 @@ def train(config, workdir, *, stages=None, stop_after_step: int | None = None,
   workdir = workdir_lib.prepare(config, workdir)
   method = methods.get(config.objective.name)
   all_stages = method.stages_of(config)
-  known = [stage.name or MODEL for stage in all_stages]
-  if stages is not None:
-    if set(stages) - set(known):
-      raise ValueError(f"unknown stage(s) {sorted(set(stages) - set(known))} of method "
-                       f"{method.name!r}; its stages are {known}.")
-    stages = {"" if name == MODEL else name for name in stages}
+  stages = _selected(method, all_stages, stages)
   train_ds = workdir_lib.load_dataset(config, "train")
   mesh = sharding.data_mesh()
   for stage in all_stages:

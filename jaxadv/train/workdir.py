@@ -3,13 +3,16 @@ directory, and restoring the latest checkpoint of any stage of one.
 
 A run directory holds `config.json`, `checkpoints/` of its model stage, the metrics and the
 reports; a method's other stages train in subdirectories `<workdir>/<stage name>` laid out the
-same way (`jaxadv.methods.Stage`).
+same way (`jaxadv.methods.Stage`). Run directories are local paths: a URL such as
+`gs://bucket/run` is refused (`local_dir`), since metrics, reports and journals are written
+with local file operations.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -60,25 +63,50 @@ def build_model(config, dataset: data.ArrayDataset):
                     std=dataset.std, dtype=jnp.dtype(config.model.dtype), **extra)
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # scheme://..., e.g. gs://bucket/run
+
+
+def local_dir(directory, what: str = "workdir") -> pathlib.Path:
+  """`directory` as a local `pathlib.Path`; ValueError for a URL (`gs://bucket/run`, `s3://`,
+  `file://`), which `pathlib` would turn into a local folder named "gs:".
+
+  Decision (docs/engine.md, "Cloud storage"): jaxadv writes its run directories with local
+  file operations (config.json, metrics.jsonl, TensorBoard events, eval.json and its journal,
+  reports), so cloud paths are refused rather than half supported (orbax alone could write
+  gs://).
+  """
+  text = str(directory)
+  if _URL.match(text):
+    raise ValueError(
+        f"{what} {text!r} is a URL: jaxadv writes run directories with local file operations "
+        "only, so it would create a local folder named "
+        f"{text.split('/', 1)[0]!r}. Give a local path (on several hosts: one shared file "
+        "system mounted at the same path on every host) and copy the run directory to the "
+        "bucket afterwards (e.g. `gcloud storage cp -r runs/NAME gs://BUCKET/runs/`).")
+  return pathlib.Path(directory)
+
+
 def stage_dir(workdir, stage: methods.Stage) -> pathlib.Path:
   """Where `stage` of the run in `workdir` trains: `workdir` for the model stage, else
   `<workdir>/<stage name>`."""
-  workdir = pathlib.Path(workdir)
+  workdir = local_dir(workdir)
   return workdir / stage.name if stage.name else workdir
 
 
 def read_config(directory):
-  """The validated config of the run (or stage) directory `directory`."""
-  path = pathlib.Path(directory) / "config.json"
+  """The validated config of the run (or stage) directory `directory` (a local path:
+  `local_dir`)."""
+  path = local_dir(directory, "run directory") / "config.json"
   if not path.is_file():
     raise FileNotFoundError(f"{directory} is not a jaxadv run directory: {path} is missing.")
   return config_lib.from_json(path.read_text())
 
 
 def prepare(config, directory) -> pathlib.Path:
-  """Validates `config`, creates `directory` and writes (or checks) its config.json."""
+  """Validates `config`, creates `directory` (a local path: `local_dir`) and writes (or
+  checks) its config.json."""
   config_lib.validate(config)
-  directory = pathlib.Path(directory)
+  directory = local_dir(directory)
   directory.mkdir(parents=True, exist_ok=True)
   path = directory / "config.json"
   text = config_lib.to_json(config)
@@ -117,13 +145,15 @@ def context(config, dataset: data.ArrayDataset, mesh, stage: methods.Stage | Non
 def predictor(config, variables, workdir, *, mesh=None, dataset=None):
   """(predictor, variables) that the evaluation scores for the model-stage `variables` of the
   run `config` in `workdir` (`jaxadv.methods.Method.predictor`; by default the configured model
-  and `variables`). `dataset` (default: the test split) gives the model its input statistics."""
+  and `variables`). `dataset` (default: the test split) gives the model its input statistics.
+  `workdir`, where the evaluation writes, is a local path or None (`local_dir`)."""
+  workdir = None if workdir is None else local_dir(workdir)
   dataset = load_dataset(config, "test") if dataset is None else dataset
   method = methods.get(config.objective.name)
   if method.predictor is None:
     return build_model(config, dataset), variables
   return method.predictor(context(config, dataset, mesh, find_stage(config, "")), variables,
-                          None if workdir is None else pathlib.Path(workdir))
+                          workdir)
 
 
 def initial_state(stage: methods.Stage, ctx: methods.StageContext, total_steps: int):

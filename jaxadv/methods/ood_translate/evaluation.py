@@ -37,7 +37,7 @@ from jaxadv.attacks import pgd
 from jaxadv.defenses import straight_through
 from jaxadv.eval import journal as journal_lib
 from jaxadv.eval import report as report_lib
-from jaxadv.eval import robustness, runner, shifts, suites
+from jaxadv.eval import api, robustness, shifts, suites
 from jaxadv.models import bind
 
 OBLIVIOUS, TRANSFER, ADAPTIVE = "oblivious", "transfer", "adaptive"
@@ -176,7 +176,7 @@ def measure(run, *, num_examples: int = 0, steps: int = 100, restarts: int = 1,
                                log=functools.partial(print, flush=True))
   bare = robustness.evaluate(run.model, classifier_variables, dataset, {},
                              batch_size=e.batch_size, seed=config.seed)
-  flags = runner.masking_checks(predictor, variables, dataset, result, eps=e.eps, norm=e.norm,
+  flags = api.masking_checks(predictor, variables, dataset, result, eps=e.eps, norm=e.norm,
                                 step_size=e.step_size or e.eps / 4, batch_size=e.batch_size,
                                 seed=config.seed) if checks else []
   record = report_lib.to_record(result, dataset=dataset.name, norm=e.norm, eps=e.eps,
@@ -211,7 +211,7 @@ def _surrogate_module(run, surrogate_config):
 
 def _print(record: dict) -> None:
   print(f"\n{record['model']} on {record['n_ex']} test points of {record['dataset']}, "
-        f"{record['threat_model']} eps={record['eps']:.4g}")
+        f"{record['threat_model']} eps={record['eps_value']:.4g}")
   print(f"clean: bare classifier {record['clean_acc_bare']:.2f}, defended "
         f"{record['clean_acc']:.2f}; the gate routes {record['routed_share']:.2f}% of them\n")
   print("| attack | kind | accuracy |\n|---|---|---:|")
