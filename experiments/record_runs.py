@@ -27,9 +27,9 @@ ADVAMD_WORDS = ("no_mediate", "ratio_down", "no_ratio", "share_affine", "iterate
 
 
 def _standard(files: set[str]) -> dict:
-  """Figures of a standard-MNIST run: clean and PGD-40 on the first 1,000 points, AutoAttack,
+  """Figures of a standard-MNIST run: clean, PGD-20 and PGD-40 on the first 1,000 points, AutoAttack,
   and APGD-CE + APGD-T (robust under both) of the ablations."""
-  entry = {"clean": "eval.json", "pgd40": "eval.json"}
+  entry = {"clean": "eval.json", "pgd20": "eval.json", "pgd40": "eval.json"}
   if "eval_autoattack_n1000.json" in files:
     entry["autoattack"] = "eval_autoattack_n1000.json"
   if "eval_apgd-ce_apgd-t_n1000.json" in files:

@@ -622,8 +622,9 @@ def tables(records: Records) -> dict[str, str]:
       "standard_comparisons": comparison_table(
           records, ("std.trades-pgd_at",), ("clean", "pgd40", "autoattack")),
       "uadat_comparisons": comparison_table(
-          records, ("uadat.uadat-trades",), ("clean", "pgd40", "autoattack")),
-      "uadat_ablations": ablation_table(records, "mnist60k.uadat", UADAT_ABLATIONS),
+          records, ("uadat.uadat-trades",), ("clean", "pgd20", "pgd40", "autoattack")),
+      "uadat_ablations": ablation_table(records, "mnist60k.uadat", UADAT_ABLATIONS,
+                                        metrics=("clean", "pgd20", "pgd40", "apgd")),
       "advamd_seeds": per_seed_table(records, ADVAMD_RUNS, ("clean", "pgd20", "train_minutes")),
       "advamd_comparisons": comparison_table(
           records, ("advamd.advamd-erm", "advamd.advamd-advprop", "advamd.advprop-erm"),

@@ -3,7 +3,7 @@
     jaxadv train [--config experiments/configs/NAME.py[:variant]] [--workdir W] [--stages S,...]
                  [field=value ...]
     jaxadv eval --workdir W [--suite clean,pgd20,cw30,autoattack] [--num-examples N] [--tag T]
-                [--eps 8/255] [--norm linf|l2|l1] [--batch-size B]
+                [--eps 8/255] [--norm linf|l2|l1] [--batch-size B] [--save-adversarial] [field=value ...]
     jaxadv eval --workdir W --shifts darker,brighter,blur,noise   # natural shifts, not attacks
     jaxadv report NAME --workdir W [--num-examples N] [option=value ...]
     jaxadv sweep --config FILE --seeds 0,1,2 [--grid field=v1,v2 ...] [--root R] [field=value ...]
@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="threat model (default: the run's eval.norm)")
   evaluate.add_argument("--batch-size", type=int, default=None,
                         help="evaluation batch size (default: the run's eval.batch_size)")
+  evaluate.add_argument("overrides", nargs="*",
+                        help="field=value changes of the run's config for this evaluation only "
+                             "(e.g. dataset.name=cifar10_exact for the exact CIFAR test images)")
   evaluate.add_argument("--save-adversarial", action="store_true",
                         help="also write adversarial[_<tag>].npz: the worst-case x_adv, labels "
                              "and predictions (such an evaluation is not journaled)")
@@ -282,18 +285,20 @@ def _eval_overrides(args) -> list[str]:
   return [f"eval.{field}={value!r}" for field, value in chosen if value is not None]
 
 
-def _evaluate(args) -> None:
+def _evaluate(args, config_overrides=()) -> None:
   """`jaxadv eval`: the attack suite (or, with --shifts, natural shifts) on the run's
-  checkpoint; --eps, --norm and --batch-size override the run's `eval` fields for this
-  evaluation only (its config.json is left alone). Lists the files it wrote."""
+  checkpoint; --eps, --norm and --batch-size override the run's `eval` fields, and
+  `config_overrides` ("field=value") any field, for this evaluation only (its config.json is
+  left alone). Lists the files it wrote."""
   from jaxadv import train  # pylint: disable=import-outside-toplevel
   from jaxadv.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
-  overrides = _eval_overrides(args)
+  overrides = _eval_overrides(args) + list(config_overrides)
   before = _files(workdir_lib.local_dir(args.workdir))
   if args.shifts:
     if overrides:
       raise ValueError("--shifts scores clean accuracy under natural shifts with the run's "
-                       "eval.batch_size: --eps, --norm and --batch-size apply to attacks only.")
+                       "config: --eps, --norm, --batch-size and field=value overrides apply to "
+                       "attacks only.")
     names = tuple(shifts.SHIFTS) if args.shifts == "all" else tuple(args.shifts.split(","))
     train.evaluate_shifts_workdir(args.workdir, names, num_examples=args.num_examples,
                                   tag=args.tag or "shifts", checkpoint=args.checkpoint)
@@ -336,7 +341,7 @@ def _run(args, overrides) -> None:
   if args.command == "train":
     _train(args, config)
   elif args.command == "eval":
-    _evaluate(args)
+    _evaluate(args, overrides + args.overrides)
   elif args.command == "report":
     train.report(args.name, args.workdir, num_examples=args.num_examples,
                  **_report_options(args.name, args.options))

@@ -153,13 +153,19 @@ def test_eval_overrides_eps_norm_and_batch_size_for_one_evaluation(finished_run,
                    "--tag", "l2"]) == 0
   out = capsys.readouterr().out
   assert ("jaxadv eval: eval.eps=0.03137254901960784, eval.norm='l2', eval.batch_size=32 for "
-          "this evaluation (eps 0.0313725, norm l2, batch size 32)") in out
+          "this evaluation") in out
   assert out.rstrip().endswith(f"jaxadv eval: wrote\n  {workdir}/eval_l2.json\n"
                                f"  {workdir}/per_class_l2.png")
   record = json.loads((workdir / "eval_l2.json").read_text())
-  assert record["eps"] == 8 / 255 and record["threat_model"] == "L2" and record["n_ex"] == 32
+  assert (record["eps"], record["eps_value"]) == ("8/255", 8 / 255)
+  assert record["threat_model"] == "L2" and record["n_ex"] == 32
   assert "l2 eps=0.03137" in record["attacks"]["pgd5"]
   assert (workdir / "eval.json").read_text() == own  # the run's own evaluation is kept
+  assert (workdir / "config.json").read_text() == config_json
+  # Any field, for this evaluation only.
+  assert cli.main(["eval", "--workdir", str(workdir), "--num-examples", "16", "--no-checks",
+                   "--tag", "fgsm", "eval.suite=('fgsm',)"]) == 0
+  assert list(json.loads((workdir / "eval_fgsm.json").read_text())["attacks"]) == ["fgsm"]
   assert (workdir / "config.json").read_text() == config_json
   # Shifts are not attacks; a bad tag is still refused.
   assert cli.main(["eval", "--workdir", str(workdir), "--shifts", "noise", "--eps", "0.1"]) == 2

@@ -231,9 +231,9 @@ def _count_compilations(monkeypatch):
   compiled = []
   compile_attack = robustness._Scorer._compile  # pylint: disable=protected-access
 
-  def counting(self, attack):
+  def counting(self, attack, keep):
     compiled.append(attack)
-    return compile_attack(self, attack)
+    return compile_attack(self, attack, keep)
 
   monkeypatch.setattr(robustness._Scorer, "_compile", counting)  # pylint: disable=protected-access
   return compiled

@@ -134,7 +134,7 @@ def test_cli_train_then_eval_end_to_end(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "| all | 100 |" in out and "pgd5" in out
   record = json.loads((workdir / "eval.json").read_text())
-  assert record["n_ex"] == 100 and record["eps"] == 0.2 and record["threat_model"] == "Linf"
+  assert record["n_ex"] == 100 and record["eps"] == "0.2" and record["threat_model"] == "Linf"
   assert 0 <= record["robust_acc"] <= record["clean_acc"] <= 100
   assert len(record["per_class_accuracy"]["pgd5"]) == 10
   assert cli.main(["eval", "--workdir", str(workdir)]) == 0
