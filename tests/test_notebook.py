@@ -8,7 +8,6 @@ import pathlib
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import matplotlib
 import pytest
