@@ -27,8 +27,8 @@ ADVAMD_WORDS = ("no_mediate", "ratio_down", "no_ratio", "share_affine", "iterate
 
 
 def _standard(files: set[str]) -> dict:
-  """Figures of a standard-MNIST run: clean, PGD-20 and PGD-40 on the first 1,000 points, AutoAttack,
-  and APGD-CE + APGD-T (robust under both) of the ablations."""
+  """Figures of a standard-MNIST run: clean, PGD-20 and PGD-40 on the first 1,000 points,
+  AutoAttack, and APGD-CE + APGD-T (robust under both) of the ablations."""
   entry = {"clean": "eval.json", "pgd20": "eval.json", "pgd40": "eval.json"}
   if "eval_autoattack_n1000.json" in files:
     entry["autoattack"] = "eval_autoattack_n1000.json"
@@ -63,7 +63,7 @@ GROUPS = {
         **{f"mnist60k_uadat_no_{s}": (f"uadat_no_{s}", f"UAD-AT without {s}",
                                       f"mnist60k_uadat.py:cpu,no_{s}") for s in UADAT_SWITCHES},
     }, _standard, " Runs `mnist60k.*` (standard MNIST at the CPU budget of experiments/configs/"
-       "mnist60k_*.py:cpu): clean and pgd40 (eval.json: the first 1,000 test points), "
+       "mnist60k_*.py:cpu): clean, pgd20 and pgd40 (eval.json: the first 1,000 test points), "
        "autoattack (eval_autoattack_n1000.json), apgd ([file, key]: APGD-CE and APGD-T, "
        "robust under both, of the ablations), metrics (metrics.jsonl: training minutes)."),
     "advamd": ({

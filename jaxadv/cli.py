@@ -3,7 +3,8 @@
     jaxadv train [--config experiments/configs/NAME.py[:variant]] [--workdir W] [--stages S,...]
                  [field=value ...]
     jaxadv eval --workdir W [--suite clean,pgd20,cw30,autoattack] [--num-examples N] [--tag T]
-                [--eps 8/255] [--norm linf|l2|l1] [--batch-size B] [--save-adversarial] [field=value ...]
+                [--eps 8/255] [--norm linf|l2|l1] [--batch-size B] [--save-adversarial]
+                [field=value ...]
     jaxadv eval --workdir W --shifts darker,brighter,blur,noise   # natural shifts, not attacks
     jaxadv report NAME --workdir W [--num-examples N] [option=value ...]
     jaxadv sweep --config FILE --seeds 0,1,2 [--grid field=v1,v2 ...] [--root R] [field=value ...]

@@ -6,7 +6,7 @@ follow the reference implementation's definitions (`AutoAttack.set_version`):
 
 | version  | stages, in order (targets capped at K - 1)                                         |
 |----------|------------------------------------------------------------------------------------|
-| standard | APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5,000 queries); 1 restart each |
+| standard | APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5,000 queries), 1 restart |
 | standard, L1 | APGD-CE (5 restarts), APGD-T (5 targets)                                     |
 | plus     | APGD-CE, APGD-DLR (5 restarts each), FAB (5 restarts), Square, APGD-T, FAB-T      |
 | rand     | APGD-CE, APGD-DLR, each with EOT over 20 draws of a randomised model, 1 restart    |

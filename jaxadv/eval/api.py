@@ -116,8 +116,9 @@ def masking_checks(model, variables, dataset: ArrayDataset, result: robustness.R
     sweep = {f"pgd@{s * eps:.4g}": functools.partial(pgd, eps=s * eps, step_size=s * step_size,
                                                      steps=20, norm=norm) for s in EPS_SCALES}
     swept = robustness.evaluate(model, variables, subset, sweep, batch_size=batch_size, seed=seed)
-    flags.append(masking.check_eps_monotonicity(
-        {s * eps: 100.0 * float(np.mean(swept.correct[name])) for s, name in zip(EPS_SCALES, sweep)}))
+    accuracy = {s * eps: 100.0 * float(np.mean(swept.correct[name]))
+                for s, name in zip(EPS_SCALES, sweep)}
+    flags.append(masking.check_eps_monotonicity(accuracy))
   for stages in result.stages.values():
     if "square" in stages and len(stages) > 1:
       names = list(stages)
