@@ -27,6 +27,11 @@ Attacks, L-inf:
               `--torch-aa-steps` steps, 100 by default. torchattacks.AutoAttack(version=
               "standard") itself builds that cascade with its attacks' default of 10 steps, a
               tenth of the work; `--torch-aa-steps 10` times that.
+  autoattack-fn  the function `jaxadv.attacks.autoattack(version="standard")` on the whole
+              test set (batches of `--batch-size`, no sharding) vs torchattacks.AutoAttack(
+              version="standard") itself, with the steps of its APGD, APGD-T and FAB set to
+              `--torch-aa-steps` (100: the reference's; torchattacks' default is 10). This is
+              the row a PyTorch user compares: one call each, same weights, same points.
 
 jaxadv runs through `jaxadv.eval.robustness.Evaluator`, the engine of `evaluate` (batches of
 `--batch-size` on the data mesh of all devices, each cascade stage on the points still robust,
@@ -40,6 +45,9 @@ On a GPU both libraries default to TF32 for some float32 convolutions and matrix
 for all of them, PyTorch for convolutions only), so the script fixes one precision for both:
 `--precision float32` (default: exact float32, logits agree to 1e-3) or `--precision tf32`
 (TF32 everywhere in both; logits agree to about 1e-2). On a CPU the flag changes nothing.
+
+Needs torch (the test extra) and torchattacks: `pip install --no-deps torchattacks==3.5.1`
+(without --no-deps its torchvision requirement replaces the pinned torch).
 
 Usage:
   python benchmarks/attack_speed.py --num-examples 200                 # CPU, MNIST, SmallCNN
@@ -62,6 +70,7 @@ import torchattacks
 
 import jaxadv
 from jaxadv import data, models
+from jaxadv.attacks import autoattack
 from jaxadv.data import ArrayDataset
 from jaxadv.eval import robustness, suites
 
@@ -134,6 +143,23 @@ def torch_cascade(net, eps: float, steps: int):
       torchattacks.Square(net, n_queries=5000, **kwargs)])
 
 
+def torch_autoattack(net, eps: float, steps: int):
+  """torchattacks.AutoAttack("standard") with `steps` steps for its APGD, APGD-T and FAB."""
+  attack = torchattacks.AutoAttack(net, norm="Linf", eps=eps, version="standard",
+                                   n_classes=NUM_CLASSES, seed=0)
+  for stage in attack._autoattack.attacks:  # pylint: disable=protected-access
+    if hasattr(stage, "steps"):
+      stage.steps = steps
+  return attack
+
+
+def jax_autoattack(apply_fn, dataset, eps: float, batch_size: int):
+  """Robust accuracy (%) under `jaxadv.attacks.autoattack`, and its stage flags."""
+  result = autoattack(apply_fn, dataset.images, dataset.labels, jax.random.key(0), eps=eps,
+                      norm="linf", batch_size=batch_size)
+  return 100 * float(np.mean(result.robust)), result.stages
+
+
 def torch_robust_accuracy(attack, net, x, y, batch_size: int) -> float:
   """Robust accuracy (%) of `net` under a torchattacks `attack`, batch by batch."""
   x_adv = torch.cat([attack(x[i:i + batch_size], y[i:i + batch_size])
@@ -176,7 +202,8 @@ def main() -> None:
                       "synthetic-cifar; 0 there keeps the model at its initialisation)")
   parser.add_argument("--eps", type=float, default=None,
                       help="L-inf radius (default 0.3 for mnist, 8/255 for synthetic-cifar)")
-  parser.add_argument("--attacks", default="pgd20,autoattack")
+  parser.add_argument("--attacks", default="pgd20,autoattack",
+                      help="comma-separated: pgd20, autoattack, autoattack-fn")
   parser.add_argument("--torch-aa-steps", type=int, default=100)
   parser.add_argument("--repeats", type=int, default=1,
                       help="steady-state calls per attack; 0: first calls only, compared")
@@ -211,16 +238,23 @@ def main() -> None:
         f"cascade with {args.torch_aa_steps} steps; 1 first call + median of {args.repeats} "
         f"more\n")
 
-  header = (f"{'attack':<11} {'jaxadv 1st s':>12} {'jaxadv s':>9} {'torch 1st s':>11} "
+  header = (f"{'attack':<13} {'jaxadv 1st s':>12} {'jaxadv s':>9} {'torch 1st s':>11} "
             f"{'torch s':>9} {'jax/torch':>9} {'jaxadv acc':>10} {'torch acc':>9}")
   print(header)
   print("-" * len(header))
   for name in args.attacks.split(","):
-    attack = suites.build([name], eps=args.eps, norm="linf", num_classes=NUM_CLASSES)
-    evaluator = robustness.Evaluator(model, dataset, batch_size=args.batch_size)
-    result, jax_s = timed(lambda: evaluator(variables, attack), 1 + args.repeats)
-    torch_attack = (torchattacks.PGD(net, eps=args.eps, alpha=args.eps / 4, steps=20)
-                    if name == "pgd20" else torch_cascade(net, args.eps, args.torch_aa_steps))
+    if name == "autoattack-fn":
+      (jax_acc, stages), jax_s = timed(
+          lambda: jax_autoattack(apply_fn, dataset, args.eps, args.batch_size),
+          1 + args.repeats)
+      torch_attack = torch_autoattack(net, args.eps, args.torch_aa_steps)
+    else:
+      attack = suites.build([name], eps=args.eps, norm="linf", num_classes=NUM_CLASSES)
+      evaluator = robustness.Evaluator(model, dataset, batch_size=args.batch_size)
+      result, jax_s = timed(lambda: evaluator(variables, attack), 1 + args.repeats)
+      jax_acc, stages = result.accuracy()[name], result.stages.get(name)
+      torch_attack = (torchattacks.PGD(net, eps=args.eps, alpha=args.eps / 4, steps=20)
+                      if name == "pgd20" else torch_cascade(net, args.eps, args.torch_aa_steps))
     torch.manual_seed(0)
     torch_acc, torch_s = timed(lambda: torch_robust_accuracy(torch_attack, net, x, y,
                                                              args.batch_size), 1 + args.repeats)
@@ -230,12 +264,12 @@ def main() -> None:
       ratio = jax_steady / torch_steady
     else:  # first calls only: the ratio compares them, jaxadv's compilation included
       steady, ratio = f"{'-':>9} {torch_s[0]:>11.1f} {'-':>9} ", jax_s[0] / torch_s[0]
-    print(f"{name:<11} {jax_s[0]:>12.1f} {steady}{ratio:>9.2f} "
-          f"{result.accuracy()[name]:>9.2f}% {torch_acc:>8.2f}%", flush=True)
-    if name == "autoattack":
-      stages = ", ".join(f"{stage} {100 * np.mean(robust):.2f}%"
-                         for stage, robust in result.stages[name].items())
-      print(f"{'':<11} jaxadv robust after each stage: {stages}", flush=True)
+    print(f"{name:<13} {jax_s[0]:>12.1f} {steady}{ratio:>9.2f} "
+          f"{jax_acc:>9.2f}% {torch_acc:>8.2f}%", flush=True)
+    if stages:
+      flags = ", ".join(f"{stage} {100 * np.mean(robust):.2f}%"
+                        for stage, robust in stages.items())
+      print(f"{'':<13} jaxadv robust after each stage: {flags}", flush=True)
   print(f"\nload average at the end: {'/'.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

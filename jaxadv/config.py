@@ -18,6 +18,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import math
 import pathlib
 import re
 
@@ -50,8 +51,11 @@ def base_config() -> ml_collections.ConfigDict:
   # aux_bn: every BatchNorm gets an auxiliary twin (models with BatchNorm only), which methods
   # route adversarial inputs through (`jaxadv.models.apply_model(..., bn="aux")`).
   # width: the model's base width (its first layer's channels), 0 for the model's default.
+  # mean, std: the per-channel input normalisation (x - mean) / std inside the model, both set
+  # or both () for the dataset's statistics (an imported checkpoint keeps its own: `jaxadv
+  # import`, e.g. mean (0, 0, 0), std (1, 1, 1) for a model that normalises nothing).
   c.model = ml_collections.ConfigDict(dict(name="small_cnn", dtype="float32", aux_bn=False,
-                                           width=0))
+                                           width=0, mean=(), std=()))
   eps = ml_collections.FieldReference(0.2)
   norm = ml_collections.FieldReference("linf")
   # The training method, the model mode of its inner attack, and one group of constants per
@@ -161,6 +165,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(config.model.width >= 0, f"model.width must be >= 0, got {config.model.width}.")
   _check(config.model.width == 0 or "width" in models.fields(config.model.name),
          f"model.width: model {config.model.name!r} has no width to set.")
+  mean, std = config.model.mean, config.model.std
+  _check(len(mean) == len(std), f"model.mean {mean} and model.std {std} are set together, one "
+         "number per image channel, or both left () for the dataset's statistics.")
+  _check(all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+             for v in mean + std), f"model.mean {mean} and model.std {std} must be numbers.")
+  _check(all(v > 0 for v in std), f"model.std must be > 0 per channel, got {std}.")
   _check(config.objective.name in methods.names(),
          f"objective.name {config.objective.name!r} is unknown; choose one of {methods.names()}.")
   _check(config.objective.attack_mode in MODES[:2],

@@ -6,6 +6,8 @@ import pathlib
 import pytest
 
 from jaxadv import config as config_lib
+from jaxadv import data
+from jaxadv.train import workdir
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
@@ -35,6 +37,9 @@ def test_base_config_is_valid():
     ("attack.eps=8/0", "'8/0' divides by zero"),
     ("attack.eps=-8/255", "attack.eps must be >= 0"),
     ("seed", "not of the form field=value"),
+    ("model.mean=(0.5,)", r"model.mean \(0.5,\) and model.std \(\) are set together"),
+    ("model.std=(0,)", "are set together"),
+    ("model.mean=('a',)", "are set together"),
 ])
 def test_bad_overrides_are_rejected(override, message):
   with pytest.raises(ValueError, match=message):
@@ -69,6 +74,22 @@ def test_overrides_take_fractions_for_numbers():
   assert config.optim.lr == 0.1 and config.eval.step_size == 5e-4
   assert config_lib.parse_value("8/255") == 8 / 255  # --grid and --eps values too
   assert config_lib.parse_value("runs/mnist") == "runs/mnist"  # a path stays a string
+
+
+def test_model_normalisation_overrides_the_dataset_statistics():
+  config = config_lib.validate(config_lib.apply_overrides(
+      config_lib.base_config(), ["model.mean=(0,)", "model.std=(0.5,)"]))
+  digits = data.load("digits", "test")
+  model = workdir.build_model(config, digits)
+  assert tuple(model.mean) == (0.0,) and tuple(model.std) == (0.5,)
+  assert tuple(workdir.build_model(config_lib.base_config(), digits).mean) == digits.mean
+  with pytest.raises(ValueError, match="model.std must be > 0"):
+    config_lib.validate(config_lib.apply_overrides(config, ["model.std=(0.0,)"]))
+  with pytest.raises(ValueError, match="must be numbers"):
+    config_lib.validate(config_lib.apply_overrides(config, ["model.std=('a',)"]))
+  config = config_lib.apply_overrides(config, ["model.mean=(0, 0, 0)", "model.std=(1, 1, 1)"])
+  with pytest.raises(ValueError, match="model.mean .* has 3 channels, the images of digits 1"):
+    workdir.build_model(config_lib.validate(config), digits)
 
 
 def test_json_round_trip():

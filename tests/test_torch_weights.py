@@ -276,20 +276,23 @@ def test_torch_files_missing_corrupt_or_pickling_objects_are_clear_errors(tmp_pa
   assert "fc.weight" in torch_weights.load_torch_file(good)
 
 
-def test_renormalise_folds_another_std_into_the_stem_exactly_and_refuses_another_mean(images):
-  dataset_std = (0.25, 0.25, 0.25)
-  net = ref.randomise(ref.ResNet(stage_sizes=(1, 1), width=8, mean=MEAN, std=STD),
-                      _nchw(_images(16, seed=1)))
-  model, variables = torch_weights.from_torch(net.state_dict(), "resnet18", stage_sizes=(1, 1),
-                                              width=8)
-  folded = importing.renormalise(variables, model.mean, model.std, MEAN, dataset_std)
-  run_model = models.get("resnet18", num_classes=10, stage_sizes=(1, 1), width=8, mean=MEAN,
-                         std=dataset_std)
-  assert np.max(np.abs(_flax_logits(run_model, folded, images)
-                       - _torch_logits(net, images))) <= TOLERANCE
-  assert importing.renormalise(variables, MEAN, STD, MEAN, STD) is variables
-  with pytest.raises(ValueError, match="cannot be\\s+folded"):
-    importing.renormalise(variables, (0.0,) * 3, (1.0,) * 3, MEAN, STD)
+def test_import_keeps_the_checkpoint_normalisation_in_the_run_config(tmp_path, capsys):
+  # A model that normalises nothing (mean 0, std 1, as RobustBench's plain WideResNets) on
+  # digits, whose statistics differ: the run normalises as the checkpoint did.
+  net = ref.randomise(ref.ResNet(stage_sizes=(2, 2, 2, 2), width=4, in_channels=1, mean=(0.0,),
+                                 std=(1.0,)), _nchw(data.load("digits", "test").images[:16]))
+  state_dict = {k: v for k, v in net.state_dict().items() if k not in ("mu", "sigma")}
+  checkpoint, workdir = tmp_path / "plain.pt", tmp_path / "run"
+  torch.save(state_dict, checkpoint)
+  argv = ["import", "--torch-checkpoint", str(checkpoint), "--arch", "resnet18", "--dataset",
+          "digits", "--workdir", str(workdir), "--mean", "0", "--std", "1"]
+  assert cli.main(argv) == 0
+  config, variables, _ = train.restore(workdir)
+  assert config.model.mean == (0.0,) and config.model.std == (1.0,)
+  assert json.loads((workdir / "import.json").read_text())["normalisation"] == "the checkpoint's"
+  test = data.load("digits", "test").take(32)
+  logits = _flax_logits(train.build_model(config, test), variables, test.images)
+  assert np.max(np.abs(logits - _torch_logits(net, test.images))) <= TOLERANCE
   assert importing.parse_channels("0.5, 1/4") == (0.5, 0.25)
   with pytest.raises(ValueError, match="8/255"):
     importing.parse_channels("0.5,eight")
@@ -297,8 +300,7 @@ def test_renormalise_folds_another_std_into_the_stem_exactly_and_refuses_another
 
 def _trained_digits_resnet(stage_sizes=(2, 2, 2, 2), steps=60):
   """A PyTorch ResNet of width 4 for 1-channel images, normalising with digits' mean and another
-  std (0.5 for 0.4, so the import folds it into the stem), trained briefly on digits, in eval
-  mode."""
+  std (0.5 for 0.4, which the run config keeps), trained briefly on digits, in eval mode."""
   train_set = data.load("digits", "train")
   torch.manual_seed(0)
   net = ref.ResNet(stage_sizes=stage_sizes, width=4, in_channels=1, mean=train_set.mean,
@@ -331,7 +333,8 @@ def test_import_command_makes_a_run_that_eval_scores_like_torch(tmp_path, capsys
   config = json.loads((workdir / "config.json").read_text())
   assert config["model"]["name"] == "resnet18" and config["model"]["width"] == 4
   assert config["eval"]["eps"] == pytest.approx(8 / 255) and config["eval"]["norm"] == "linf"
-  assert json.loads((workdir / "import.json").read_text())["std_folded_into_conv1"]
+  assert config["model"]["std"] == [0.5]
+  assert json.loads((workdir / "import.json").read_text())["normalisation"] == "the checkpoint's"
   assert cli.main(argv) == 2  # the workdir holds a checkpoint now
 
   test = data.load("digits", "test").take(64)

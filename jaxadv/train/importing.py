@@ -7,21 +7,12 @@ checkpoint at step 0 of the model stage's TrainState, so that `jaxadv eval --wor
 it (and `jaxadv train --workdir W` would fine-tune it from there). `import.json` records the
 source file, its SHA-256 and the normalisation.
 
-Normalisation. A jaxadv run normalises its inputs with the dataset's channel statistics
-(`workdir.build_model`: `(x - m) / s`). The checkpoint's model normalises with its own (mu,
-sigma): RobustBench's buffers `mu`, `sigma` when the state dict has them, else the `mean`,
-`std` the caller states. With z = (x - mu) / sigma and z' = (x - m) / s,
-
-    m == mu:   z = z' * s / sigma, so conv1_W(z) = conv1_W'(z') with W'[:, :, c, :] =
-               W[:, :, c, :] * s_c / sigma_c, exactly, zero padding included;
-    m != mu:   z = z' * s / sigma + (m - mu) / sigma, whose constant the stem conv's zero padding
-               does not see at the border: not representable, refused (ValueError).
-
-So a checkpoint normalising with the dataset's mean (RobustBench's CIFAR-10 wrappers use
-jaxadv's (0.4914, 0.4822, 0.4465)) imports with any std; one without normalisation (mu = 0,
-e.g. RobustBench's plain WideResNet entries) cannot become a run of a dataset with mean != 0:
-evaluate it in Python with `jaxadv.models.from_torch(..., mean=(0,)*3, std=(1,)*3)` and
-`jaxadv.eval.runner.evaluate_suite`.
+Normalisation. The checkpoint's model normalises its inputs with its own (mu, sigma):
+RobustBench's buffers `mu`, `sigma` when the state dict has them, else the `mean`, `std` the
+caller states (zeros and ones: a model that normalises nothing). The run keeps them: when they
+differ from the dataset's statistics they are written to the run config's `model.mean` /
+`model.std`, which `workdir.build_model` uses instead of the dataset's, so the imported weights
+are used exactly as converted, for any normalisation.
 """
 
 from __future__ import annotations
@@ -45,8 +36,6 @@ from jaxadv.train.step import make_optimizer
 
 # RobustBench's CIFAR thresholds, the default eval eps of an import per norm.
 DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5, "l1": 12.0}
-MEAN_TOLERANCE = 1e-6  # |m - mu| per channel below which the means count as equal
-STD_RTOL = 1e-6  # relative difference of the stds below which the stem conv is left alone
 
 
 def parse_channels(text) -> tuple[float, ...]:
@@ -54,43 +43,9 @@ def parse_channels(text) -> tuple[float, ...]:
   return tuple(config_lib.parse_number(part) for part in str(text).split(","))
 
 
-def stds_equal(std_from, std_to) -> bool:
-  """Whether two per-channel stds agree to `STD_RTOL` (relative): `renormalise` leaves the
-  weights alone then."""
-  return bool(np.allclose(np.asarray(std_from, np.float64), np.asarray(std_to, np.float64),
-                          rtol=STD_RTOL, atol=0.0))
-
-
-def renormalise(variables, mean_from, std_from, mean_to, std_to):
-  """`variables` of a model normalising with (mean_from, std_from) rewritten for the same model
-  normalising with (mean_to, std_to): the stem conv kernel `params/Conv_0/kernel` (kh, kw, C,
-  O) scaled per input channel c by std_to[c] / std_from[c] (module docstring). Returns
-  `variables` unchanged when the stds are equal (`stds_equal`); ValueError when the means
-  differ by more than `MEAN_TOLERANCE`."""
-  mean_from, std_from, mean_to, std_to = (np.asarray(v, np.float64)
-                                          for v in (mean_from, std_from, mean_to, std_to))
-  if mean_from.shape != mean_to.shape or std_from.shape != std_to.shape:
-    raise ValueError(f"normalisation of {mean_from.size} channels cannot become one of "
-                     f"{mean_to.size}.")
-  if np.max(np.abs(mean_from - mean_to)) > MEAN_TOLERANCE:
-    raise ValueError(
-        f"the checkpoint's model normalises its inputs with mean {tuple(mean_from.tolist())}, "
-        f"a jaxadv run of this dataset with {tuple(mean_to.tolist())}; another mean cannot be "
-        "folded into the weights exactly (the stem conv zero-pads the normalised image). "
-        "Evaluate it in Python instead: jaxadv.models.from_torch(state_dict, arch, mean=..., "
-        "std=...) and jaxadv.eval.runner.evaluate_suite (docs/models.md).")
-  if stds_equal(std_from, std_to):
-    return variables
-  params = dict(variables["params"])
-  stem = dict(params["Conv_0"])
-  kernel = np.asarray(stem["kernel"], np.float64)
-  stem["kernel"] = jnp.asarray(kernel * (std_to / std_from)[:, None], jnp.float32)
-  params["Conv_0"] = stem
-  return {**variables, "params": params}
-
-
 def _config(arch: str, dataset: str, name: str, eps: float, norm: str, width: int, data_dir: str):
-  """The run config of an import: base defaults, the model, dataset and eval threat model."""
+  """The run config of an import: base defaults, the model (normalising with the dataset's
+  statistics until `import_torch` sets its own), dataset and eval threat model."""
   config = config_lib.base_config()
   config.name = name
   config.model.name = arch
@@ -133,7 +88,7 @@ def import_torch(checkpoint, *, arch: str, dataset: str, workdir, name: str = ""
   Returns:
     The run directory. Raises FileNotFoundError (no file, no dataset files), RuntimeError (no
     torch) and ValueError (unreadable file, unknown arch or dataset, weights that do not fit,
-    a normalisation the run cannot represent: module docstring).
+    a normalisation of another number of channels).
   """
   if arch not in torch_weights.ARCHITECTURES:
     raise ValueError(f"unknown architecture {arch!r}; importable: "
@@ -164,7 +119,9 @@ def import_torch(checkpoint, *, arch: str, dataset: str, workdir, name: str = ""
   if channels != test_set.image_shape[-1]:
     raise ValueError(f"the checkpoint's model takes {channels}-channel images; dataset "
                      f"{dataset!r} has {test_set.image_shape[-1]}.")
-  variables = renormalise(variables, model.mean, model.std, test_set.mean, test_set.std)
+  if not (np.array_equal(model.mean, test_set.mean) and np.array_equal(model.std, test_set.std)):
+    config.model.mean = tuple(float(v) for v in model.mean)
+    config.model.std = tuple(float(v) for v in model.std)
 
   stage = workdir_lib.find_stage(config, "")
   ctx = workdir_lib.context(config, test_set, None, stage)
@@ -192,7 +149,7 @@ def import_torch(checkpoint, *, arch: str, dataset: str, workdir, name: str = ""
       "arch": arch, "reference": torch_weights.REFERENCES[arch], "dataset": dataset,
       "reference_mean": list(model.mean), "reference_std": list(model.std),
       "run_mean": list(test_set.mean), "run_std": list(test_set.std),
-      "std_folded_into_conv1": not stds_equal(model.std, test_set.std),
+      "normalisation": "the dataset's" if not config.model.mean else "the checkpoint's",
   }
   (workdir / "import.json").write_text(json.dumps(record, indent=2) + "\n")
   return workdir

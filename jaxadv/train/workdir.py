@@ -54,13 +54,24 @@ def load_dataset(config, split: str) -> data.ArrayDataset:
 
 
 def build_model(config, dataset: data.ArrayDataset):
-  """The configured model, normalising with the dataset's channel statistics (with auxiliary
-  BatchNorms when `model.aux_bn`, of base width `model.width` when it is not 0)."""
+  """The configured model, normalising with `model.mean` / `model.std` when set, else with the
+  dataset's channel statistics (with auxiliary BatchNorms when `model.aux_bn`, of base width
+  `model.width` when it is not 0). ValueError when the set normalisation has another number
+  of channels than the dataset's images."""
   extra = {"aux_bn": True} if config.model.aux_bn else {}
   if config.model.width:
     extra["width"] = config.model.width
-  return models.get(config.model.name, num_classes=dataset.num_classes, mean=dataset.mean,
-                    std=dataset.std, dtype=jnp.dtype(config.model.dtype), **extra)
+  mean, std = dataset.mean, dataset.std
+  if config.model.mean:
+    channels = dataset.image_shape[-1]
+    if len(config.model.mean) != channels:
+      raise ValueError(f"invalid config: model.mean {config.model.mean} has "
+                       f"{len(config.model.mean)} channels, the images of {dataset.name} "
+                       f"{channels}.")
+    mean, std = (tuple(float(v) for v in field)
+                 for field in (config.model.mean, config.model.std))
+  return models.get(config.model.name, num_classes=dataset.num_classes, mean=mean, std=std,
+                    dtype=jnp.dtype(config.model.dtype), **extra)
 
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # scheme://..., e.g. gs://bucket/run
