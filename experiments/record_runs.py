@@ -1,13 +1,14 @@
 """Copies finished runs' records into experiments/results and writes their manifest entries.
 
-    python experiments/record_runs.py --runs runs mnist60k advamd advamd_seg
+    python experiments/record_runs.py --runs runs mnist60k advamd advamd_seg ood
 
 For each named group, `<runs>/<group>` is the `--root` of its `experiments/baselines.py`
 launch; every run directory holding an eval.json has its records (config, metrics, eval*.json;
 not checkpoints) copied to `experiments/results/<group>/<host>/` (`mnist_tables.
 export_records`) and gets a manifest entry per seed naming the files of each figure, read by
 `experiments/report.py`: a path (the key of the file's "accuracy" of the same name), `[path,
-key]`, or `[path, field, key]`. Then run `python experiments/report.py`.
+key]`, `[path, field, key]`, or `path#a/b` (field b of field a). Then run `python
+experiments/report.py`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,24 @@ def _segmentation(files: set[str]) -> dict:
           "miou_pgd20": ["eval.json", "miou", "pgd20"]}
 
 
+def _ood(files: set[str]) -> dict:
+  """Figures of a run of the OOD->ID defense (eval_ood.json of `jaxadv report ood`): clean
+  accuracy of the bare classifier and of the defended model, the share of test points the gate
+  routes, PGD-100 and AutoAttack oblivious and adaptive, and clean accuracy under each natural
+  shift without (`<shift>_bare`) and with the defense."""
+  if "eval_ood.json" not in files:
+    return {}
+  ood = "eval_ood.json#"
+  entry = {"clean": ood + "clean_acc", "clean_bare": ood + "clean_acc_bare",
+           "routed": ood + "routed_share",
+           **{f"{attack}_{kind}": ood + f"accuracy/{attack}_{kind}"
+              for attack in ("pgd100", "autoattack") for kind in ("oblivious", "adaptive")}}
+  for shift in SHIFTS:
+    entry[shift] = ood + f"shifts/defended/{shift}"
+    entry[f"{shift}_bare"] = ood + f"shifts/bare/{shift}"
+  return entry
+
+
 # group -> (run directory -> (manifest key, label, config), entry of a seed, about the group)
 GROUPS = {
     "mnist60k": ({
@@ -81,6 +100,15 @@ GROUPS = {
         "mnist_seg_advprop": ("advprop", "AdvProp (segmentation)", "mnist_seg_advprop.py"),
         "mnist_seg_advamd": ("advamd", "AdvAmd (segmentation)", "mnist_seg_advamd.py"),
     }, _segmentation, ""),
+    "ood": ({
+        "mnist_ood_translate_pgd_at": ("pgd_at", "OOD->ID defense of the PGD-AT classifier",
+                                       "mnist_ood_translate.py:cpu"),
+        "mnist_ood_translate_erm": ("erm", "OOD->ID defense of the ERM classifier",
+                                    "mnist_ood_translate.py:cpu"),
+    }, _ood, " Runs `ood.*` (the OOD->ID defense, one translator seed per record, in front of "
+       "the seed-0 classifier of mnist60k_pgd_at.py:cpu or mnist60k_erm.py:cpu): "
+       "`path#a/b` reads field b of field a of the file (eval_ood.json of `jaxadv report ood "
+       "--num-examples 1000`)."),
 }
 
 
