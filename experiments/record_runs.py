@@ -123,9 +123,12 @@ def record(group: str, runs: pathlib.Path, host: str, manifest: dict) -> dict:
     seeds = {}
     for directory in sorted((dest / name).glob("seed*")) if (dest / name).is_dir() else []:
       files = {path.name for path in directory.iterdir()}
+      specs = figures(files)
+      if not specs:  # not evaluated as the group's figures need yet
+        continue
       relative = lambda file, d=directory: str((d / file).relative_to(RESULTS))
       entry = {"host": host, "metrics": relative("metrics.jsonl")}
-      for metric, spec in figures(files).items():
+      for metric, spec in specs.items():
         entry[metric] = (relative(spec) if isinstance(spec, str)
                          else [relative(spec[0]), *spec[1:]])
       seeds[directory.name[len("seed"):]] = entry

@@ -65,11 +65,20 @@ METRICS = {
     "noise": "noise",
     "pixel": "pixel accuracy", "miou": "mIoU", "pixel_pgd20": "pixel accuracy, PGD-20",
     "miou_pgd20": "mIoU, PGD-20",
+    "clean_bare": "clean, bare classifier", "routed": "routed share of clean test points",
+    "pgd100_oblivious": "PGD-100, oblivious", "pgd100_adaptive": "PGD-100, adaptive",
+    "autoattack_oblivious": "AutoAttack, oblivious", "autoattack_adaptive": "AutoAttack, adaptive",
 }
+# Figures of the OOD->ID defense (eval_ood.json): PGD-100 and AutoAttack as the attacker knows
+# the defense (oblivious: the bare classifier; adaptive: end to end), clean accuracy under each
+# natural shift without (`<shift>_bare`) and with the defense.
+OOD_ATTACKS = ("pgd100_oblivious", "pgd100_adaptive", "autoattack_oblivious",
+               "autoattack_adaptive")
 SHIFTS = ("darker", "brighter", "sharper", "blur", "noise")
 # Metrics read from a record file named by the manifest entry (`Records.accuracy`).
 RECORDED = ("clean", "pgd20", "pgd40", "autoattack", "apgd", *SHIFTS, "pixel", "miou",
-            "pixel_pgd20", "miou_pgd20")
+            "pixel_pgd20", "miou_pgd20", "clean_bare", "routed", *OOD_ATTACKS,
+            *(f"{shift}_bare" for shift in SHIFTS))
 MI_METRICS = {
     "natural_clean": "natural score Î_N(h(x))",
     "adversarial_adv": "adversarial score Î_A(h(x_adv))",
@@ -189,7 +198,8 @@ class Records:
     return self._cache[path]
 
   def seeds(self, run: str) -> list[int]:
-    return sorted(int(s) for s in self.runs[run]["seeds"])
+    """The recorded seeds of `run`; none for a run the manifest does not list yet."""
+    return sorted(int(s) for s in self.runs.get(run, {}).get("seeds", {}))
 
   def entry(self, run: str, seed: int) -> dict:
     return self.runs[run]["seeds"][str(seed)]
@@ -202,12 +212,18 @@ class Records:
 
   def accuracy(self, run: str, seed: int, metric: str) -> float | None:
     """An accuracy of (run, seed): its manifest entry names the file, as `path` (read at key
-    `metric` of the file's "accuracy"), `[path, key]` (key `key` of "accuracy") or `[path,
-    field, key]` (key `key` of the file's `field`, e.g. a segmentation record's "miou");
-    None when the entry has none."""
+    `metric` of the file's "accuracy"), `[path, key]` (key `key` of "accuracy"), `[path,
+    field, key]` (key `key` of the file's `field`, e.g. a segmentation record's "miou") or
+    `path#a/b` (field b of field a); None when the entry has none."""
     spec = self.entry(run, seed).get(metric)
     if spec is None:
       return None
+    if isinstance(spec, str) and "#" in spec:
+      path, pointer = spec.split("#", 1)
+      value = self.json(path)
+      for field in pointer.split("/"):
+        value = value[field]
+      return float(value)
     if isinstance(spec, str):
       spec = [spec, metric]
     path, field, key = spec if len(spec) == 3 else (spec[0], "accuracy", spec[1])
@@ -334,6 +350,7 @@ ADVAMD_ABLATIONS = ("advamd.advamd_no_mediate", "advamd.advamd_ratio_down",
                     "advamd.advamd_no_ratio", "advamd.advamd_share_affine",
                     "advamd.advamd_iterate")
 SEG_RUNS = ("advamd_seg.erm", "advamd_seg.advprop", "advamd_seg.advamd")
+OOD_RUNS = ("ood.pgd_at", "ood.erm")
 UADAT_ABLATIONS = ("mnist60k.uadat_no_uncertainty", "mnist60k.uadat_no_distributional",
                    "mnist60k.uadat_no_refine", "mnist60k.uadat_no_match_each",
                    "mnist60k.uadat_no_align")
@@ -349,7 +366,8 @@ SHORT = {"adml.pgd_at": "PGD-AT", "adml.control": "control", "adml.adml": "ADML"
          **{run: "AdvAmd, " + run.split("advamd_")[1].replace("_", " ")
             for run in ADVAMD_ABLATIONS},
          "advamd_seg.erm": "ERM (seg)", "advamd_seg.advprop": "AdvProp (seg)",
-         "advamd_seg.advamd": "AdvAmd (seg)"}
+         "advamd_seg.advamd": "AdvAmd (seg)",
+         "ood.pgd_at": "PGD-AT classifier", "ood.erm": "ERM classifier"}
 # "A vs B" comparisons: id -> (A, B).
 COMPARISONS = {
     "base.trades-pgd_at": ("namid.trades", "namid.pgd_at"),
@@ -519,6 +537,52 @@ def ablation_table(records: Records, full: str, ablations, metrics=("clean", "pg
                 *(f"Δ {METRICS[m]}" for m in metrics), "training minutes"], rows)
 
 
+def ood_table(records: Records) -> str:
+  """Per classifier, mean ± sd over translator seeds: clean accuracy bare and defended, the
+  routed share, and each attack oblivious and adaptive."""
+  metrics = ("clean_bare", "clean", "routed", *OOD_ATTACKS)
+  rows = [[SHORT[run], seed_list(records.seeds(run)), *run_cells(records, run, metrics)]
+          for run in OOD_RUNS]
+  return table(["classifier", "translator seeds", "clean, bare", "clean, defended",
+                "routed", *(METRICS[m] for m in OOD_ATTACKS)], rows, "ll" + "r" * 7)
+
+
+# Within one OOD run, paired by translator seed: (A, B, label).
+OOD_CONTRASTS = (("clean", "clean_bare", "clean: defended − bare"),
+                 ("pgd100_adaptive", "pgd100_oblivious", "PGD-100: adaptive − oblivious"),
+                 ("autoattack_adaptive", "autoattack_oblivious",
+                  "AutoAttack: adaptive − oblivious"))
+
+
+def ood_contrast(records: Records, run: str, a: str, b: str) -> Paired:
+  return paired(records.values(run, a), records.values(run, b))
+
+
+def ood_contrasts_table(records: Records) -> str:
+  rows = []
+  for run in OOD_RUNS:
+    for a, b, label in OOD_CONTRASTS:
+      p = ood_contrast(records, run, a, b)
+      if not p.seeds:
+        rows.append([SHORT[run], label, *[NOT_MEASURED] * 4])
+        continue
+      rows.append([SHORT[run], label, ", ".join(num(d, True) for d in p.diffs),
+                   mean_sd_diff(p), interval(p), signs(p)])
+  return table(["classifier", "A − B", "per translator seed", "mean ± sd", "95% t-interval",
+                "seeds above / below"], rows, "llrrrr")
+
+
+def ood_shifts_table(records: Records) -> str:
+  """Clean accuracy under each natural shift, without and with the defense."""
+  rows = []
+  for run in OOD_RUNS:
+    for suffix, what in (("_bare", "bare"), ("", "defended")):
+      rows.append([SHORT[run], what, seed_list(records.seeds(run)),
+                   *run_cells(records, run, [f"{m}{suffix}" for m in ("clean", *SHIFTS)])])
+  return table(["classifier", "model", "translator seeds", "clean", *SHIFTS], rows,
+               "lll" + "r" * (1 + len(SHIFTS)))
+
+
 def shifts_table(records: Records, runs) -> str:
   """Clean accuracy without and under each natural shift, mean ± sd over each run's seeds."""
   rows = [[SHORT[run], seed_list(records.seeds(run)),
@@ -636,6 +700,11 @@ def tables(records: Records) -> dict[str, str]:
       "advamd_seg_comparisons": comparison_table(
           records, ("seg.advamd-erm", "seg.advamd-advprop", "seg.advprop-erm"),
           ("pixel", "miou", "miou_pgd20")),
+      "ood": ood_table(records),
+      "ood_contrasts": ood_contrasts_table(records),
+      "ood_shifts": ood_shifts_table(records),
+      "ood_seeds": per_seed_table(records, OOD_RUNS, ("clean", "pgd100_adaptive",
+                                                      "autoattack_adaptive")),
       "xla_cpu": xla_cpu_table(records),
       "baselines_scratch": baselines_scratch_table(records),
       "baselines_clip": per_seed_table(records, ("namid.pgd_at", "namid.trades", "namid.mart")),
@@ -671,6 +740,15 @@ def values(records: Records) -> dict[str, str]:
       if p.seeds:
         unit = "" if metric == "weak_theta" else " points"
         out[f"{comparison}.{metric}"] = sentence(p, unit)
+  for run in OOD_RUNS:
+    for a, b, _ in OOD_CONTRASTS:
+      p = ood_contrast(records, run, a, b)
+      if p.seeds:
+        out[f"{run}.{a}-{b}"] = sentence(p)
+    for metric in ("clean_bare", "clean", "routed", *OOD_ATTACKS):
+      v = records.values(run, metric)
+      if v:
+        out[f"{run}.{metric}"] = mean_sd(v.values())
   for key, p in mi_diff_table(records)[1].items():
     out[f"mi.{key}"] = sentence(p, "")
   for run, _, _ in SUMMARY:

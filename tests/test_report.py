@@ -129,3 +129,27 @@ def test_a_page_block_the_script_does_not_make_is_an_error(report):
   with pytest.raises(KeyError, match="nonexistent"):
     report.fill("<!-- table:nonexistent -->\n<!-- /table:nonexistent -->",
                 {"table": {}, "value": {}})
+
+
+def test_ood_figures_are_read_by_field_path_and_contrasted_per_translator_seed(report, tmp_path):
+  # Two translator seeds of a made-up eval_ood.json: adaptive − oblivious per seed.
+  seeds = {}
+  for seed, (oblivious, adaptive) in enumerate(((62.0, 20.0), (60.0, 24.0))):
+    record = {"clean_acc": 96.0, "clean_acc_bare": 96.0, "routed_share": 4.5,
+              "accuracy": {"autoattack_oblivious": oblivious, "autoattack_adaptive": adaptive},
+              "shifts": {"defended": {"blur": 90.0}, "bare": {"blur": 80.0}}}
+    path = tmp_path / f"ood{seed}.json"
+    path.write_text(json.dumps(record))
+    seeds[str(seed)] = {"host": "h", "clean": f"{path.name}#clean_acc",
+                        "autoattack_oblivious": f"{path.name}#accuracy/autoattack_oblivious",
+                        "autoattack_adaptive": f"{path.name}#accuracy/autoattack_adaptive",
+                        "blur_bare": f"{path.name}#shifts/bare/blur"}
+  manifest = {"runs": {"ood.pgd_at": {"label": "x", "seeds": seeds}}, "hosts": {}}
+  (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+  records = report.Records(tmp_path)
+  assert records.value("ood.pgd_at", 1, "blur_bare") == 80.0
+  assert records.value("ood.pgd_at", 0, "clean") == 96.0
+  p = report.ood_contrast(records, "ood.pgd_at", "autoattack_adaptive", "autoattack_oblivious")
+  assert p.diffs == [-42.0, -36.0] and (p.above, p.below) == (0, 2)
+  assert records.seeds("ood.erm") == []  # not in the manifest yet: no record
+  assert "no record" in report.ood_table(records)
