@@ -51,6 +51,13 @@ def _add_distributed(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--process-id", type=int, default=None)
 
 
+def _add_cache(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--no-compilation-cache", action="store_true",
+                      help="compile every program afresh instead of keeping compiled programs "
+                           "in JAX's persistent cache ($JAXADV_CACHE_DIR/xla or "
+                           "~/.cache/jaxadv/xla; jaxadv.cache)")
+
+
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="jaxadv", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument("--no-progress", action="store_true",
                      help="hide the progress bar (hidden anyway when stderr is not a terminal)")
   _add_distributed(train)
+  _add_cache(train)
   train.add_argument("overrides", nargs="*", help="field=value config overrides")
   evaluate = commands.add_parser("eval", help="evaluate the latest checkpoint of a run")
   evaluate.add_argument("--workdir", required=True)
@@ -94,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--save-adversarial", action="store_true",
                         help="also write adversarial[_<tag>].npz: the worst-case x_adv, labels "
                              "and predictions (such an evaluation is not journaled)")
+  _add_cache(evaluate)
   evaluate.add_argument("--shifts", default="",
                         help="instead of attacks, clean accuracy under these natural shifts "
                              f"(comma-separated: {','.join(shifts.SHIFTS)}, or 'all'), "
@@ -107,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
   sweep.add_argument("--no-progress", action="store_true",
                      help="hide the progress bars (hidden anyway when stderr is not a terminal)")
   _add_distributed(sweep)
+  _add_cache(sweep)
   sweep.add_argument("overrides", nargs="*", help="field=value overrides for every run")
   report = commands.add_parser(
       "report", help="a report of a trained run, offered by a method",
@@ -116,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
   report.add_argument("--workdir", required=True)
   report.add_argument("--num-examples", type=int, default=0,
                       help="the first N test points (default: all)")
+  _add_cache(report)
   report.add_argument("options", nargs="*", help="option=value pairs of the report")
   plot = commands.add_parser("plot", help="draw loss and accuracy against epoch to PNG")
   plot.add_argument("--workdir", required=True)
@@ -207,10 +218,14 @@ def _load_config(path, overrides):
 
 
 def _start_jax(args) -> None:
-  """Calls `jax.distributed.initialize` when `--distributed` asks for it (before anything
-  else touches the devices), then prints `mesh.idle_cores_hint` if it has one."""
+  """Turns on the persistent compilation cache (`jaxadv.cache`) unless `--no-compilation-cache`,
+  calls `jax.distributed.initialize` when `--distributed` asks for it (before anything else
+  touches the devices), then prints `mesh.idle_cores_hint` if it has one."""
   import jax  # pylint: disable=import-outside-toplevel
+  from jaxadv import cache  # pylint: disable=import-outside-toplevel
   from jaxadv import sharding as mesh  # pylint: disable=import-outside-toplevel
+  if not args.no_compilation_cache:
+    cache.enable_compilation_cache()
   if getattr(args, "distributed", False):
     jax.distributed.initialize(coordinator_address=args.coordinator,
                                num_processes=args.num_processes, process_id=args.process_id)

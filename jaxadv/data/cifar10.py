@@ -28,6 +28,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from jaxadv.cache import cache_dir
 from jaxadv.data import checksum, tfds_source
 from jaxadv.data.dataset import ArrayDataset, from_uint8
 
@@ -62,14 +63,6 @@ def default_cifar10_dir() -> pathlib.Path | None:
     return pathlib.Path(os.environ["JAXADV_CIFAR10_DIR"])
   candidate = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10"
   return candidate if candidate.is_dir() else None
-
-
-def cache_dir() -> pathlib.Path:
-  """$JAXADV_CACHE_DIR, else $XDG_CACHE_HOME/jaxadv, else ~/.cache/jaxadv."""
-  if os.environ.get("JAXADV_CACHE_DIR"):
-    return pathlib.Path(os.environ["JAXADV_CACHE_DIR"])
-  xdg = os.environ.get("XDG_CACHE_HOME")
-  return (pathlib.Path(xdg) if xdg else pathlib.Path.home() / ".cache") / "jaxadv"
 
 
 def _verified(data_dir, *names: str) -> list[tuple[pathlib.Path, str]]:
