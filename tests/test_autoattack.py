@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxadv import attacks, data
+from jaxadv import attacks, data, sharding
 from jaxadv.attacks.autoattack import stages
 from jaxadv.eval import robustness, suites
 
@@ -73,6 +73,19 @@ def test_rand_attacks_the_eot_average_of_a_randomised_model():
   result = attacks.autoattack(noisy, x, y, KEY, eps=0.5, version="rand")
   assert list(result.stages) == ["clean", "apgd-ce", "apgd-dlr"]
   assert result.robust.sum() == 0
+
+
+def test_sharded_over_the_devices_equals_one_device():
+  """Batches split over the tests' 8 devices (each padded to a multiple of 8) give what one
+  device gives: the same robust points and adversarial examples (to float rounding)."""
+  x, y = _points(12)
+  one = attacks.autoattack(_LINEAR, x, y, KEY, eps=0.08, batch_size=5,
+                           mesh=sharding.data_mesh(jax.devices()[:1]))
+  every = attacks.autoattack(_LINEAR, x, y, KEY, eps=0.08, batch_size=5)
+  assert jax.device_count() == 8
+  np.testing.assert_array_equal(one.robust, every.robust)
+  assert 0 < one.robust.sum() < 10  # some points broken, some not: a real comparison
+  np.testing.assert_allclose(one.x_adv, every.x_adv, atol=1e-6)
 
 
 def test_the_suite_runs_the_same_cascade():

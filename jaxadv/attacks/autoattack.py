@@ -20,8 +20,10 @@ robust when one fresh draw classifies it correctly.
 
 The cascade runs on the host: the still-robust points of a stage are gathered into batches of
 at most `batch_size`, the last one padded (by repeating points) to a power of two, so a stage
-compiles for a few shapes only. For sharded, journaled evaluation of a dataset, use the
-"autoattack" suite of `jaxadv.eval` instead; it runs the same stages (`stages`).
+compiles for a few shapes only; each batch is split over the devices of a data mesh (all
+devices by default: with `JAX_NUM_CPU_DEVICES` = the cores of a CPU host, one shard per core).
+For journaled evaluation of a dataset, use the "autoattack" suite of `jaxadv.eval` instead; it
+runs the same stages (`stages`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxadv import validation
+from jaxadv import sharding, validation
 from jaxadv.attacks.apgd import apgd, apgd_targeted
 from jaxadv.attacks.base import as_pytree, check_attack_inputs, check_finite_logits
 from jaxadv.attacks.eot import EOT
@@ -86,13 +88,15 @@ def stages(version: str, *, eps, norm: str, num_classes: int) -> list[tuple[str,
   return [("apgd-ce", apgd_ce(1)), ("apgd-dlr", apgd_dlr(1))]
 
 
-def _bucket(count: int, batch_size: int) -> int:
-  """Rows for a batch of `count` <= batch_size points: the next power of two, capped."""
-  return min(batch_size, 1 << max(count - 1, 0).bit_length())
+def _bucket(count: int, batch_size: int, devices: int = 1) -> int:
+  """Rows for a batch of `count` <= batch_size points: the next power of two, capped at
+  batch_size, rounded up to a multiple of `devices`."""
+  rows = min(batch_size, 1 << max(count - 1, 0).bit_length())
+  return -(-rows // devices) * devices
 
 
 def autoattack(apply_fn, x, y, key, *, eps, norm: str = "linf", version: str = "standard",
-               batch_size: int | None = None,
+               batch_size: int | None = None, mesh=None,
                log: Callable[[str], None] | None = None) -> AutoAttackResult:
   """Runs AutoAttack's cascade (module docstring) on the points (x, y).
 
@@ -104,7 +108,10 @@ def autoattack(apply_fn, x, y, key, *, eps, norm: str = "linf", version: str = "
     key: PRNG key; stage i of batch j uses fold_in(fold_in(key, i), j).
     eps: radius >= 0 (a scalar); norm: "linf", "l2" or "l1".
     version: "standard", "plus" or "rand".
-    batch_size: most points per attack call (default: all N at once).
+    batch_size: most points per attack call (default: all N at once), before the rounding up
+      to a multiple of the mesh's devices.
+    mesh: data mesh each batch is split over (default: `jaxadv.sharding.data_mesh()`, all
+      devices); single-process only.
     log: receives one line per finished stage.
 
   Returns:
@@ -141,20 +148,23 @@ def autoattack(apply_fn, x, y, key, *, eps, norm: str = "linf", version: str = "
   if batch_size is None:
     batch_size = max(len(x), 1)
   validation.check_positive_int(batch_size, "batch_size")
+  mesh = sharding.data_mesh() if mesh is None else mesh
   predict = jax.jit(lambda v, k: jnp.argmax(draw(v, k), axis=-1))
 
-  x_adv = np.array(x)
-  robust = np.asarray(predict(x, predict_key)) == np.asarray(y)
+  x_host, y_host = np.asarray(x), np.asarray(y)
+  x_adv = x_host.copy()
+  robust = np.asarray(predict(x, predict_key)) == y_host
   after = {"clean": robust.copy()}
   for index, (name, attack) in enumerate(cascade):
     stage_key = jax.random.fold_in(key, index)
     chosen = np.flatnonzero(robust)
     for batch, start in enumerate(range(0, chosen.size, batch_size)):
       rows = chosen[start:start + batch_size]
-      padded = np.resize(rows, _bucket(rows.size, batch_size))
+      padded = np.resize(rows, _bucket(rows.size, batch_size, mesh.size))
       batch_key = jax.random.fold_in(stage_key, batch)
-      found = attack(attacked, x[padded], y[padded], batch_key)
-      fooled = np.asarray(predict(found, jax.random.fold_in(batch_key, 1)) != y[padded])
+      x_batch, y_batch = sharding.put_batch((x_host[padded], y_host[padded]), mesh)
+      found = attack(attacked, x_batch, y_batch, batch_key)
+      fooled = np.asarray(predict(found, jax.random.fold_in(batch_key, 1))) != y_host[padded]
       fooled = fooled[:rows.size]
       x_adv[rows[fooled]] = np.asarray(found)[:rows.size][fooled]
       robust[rows[fooled]] = False
