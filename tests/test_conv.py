@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from jax.extend import core as jax_core
 
-from jaxadv import models
+from jaxadv import attacks, models
 from jaxadv.models import conv
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -111,3 +112,242 @@ def test_conv_layer_keeps_flax_parameter_names():
 
   params = Net().init(jax.random.key(0), jnp.zeros((1, 5, 5, 2)))["params"]
   assert set(params) == {"Conv_0"} and set(params["Conv_0"]) == {"kernel", "bias"}
+
+
+# The other layouts of the drop-in, and `conv.fast_convolutions`: a model's convolutions in any
+# 2-D layout, rewritten without touching its code.
+
+_LAYOUTS = [("NCHW", "OIHW", "NCHW"), ("NHWC", "OIHW", "NHWC"), ("NCHW", "HWIO", "NHWC"),
+            ("HWNC", "IOHW", "NCWH")]
+
+
+@pytest.mark.parametrize("layout", _LAYOUTS + [None], ids=str)
+@pytest.mark.parametrize("strides, padding", [((1, 1), "SAME"), ((2, 1), ((1, 0), (2, 1)))])
+def test_drop_in_in_other_layouts_equals_lax(layout, strides, padding):
+  layout_or_default = layout or ("NCHW", "OIHW", "NCHW")  # lax's default
+  x = _in_layout(jax.random.normal(jax.random.key(0), (2, 7, 6, 3)), layout_or_default[0])
+  k = _in_layout(jax.random.normal(jax.random.key(1), (3, 2, 3, 4)), layout_or_default[1])
+
+  def loss(conv_fn, x, k):
+    return jnp.sum(jnp.sin(conv_fn(x, k, strides, padding, dimension_numbers=layout)))
+
+  expected = jax.jit(jax.value_and_grad(functools.partial(loss, lax.conv_general_dilated),
+                                        argnums=(0, 1)))(x, k)
+  got = jax.jit(jax.value_and_grad(functools.partial(loss, conv.conv_general_dilated),
+                                   argnums=(0, 1)))(x, k)
+  for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+  jaxpr = str(jax.make_jaxpr(jax.grad(functools.partial(loss, conv.conv_general_dilated)))(x, k))
+  assert "custom_vjp_call" in jaxpr
+
+
+def _in_layout(array, layout):
+  """`array`, given as NHWC (activations) or HWIO (kernels), transposed to `layout`."""
+  source = "NHWC" if "N" in layout else "HWIO"
+  return jnp.transpose(array, [source.index(axis) for axis in layout])
+
+
+def _torch_style_cnn():
+  """Plain-lax NCHW/OIHW CNN: conv 6 3x3 pad 1 - relu - conv 8 3x3 stride 2 pad (1, 0) (0, 1) -
+  relu - dense 5; x (B, 1, 9, 9)."""
+  keys = jax.random.split(jax.random.key(2), 4)
+  params = {"c1": 0.5 * jax.random.normal(keys[0], (6, 1, 3, 3)), "b1": jnp.full((6,), 0.1),
+            "c2": 0.3 * jax.random.normal(keys[1], (8, 6, 3, 3)),
+            "w": 0.2 * jax.random.normal(keys[2], (8 * 4 * 4, 5))}
+
+  def apply(params, x):
+    nchw = ("NCHW", "OIHW", "NCHW")
+    h = lax.conv_general_dilated(x, params["c1"], (1, 1), ((1, 1), (1, 1)),
+                                 dimension_numbers=nchw)
+    h = jax.nn.relu(h + params["b1"][:, None, None])
+    h = jax.nn.relu(lax.conv_general_dilated(h, params["c2"], (2, 2), ((1, 0), (0, 1)),
+                                             dimension_numbers=nchw))
+    return h.reshape(h.shape[0], -1) @ params["w"]
+
+  return apply, params, jax.random.uniform(keys[3], (4, 1, 9, 9))
+
+
+class _FlaxCNN(nn.Module):
+  """nn.Conv layers in Flax's NHWC/HWIO; x (B, 9, 9, 2). `train` only for `BoundModel`."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    x = nn.relu(nn.Conv(6, (3, 3), strides=2, padding="SAME")(x))
+    x = nn.relu(nn.Conv(4, (2, 2), padding=((1, 0), (0, 1)))(x))
+    return nn.Dense(5)(x.reshape(x.shape[0], -1))
+
+
+def _flax_cnn():
+  x = jax.random.uniform(jax.random.key(3), (4, 9, 9, 2))
+  model = _FlaxCNN()
+  return model.apply, model.init(jax.random.key(4), x), x
+
+
+def _nhwc_oihw_cnn():
+  """NHWC activations with OIHW kernels, strides (1, 2), VALID then explicit padding; x (B, 8,
+  10, 3)."""
+  keys = jax.random.split(jax.random.key(5), 3)
+  params = (0.4 * jax.random.normal(keys[0], (5, 3, 3, 2)),
+            0.3 * jax.random.normal(keys[1], (5, 5, 2, 2)))
+
+  def apply(params, x):
+    spec = ("NHWC", "OIHW", "NHWC")
+    h = jnp.tanh(lax.conv_general_dilated(x, params[0], (1, 2), "VALID", dimension_numbers=spec))
+    h = lax.conv_general_dilated(h, params[1], (1, 1), ((0, 1), (1, 0)), dimension_numbers=spec)
+    return jnp.mean(h, axis=(1, 2))
+
+  return apply, params, jax.random.uniform(keys[2], (4, 8, 10, 3))
+
+
+_CUSTOM_VJP = jax_core.primitives.custom_vjp_call_p
+_MODELS = {"torch_style_nchw": _torch_style_cnn, "flax_nhwc": _flax_cnn,
+           "nhwc_oihw": _nhwc_oihw_cnn}
+
+
+def _ce(apply, params, x):
+  return jnp.sum(jax.nn.log_softmax(apply(params, x))[:, 0])
+
+
+def _conv_specs(jaxpr, specs=None):
+  """(lhs_spec, rhs_spec, out_spec) of every convolution in `jaxpr` and its nested jaxprs."""
+  specs = [] if specs is None else specs
+  for eqn in jaxpr.eqns:
+    if eqn.primitive is lax.conv_general_dilated_p:
+      specs.append(tuple(eqn.params["dimension_numbers"]))
+    for sub in jax_core.jaxprs_in_params(eqn.params):
+      _conv_specs(sub, specs)
+  return specs
+
+
+def _count(jaxpr, primitive):
+  """Equations of `primitive` in `jaxpr` and its nested jaxprs."""
+  return sum((eqn.primitive is primitive) + sum(_count(sub, primitive) for sub in
+                                                jax_core.jaxprs_in_params(eqn.params))
+             for eqn in jaxpr.eqns)
+
+
+@pytest.mark.parametrize("name", sorted(_MODELS))
+def test_fast_convolutions_values_and_gradients_equal_the_model(name):
+  """Values (called eagerly), and under jit the loss and its input and parameter gradients."""
+  apply, params, x = _MODELS[name]()
+  fast = conv.fast_convolutions(apply)
+  np.testing.assert_allclose(fast(params, x), apply(params, x), rtol=1e-5, atol=1e-6)
+  value_and_grads = lambda apply: jax.jit(jax.value_and_grad(
+      functools.partial(_ce, apply), argnums=(0, 1)))(params, x)
+  expected, got = value_and_grads(apply), value_and_grads(fast)
+  assert jax.tree.structure(got) == jax.tree.structure(expected)
+  for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(_MODELS))
+def test_fast_convolutions_input_gradient_is_the_explicit_form(name):
+  """Each of the two convolutions becomes the custom_vjp; in the input gradient's jaxpr every
+  convolution on activations is NHWC/HWIO/NHWC, i.e. the input-gradient convolutions take an
+  explicit flipped, swapped HWIO kernel, not JAX's transpose form (kernel features swapped in
+  the dimension numbers), which the untransformed NCHW model has."""
+  apply, params, x = _MODELS[name]()
+  grad_x = lambda apply: jax.grad(functools.partial(_ce, apply, params))
+  assert _count(jax.make_jaxpr(conv.fast_convolutions(apply))(params, x).jaxpr,
+                _CUSTOM_VJP) == 2
+  specs = _conv_specs(jax.make_jaxpr(grad_x(conv.fast_convolutions(apply)))(x).jaxpr)
+  nhwc = tuple(lax.conv_dimension_numbers((1,) * 4, (1,) * 4, _NHWC))
+  activations = [spec for spec in specs if spec[0] == nhwc[0]]
+  assert len(activations) >= 4 and all(spec == nhwc for spec in activations)
+  if name == "torch_style_nchw":
+    nchw_transposed = ((0, 1, 2, 3), (1, 0, 2, 3), (0, 1, 2, 3))
+    assert nchw_transposed in _conv_specs(jax.make_jaxpr(grad_x(apply))(x).jaxpr)
+
+
+def test_fast_convolutions_leaves_other_convolutions_unchanged():
+  """Dilated, grouped, transposed (lhs-dilated) and 1-D convolutions, and one inside a loop
+  body, stay `lax.conv_general_dilated`, with the same values and gradients."""
+  x = jax.random.normal(jax.random.key(6), (2, 4, 9, 9))
+  k = jax.random.normal(jax.random.key(7), (4, 4, 3, 3))
+  nchw = ("NCHW", "OIHW", "NCHW")
+  convs = [
+      lambda x: lax.conv_general_dilated(x, k, (1, 1), "SAME", rhs_dilation=(2, 2),
+                                         dimension_numbers=nchw),
+      lambda x: lax.conv_general_dilated(x, k[:, :2], (1, 1), "SAME", feature_group_count=2,
+                                         dimension_numbers=nchw),
+      lambda x: lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), lhs_dilation=(2, 2),
+                                         dimension_numbers=nchw),
+      lambda x: lax.conv_general_dilated(x[..., 0], k[..., 0], (1,), "SAME",
+                                         dimension_numbers=("NCH", "OIH", "NCH")),
+      lambda x: lax.fori_loop(0, 2, lambda _, h: jnp.tanh(lax.conv_general_dilated(
+          h, k, (1, 1), "SAME", dimension_numbers=nchw)), x),
+  ]
+  value_and_grad = lambda fn: jax.jit(jax.value_and_grad(lambda x: jnp.sum(jnp.sin(fn(x)))))(x)
+  for fn in convs:
+    fast = conv.fast_convolutions(fn)
+    assert "custom_vjp" not in str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(fast(x))))(x))
+    for e, g in zip(value_and_grad(fn), value_and_grad(fast)):
+      np.testing.assert_allclose(g, e, rtol=1e-6)
+
+
+def test_fast_convolutions_nested_jit_remat_pytrees_and_vmap():
+  """A convolution inside a nested `jax.jit` and one inside `jax.checkpoint` are rewritten;
+  pytree arguments and outputs survive; vmap and jit compose."""
+  apply, params, x = _torch_style_cnn()
+  inner = jax.jit(lambda p, x: {"logits": apply(p, x), "scaled": 2.0 * x})
+
+  def model(params, x, *, scale):
+    out = inner(params, x)
+    out["remat"] = jax.checkpoint(lambda x: lax.conv_general_dilated(
+        x, params["c1"], (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")))(x)
+    return out, scale * out["logits"]
+
+  fast = conv.fast_convolutions(model)
+  expected = model(params, x, scale=3.0)
+  got = jax.jit(functools.partial(fast, scale=3.0))(params, x)
+  assert jax.tree.structure(got) == jax.tree.structure(expected)
+  for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+  jaxpr = jax.make_jaxpr(functools.partial(fast, scale=3.0))(params, x).jaxpr
+  assert _count(jaxpr, _CUSTOM_VJP) == 3 and _count(jaxpr, jax_core.primitives.remat_p) == 1
+  loss = lambda f: lambda p: jnp.sum(jnp.sin(f(p, x, scale=3.0)[0]["remat"])) + jnp.sum(
+      f(p, x, scale=3.0)[1])
+  for e, g in zip(jax.tree.leaves(jax.grad(loss(model))(params)),
+                  jax.tree.leaves(jax.grad(loss(fast))(params))):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+  batched = jax.vmap(lambda x: conv.fast_convolutions(apply)(params, x))(x[:, None])
+  np.testing.assert_allclose(batched[:, 0], apply(params, x), rtol=1e-5, atol=1e-6)
+
+
+def test_fast_convolutions_inside_attacks_gives_the_same_attacks():
+  """PGD (looped) on a closure over the NCHW model's parameters, and APGD on a `BoundModel` of
+  the Flax model, which stays a pytree (its variables are the jit arguments): the same x_adv
+  as on the untransformed model, same key."""
+  apply, params, x = _torch_style_cnn()
+  plain = functools.partial(apply, params)
+  pgd = functools.partial(attacks.pgd, x=x, y=jnp.arange(4) % 5, key=jax.random.key(8),
+                          eps=0.1, step_size=0.03, steps=4, unroll=False)
+  expected, got = pgd(plain), pgd(conv.fast_convolutions(plain))
+  np.testing.assert_allclose(got, expected, atol=1e-6)
+  assert float(jnp.abs(expected - x).max()) > 0.05  # the attack moved
+
+  apply, variables, x = _flax_cnn()
+  bound = models.BoundModel(_FlaxCNN(), variables, "eval")
+  fast = conv.fast_convolutions(bound)
+  assert isinstance(fast, jax.tree_util.Partial)
+  assert len(jax.tree.leaves(fast)) == len(jax.tree.leaves(variables))
+  apgd = functools.partial(attacks.apgd, x=x, y=jnp.arange(4) % 5, key=jax.random.key(9),
+                           eps=0.1, steps=3)
+  np.testing.assert_allclose(apgd(fast), apgd(bound), atol=1e-6)
+
+
+def test_fast_convolutions_forward_mode_inside_lax_convolutions():
+  apply, params, x = _torch_style_cnn()
+  fast = functools.partial(conv.fast_convolutions(apply), params)
+  with pytest.raises(TypeError, match="forward-mode"):
+    jax.jvp(fast, (x,), (jnp.ones_like(x),))
+  with conv.lax_convolutions():
+    assert "custom_vjp" not in str(jax.make_jaxpr(fast)(x))
+    _, tangent = jax.jvp(fast, (x,), (jnp.ones_like(x),))
+  _, expected = jax.jvp(functools.partial(apply, params), (x,), (jnp.ones_like(x),))
+  np.testing.assert_allclose(tangent, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fast_convolutions_is_exported():
+  assert models.fast_convolutions is conv.fast_convolutions

@@ -2,6 +2,8 @@
 object and reports, the adversarial examples, and clear errors for bad input."""
 
 import json
+import subprocess
+import sys
 
 import flax.nnx as nnx
 import jax
@@ -106,3 +108,16 @@ def test_bad_input_is_a_clear_error(model, images, labels, kwargs, message):
   with pytest.raises(ValueError, match=message):
     jaxadv.evaluate(model, images, labels, **{"suite": "fgsm", "eps": 0.1, "checks": False,
                                                "log": None, **kwargs})
+
+
+def test_evaluate_works_in_a_fresh_process_that_never_imported_nnx():
+  """The test session imports flax.nnx itself; a user's process may not have (regression: the
+  model check read `flax.nnx` after a bare `import flax`)."""
+  code = ("import jax, numpy as np, jaxadv; w = np.ones((16, 3), np.float32); "
+          "x = np.random.default_rng(0).random((8, 4, 4, 1), dtype=np.float32); "
+          "r = jaxadv.evaluate(lambda v: v.reshape(v.shape[0], -1) @ w, x, np.zeros(8, int), "
+          "suite='fgsm', eps=0.1, checks=False, log=None); print(r.accuracy['clean'])")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert float(done.stdout.split()[-1]) == 100.0  # x @ ones: equal logits, argmax 0

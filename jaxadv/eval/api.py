@@ -33,7 +33,7 @@ import pathlib
 import subprocess
 from typing import Callable, Mapping
 
-import flax
+from flax import nnx
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -61,9 +61,9 @@ def as_predictor(model, variables=None):
   if isinstance(model, BoundModel):
     module, mode, route = model.model, model.mode, model.bn
     return (lambda v: BoundModel(module, v, mode, route)), model.variables
-  if isinstance(model, flax.nnx.Module):
-    graph, state = flax.nnx.split(model)
-    return (lambda s: flax.nnx.merge(graph, s)), state
+  if isinstance(model, nnx.Module):
+    graph, state = nnx.split(model)
+    return (lambda s: nnx.merge(graph, s)), state
   if isinstance(model, nn.Module):
     raise ValueError("a Linen module needs its variables: evaluate(model, images, labels, "
                      "variables={'params': ..., 'batch_stats': ...}), or pass "

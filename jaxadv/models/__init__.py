@@ -23,6 +23,7 @@ from typing import Callable
 
 import flax.linen as nn
 
+from jaxadv.models.conv import fast_convolutions
 from jaxadv.models.fcn import FCN
 from jaxadv.models.layers import BN_ROUTES, AuxBatchNorm
 from jaxadv.models.modes import MODES, BoundModel, apply_model, bind, model_state
@@ -102,5 +103,6 @@ def get(name: str, *, num_classes: int, **kwargs) -> nn.Module:
 __all__ = ["BN_ROUTES", "FCN", "MODES", "AuxBatchNorm", "BoundFeatures", "BoundModel",
            "FeatureUncertainty", "PatchDiscriminator", "PreActResNet", "PreActResNet18", "ResNet",
            "ResNet18", "SmallCNN", "UNet", "Uncertainty", "ViT", "ViTSmall", "ViTTiny",
-           "WRN28_10", "WRN34_10", "WideResNet", "apply_model", "bind", "features", "fields",
-           "from_torch", "get", "insertion_points", "is_dense", "model_state", "names", "to_torch"]
+           "WRN28_10", "WRN34_10", "WideResNet", "apply_model", "bind", "fast_convolutions",
+           "features", "fields", "from_torch", "get", "insertion_points", "is_dense",
+           "model_state", "names", "to_torch"]

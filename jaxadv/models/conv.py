@@ -18,6 +18,14 @@ differs. Models use it on the CPU backend only (`for_backend`): on GPUs and TPUs
 recognise JAX's backward convolutions and have no such slow path. Being a `custom_vjp`, it
 supports reverse-mode differentiation only; trace a model inside `lax_convolutions()` for
 forward mode.
+
+Three ways in. The zoo's layers are `conv_layer`. `conv_general_dilated` is a drop-in for
+`lax.conv_general_dilated` (Flax's `nn.Conv(..., conv_general_dilated=...)`, or a direct call)
+in any 2-D layout: other layouts than NHWC/HWIO are transposed to it and back (little extra
+work: XLA:CPU transposes an NCHW convolution's operands to its own layout anyway).
+`fast_convolutions(apply_fn)` rewrites the convolutions of a model one did not write this way
+(a PyTorch-style NCHW network in plain `lax`, a Flax `nn.Conv` model) without touching its
+code.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.extend import core as jax_core
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -78,32 +87,68 @@ def _conv_bwd(spec, residuals, grad_out):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+def _is_covered(lhs, rhs, lhs_dilation, rhs_dilation, feature_group_count, batch_group_count,
+                preferred_element_type) -> bool:
+  """Whether `_conv` computes this convolution: 4-D operands (arrays or avals) of a real
+  floating dtype, no lhs or rhs dilation, one feature group and one batch group, the result in
+  the operands' dtype (no `preferred_element_type`)."""
+  undilated = all(d == 1 for d in tuple(lhs_dilation or (1, 1)) + tuple(rhs_dilation or (1, 1)))
+  return (lhs.ndim == 4 and rhs.ndim == 4 and jnp.issubdtype(lhs.dtype, jnp.floating)
+          and undilated and feature_group_count == 1 and batch_group_count == 1
+          and preferred_element_type is None)
+
+
+def _transpose(x: jax.Array, permutation: tuple[int, ...]) -> jax.Array:
+  """`jnp.transpose(x, permutation)`, and x itself (no op in the program) for the identity."""
+  return x if permutation == tuple(range(x.ndim)) else jnp.transpose(x, permutation)
+
+
+def _any_layout_conv(lhs: jax.Array, rhs: jax.Array, strides, padding,
+                     dimension_numbers: lax.ConvDimensionNumbers, precision) -> jax.Array:
+  """`_conv` in any 2-D layout: the operands transposed to NHWC and HWIO, the NHWC result to the
+  output layout.
+
+  `dimension_numbers` = (lhs_spec, rhs_spec, out_spec) lists axis indices: lhs_spec = (batch,
+  feature, spatial 1, spatial 2) of `lhs`, rhs_spec = (output feature, input feature, spatial 1,
+  spatial 2) of `rhs`, out_spec = (batch, feature, spatial 1, spatial 2) of the result; strides
+  and padding (explicit (lo, hi) pairs) follow the spatial order of the specs. For NHWC, HWIO,
+  NHWC every permutation is the identity and this is exactly `_conv`.
+  """
+  lhs_spec, rhs_spec, out_spec = dimension_numbers
+  to_nhwc = (lhs_spec[0], lhs_spec[2], lhs_spec[3], lhs_spec[1])
+  to_hwio = (rhs_spec[2], rhs_spec[3], rhs_spec[1], rhs_spec[0])
+  nhwc_axis = {out_spec[0]: 0, out_spec[2]: 1, out_spec[3]: 2, out_spec[1]: 3}
+  from_nhwc = tuple(nhwc_axis[axis] for axis in range(4))
+  spec = _Spec(tuple(strides), tuple(tuple(int(p) for p in pair) for pair in padding), precision)
+  return _transpose(_conv(_transpose(lhs, to_nhwc), _transpose(rhs, to_hwio), spec), from_nhwc)
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
   """Drop-in for `lax.conv_general_dilated` (the signature Flax's `nn.Conv` calls) with the
   explicit input gradient of this module.
 
-  Covered: 2-D NHWC inputs (B, H, W, C), HWIO kernels (K1, K2, C, F), any strides and padding
-  (a string or (lo, hi) pairs), no dilation, one feature group; output (B, H', W', F). Anything
-  else goes to `lax.conv_general_dilated` unchanged.
+  Covered: 2-D convolutions of real floating operands in any layout `dimension_numbers`
+  describes (lax's default, None, is NCHW/OIHW/NCHW; Flax's is NHWC/HWIO/NHWC; e.g. inputs
+  (B, C, H, W), kernels (F, C, K1, K2), output (B, F, H', W') for PyTorch's), any strides and
+  padding (a string or (lo, hi) pairs), no dilation, one feature group. A layout other than
+  NHWC/HWIO/NHWC is transposed to it and back (`_any_layout_conv`); NHWC/HWIO/NHWC itself runs
+  `_conv` with no transpose. Anything else goes to `lax.conv_general_dilated` unchanged.
   """
-  plain = functools.partial(
-      lax.conv_general_dilated, lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-      rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-      feature_group_count=feature_group_count, batch_group_count=batch_group_count,
-      precision=precision, preferred_element_type=preferred_element_type)
-  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC) if lhs.ndim == 4 else None
-  undilated = all(d == 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1)))
-  if (lhs.ndim != 4 or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != nhwc
-      or not undilated or feature_group_count != 1 or batch_group_count != 1
-      or preferred_element_type is not None):
-    return plain()
+  if not _is_covered(lhs, rhs, lhs_dilation, rhs_dilation, feature_group_count, batch_group_count,
+                     preferred_element_type):
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count, precision=precision,
+        preferred_element_type=preferred_element_type)
+  dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
   if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-  spec = _Spec(tuple(window_strides), tuple(tuple(int(p) for p in pair) for pair in padding),
-               precision)
-  return _conv(lhs, rhs, spec)
+    padding = lax.padtype_to_pads([lhs.shape[axis] for axis in dims.lhs_spec[2:]],
+                                  [rhs.shape[axis] for axis in dims.rhs_spec[2:]],
+                                  window_strides, padding)
+  return _any_layout_conv(lhs, rhs, window_strides, padding, dims, precision)
 
 
 _LAX_ONLY = contextvars.ContextVar("jaxadv_lax_convolutions", default=False)
@@ -137,3 +182,162 @@ def conv_layer(*args, **kwargs) -> nn.Conv:
   """`nn.Conv(*args, **kwargs)` computing with `for_backend()`'s convolution; same parameters
   and names as a plain `nn.Conv`, so checkpoints are interchangeable."""
   return nn.Conv(*args, conv_general_dilated=for_backend(), **kwargs)
+
+
+def fast_convolutions(fn):
+  """`fn` with every 2-D convolution of its computation replaced by this module's: the same
+  values and gradients, computed with the explicit input gradient that is fast inside loops on
+  CPU.
+
+  For a model one did not build from `conv_layer`: `fast_convolutions(apply_fn)` is the
+  `apply_fn` to pass to the attacks (`jaxadv.attacks.apgd(fast_convolutions(apply_fn), ...)`)
+  or to `jaxadv.evaluate`. It traces `fn` to a jaxpr (`jax.make_jaxpr`) on every call and
+  evaluates it equation by equation, binding every primitive unchanged except
+  `conv_general_dilated`: a convolution y = conv(x, k) that `conv_general_dilated` above covers
+  (2-D, any layout, e.g. x (B, C, H, W), k (F, C, K1, K2), y (B, F, H', W') in PyTorch's;
+  any strides and explicit padding; no lhs or rhs dilation; feature_group_count =
+  batch_group_count = 1; no preferred_element_type; real floating operands) becomes
+  transpose(conv_NHWC/HWIO(transpose(x), transpose(k))), the `custom_vjp` of this module, in
+  the original layouts. Other convolutions (dilated, grouped, 1-D, 3-D, integer) stay
+  `lax.conv_general_dilated`.
+
+  Nested `jax.jit` functions (and `closed_call`) that contain a covered convolution are inlined
+  into the caller's computation (inside a jitted caller, which the attacks are, this changes
+  nothing; an eager call runs them op by op); `jax.checkpoint` (remat) bodies are rewritten and
+  re-wrapped in `jax.checkpoint` with the same policy. The bodies of other higher-order
+  primitives are bound unchanged, so a convolution inside `lax.scan`, `lax.while_loop`,
+  `lax.cond`, `jax.custom_jvp` or `jax.custom_vjp` functions of the model (Flax's `nn.scan`,
+  for instance) stays JAX's own.
+
+  Positional arguments are traced: pytrees of arrays (and Python scalars), as `jax.jit`'s
+  arguments would be. Keyword arguments are passed to `fn` as they are, closed over (so
+  `train=False`, `mutable=False` stay Python values; an array there is a constant of the
+  trace, still differentiable from outside). The result is `fn`'s pytree of arrays. A pytree
+  `fn` (a `BoundModel`, a `jax.tree_util.Partial`, an NNX module) gives a pytree, a `Partial`
+  holding `fn`, so that an attack compiled for it serves new parameters as it does for `fn`. The
+  function composes with `jax.jit`, `jax.grad`, `jax.vjp` and `jax.vmap`; like the zoo's
+  models it supports reverse-mode differentiation only (`jax.jvp`, `jax.jacfwd` and
+  `jax.hessian` raise a TypeError about forward-mode differentiation of a custom_vjp function;
+  call it inside `lax_convolutions()` for those). As `for_backend` chooses for the zoo, the
+  rewrite happens on the CPU backend only: on other backends, and inside `lax_convolutions()`,
+  the function calls `fn` unchanged. The choice is made when the function is traced.
+
+  Example: a PyTorch-style layer, x (B, C, H, W), kernel (F, C, K1, K2).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from jax import lax
+  >>> from jaxadv.models import fast_convolutions
+  >>> def layer(kernel, x):
+  ...   return lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
+  ...                                   dimension_numbers=("NCHW", "OIHW", "NCHW"))
+  >>> kernel = jax.random.normal(jax.random.key(0), (4, 3, 3, 3))
+  >>> x = jax.random.normal(jax.random.key(1), (2, 3, 8, 8))
+  >>> fast = fast_convolutions(layer)
+  >>> fast(kernel, x).shape
+  (2, 4, 4, 4)
+  >>> loss = lambda layer: lambda x: jnp.sum(jnp.sin(layer(kernel, x)))
+  >>> bool(jnp.allclose(jax.grad(loss(fast))(x), jax.grad(loss(layer))(x), atol=1e-5))
+  True
+  >>> "custom_vjp_call" in str(jax.make_jaxpr(jax.grad(loss(fast)))(x))
+  True
+
+  Args:
+    fn: any function of arrays, e.g. `lambda x: model.apply(variables, x)` or a
+      `jaxadv.models.BoundModel`.
+
+  Returns:
+    A function with `fn`'s signature and results (a `jax.tree_util.Partial` for a pytree `fn`).
+  """
+
+  if not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(fn)):
+    return jax.tree_util.Partial(_call_rewritten, fn)
+
+  def rewritten(*args, **kwargs):
+    return _call_rewritten(fn, *args, **kwargs)
+
+  return functools.update_wrapper(rewritten, fn, updated=())
+
+
+def _call_rewritten(fn, *args, **kwargs):
+  """`fn(*args, **kwargs)` through the jaxpr of `fn` with the covered convolutions rewritten."""
+  if for_backend() is None:
+    return fn(*args, **kwargs)
+  flat_args, in_tree = jax.tree_util.tree_flatten(args)
+  out_trees = []
+
+  def flat_fn(*leaves):
+    out_leaves, out_tree = jax.tree_util.tree_flatten(
+        fn(*jax.tree_util.tree_unflatten(in_tree, leaves), **kwargs))
+    out_trees.append(out_tree)
+    return out_leaves
+
+  closed = jax.make_jaxpr(flat_fn)(*flat_args)
+  return jax.tree_util.tree_unflatten(out_trees[0],
+                                      _evaluate(closed.jaxpr, closed.consts, flat_args))
+
+
+def _covered_equation(eqn) -> bool:
+  """Whether `eqn` is a `conv_general_dilated` that `_any_layout_conv` computes."""
+  if eqn.primitive is not lax.conv_general_dilated_p:
+    return False
+  params = eqn.params
+  lhs, rhs = (var.aval for var in eqn.invars)
+  return (params.get("out_sharding") is None
+          and _is_covered(lhs, rhs, params["lhs_dilation"], params["rhs_dilation"],
+                          params["feature_group_count"], params["batch_group_count"],
+                          params["preferred_element_type"]))
+
+
+_INLINED = {jax_core.primitives.jit_p: "jaxpr", jax_core.primitives.closed_call_p: "call_jaxpr"}
+
+
+def _nested_jaxpr(eqn):
+  """(jaxpr, consts) of a jit, closed_call or remat equation; None for other equations."""
+  if eqn.primitive in _INLINED:
+    closed = eqn.params[_INLINED[eqn.primitive]]
+    return closed.jaxpr, closed.consts
+  if eqn.primitive is jax_core.primitives.remat_p:
+    return eqn.params["jaxpr"], ()
+  return None
+
+
+def _rewrites(jaxpr) -> bool:
+  """Whether `jaxpr`, or a jit, closed_call or remat body in it, has a covered convolution."""
+  for eqn in jaxpr.eqns:
+    nested = _nested_jaxpr(eqn)
+    if _covered_equation(eqn) or (nested is not None and _rewrites(nested[0])):
+      return True
+  return False
+
+
+def _evaluate(jaxpr, consts, args) -> list:
+  """The outputs of `jaxpr` on `consts` and `args`, with the covered convolutions rewritten."""
+  env = {}
+
+  def read(var):
+    return var.val if isinstance(var, jax_core.Literal) else env[var]
+
+  env.update(zip(jaxpr.constvars, consts))
+  env.update(zip(jaxpr.invars, args))
+  for eqn in jaxpr.eqns:
+    invals = [read(var) for var in eqn.invars]
+    nested = _nested_jaxpr(eqn)
+    context = getattr(getattr(eqn, "ctx", None), "manager", None) or contextlib.nullcontext()
+    with context:
+      if _covered_equation(eqn):
+        params = eqn.params
+        outvals = [_any_layout_conv(*invals, params["window_strides"], params["padding"],
+                                    params["dimension_numbers"], params["precision"])]
+      elif nested is not None and _rewrites(nested[0]):
+        body = functools.partial(_evaluate, *nested)
+        if eqn.primitive is jax_core.primitives.remat_p:
+          outvals = jax.checkpoint(lambda *a, body=body: body(a), policy=eqn.params["policy"],
+                                   prevent_cse=eqn.params["prevent_cse"])(*invals)
+        else:
+          outvals = body(invals)
+      else:
+        outvals = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+        if not eqn.primitive.multiple_results:
+          outvals = [outvals]
+    env.update(zip(eqn.outvars, outvals))
+  return [read(var) for var in jaxpr.outvars]
