@@ -1,7 +1,35 @@
 """PGD-20 and AutoAttack speed: jaxadv against torchattacks on the same weights and points.
 
 Both libraries attack the same model (the Flax model and its PyTorch twin from
-`torch_models.from_flax`, whose logits are checked to agree first) on the same images:
+`torch_models.from_flax`, whose logits are checked to agree first) on the same images.
+
+Models (`--model`):
+
+  small_cnn  the zoo's SmallCNN (`jaxadv.models.SmallCNN`, Flax).
+  resnet18   the zoo's CIFAR ResNet-18 (for synthetic-cifar).
+  user_lax   the zoo SmallCNN's function written as a user porting a PyTorch network would write
+             it, in plain JAX without Flax (`user_small_cnn`): the NHWC images in [0, 1] are
+             transposed to NCHW, normalised in the model, `(x - mean) / std`, then four 3x3
+             `lax.conv_general_dilated(..., dimension_numbers=("NCHW", "OIHW", "NCHW"))` with
+             bias and ReLU, a 2x2 max-pool by `lax.reduce_window(x, -inf, lax.max, ...)` after
+             the second and the fourth (what a user writes; the zoo pools by reshape + max,
+             the same values, whose gradient avoids the reduce-window max gradient's
+             select-and-scatter: docs/performance.md), a (c, h, w) flatten and three dense
+             layers `x @ W.T + b`. Its weights are
+             the state dict of the PyTorch twin of the zoo SmallCNN (the weights below), as JAX
+             arrays, so the three compute one function: its logits are checked against the
+             twin's and the zoo model's. jaxadv attacks `Partial(user_small_cnn, params)` (JAX's
+             pytree partial: the weights are arguments of the compiled attacks), through the
+             Evaluator as the predictor `params -> apply_fn` for pgd20 and autoattack;
+             torchattacks attacks the twin, as for small_cnn. Every attack below works with it.
+
+  --fast-conv  (user_lax only) jaxadv attacks `jaxadv.models.fast_convolutions(apply_fn)`
+             instead: the same model with its convolutions rewritten into jaxadv's
+             explicit-input-gradient convolution on CPU (on other backends the flag changes
+             nothing). The zoo models compute their convolutions with it already
+             (`jaxadv.models.conv.conv_layer`), so the flag is refused for them.
+
+Data (`--data`):
 
   mnist            the 2k MNIST test split of `jaxadv.data.load("mnist_idx", "test")` (files in
                    ../shared/data/mnist or $JAXADV_MNIST_DIR); weights from `--workdir` (a jaxadv
@@ -28,18 +56,35 @@ Attacks, L-inf:
               "standard") itself builds that cascade with its attacks' default of 10 steps, a
               tenth of the work; `--torch-aa-steps 10` times that.
   autoattack-fn  the function `jaxadv.attacks.autoattack(version="standard")` on the whole
-              test set (batches of `--batch-size`, no sharding) vs torchattacks.AutoAttack(
+              test set (batches of `--batch-size` over all JAX devices) vs torchattacks.AutoAttack(
               version="standard") itself, with the steps of its APGD, APGD-T and FAB set to
               `--torch-aa-steps` (100: the reference's; torchattacks' default is 10). This is
               the row a PyTorch user compares: one call each, same weights, same points.
+
+  --per-stage  runs the autoattack-fn row stage by stage, the two libraries interleaved:
+              jaxadv's clean prediction, then torchattacks', jaxadv's APGD-CE, then
+              torchattacks', ..., Square; each library's stage attacks the points that its
+              previous stage left robust. jaxadv runs the function's own cascade one stage per
+              `next()` (`jaxadv.attacks.autoattack.autoattack_stages`: the same computation as
+              the function, the stages of `stages("standard", ...)` on batches of the still-robust
+              points padded to power-of-two buckets); torchattacks runs the attacks of the
+              cascade of the autoattack row (APGD, APGDT, FAB(multi_targeted), Square with
+              `--torch-aa-steps` steps) one by one, batch by batch, each batch updated as
+              MultiAttack (inside torchattacks' AutoAttack) updates it. MultiAttack's first
+              stage attacks every point, misclassified ones too; here both libraries start from
+              the points classified correctly clean. Printed per stage: the seconds of each
+              library, their ratio and the robust accuracy after the stage in each, then the
+              totals. Needs autoattack-fn in `--attacks`; the other rows are unchanged.
 
 jaxadv runs through `jaxadv.eval.robustness.Evaluator`, the engine of `evaluate` (batches of
 `--batch-size` on the data mesh of all devices, each cascade stage on the points still robust,
 padded to full batches); torchattacks runs batch by batch on `--device`. Every attack runs
 `1 + --repeats` times per library: the first call (JAX: tracing, XLA compilation and the run)
 is reported on its own, the steady state is the median of the later calls (the Evaluator keeps
-its compiled programs); with `--repeats 0` the ratio compares the first calls. Robust
-accuracies of both libraries are printed; they should agree within a point or so.
+its compiled programs); with `--repeats 0` the ratio compares the first calls. With
+`--per-stage` the whole interleaved cascade runs `1 + --repeats` times, and each stage is
+reported the same way. Robust accuracies of both libraries are printed; they should agree
+within a point or so.
 
 On a GPU both libraries default to TF32 for some float32 convolutions and matrix products (JAX
 for all of them, PyTorch for convolutions only), so the script fixes one precision for both:
@@ -54,23 +99,29 @@ Usage:
   python benchmarks/attack_speed.py --workdir runs/mnist_pgd_at        # trained weights
   python benchmarks/attack_speed.py --model resnet18 --data synthetic-cifar --device cuda \
       --num-examples 500 --train-steps 500
+  python benchmarks/attack_speed.py --model user_lax --fast-conv --num-examples 200 \
+      --batch-size 200 --attacks autoattack-fn --per-stage --repeats 0   # a user's model
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 import torchattacks
+from jax import lax
 
 import jaxadv
 from jaxadv import data, models
 from jaxadv.attacks import autoattack
+from jaxadv.attacks.autoattack import autoattack_stages
 from jaxadv.data import ArrayDataset
 from jaxadv.eval import robustness, suites
 
@@ -79,6 +130,7 @@ import torch_models  # pylint: disable=wrong-import-order
 NUM_CLASSES = 10
 CIFAR_SHAPE = (32, 32, 3)
 DEFAULT_EPS = {"mnist": 0.3, "synthetic-cifar": 8 / 255}
+ZOO_MODEL = {"user_lax": "small_cnn"}  # the zoo model whose weights and twin a user model takes
 
 
 def synthetic_images(rng: np.random.Generator, num_examples: int) -> np.ndarray:
@@ -124,13 +176,50 @@ def mnist(args):
     from jaxadv import train as training  # pylint: disable=import-outside-toplevel
     config, variables, step = training.restore(args.workdir)
     model = training.build_model(config, test)
+    if args.model == "user_lax" and not isinstance(model, models.SmallCNN):
+      raise SystemExit(f"--model user_lax takes a SmallCNN's weights; {args.workdir} holds a "
+                       f"{type(model).__name__}.")
     return test, model, variables, f"{args.workdir}, checkpoint of step {step}"
   train = data.load("mnist_idx", "train")
-  model = models.get(args.model, num_classes=NUM_CLASSES, mean=train.mean, std=train.std)
+  model = models.get(ZOO_MODEL.get(args.model, args.model), num_classes=NUM_CLASSES,
+                     mean=train.mean, std=train.std)
   variables = torch_models.short_pgd_at(model, train, steps=args.train_steps, batch_size=128,
                                         eps=args.eps, attack_steps=5, lr=0.05)
   return test, model, variables, (f"{args.train_steps} steps of PGD-AT (PGD-5, eps "
                                   f"{args.eps:.3g}, batch 128) inside this script")
+
+
+def user_small_cnn(params, images):
+  """SmallCNN as a user porting its PyTorch version would write it: plain JAX, NCHW, no Flax.
+
+  params: the PyTorch twin's state dict as JAX arrays (`user_lax`); images (B, H, W, C) in
+  [0, 1], transposed to PyTorch's (B, C, H, W) first. Returns logits (B, num_classes).
+  """
+  x = jnp.transpose(images, (0, 3, 1, 2))
+  x = (x - params["normalize.mean"]) / params["normalize.std"]
+  for i in range(4):
+    x = lax.conv_general_dilated(x, params[f"convs.{i}.weight"], window_strides=(1, 1),
+                                 padding=((1, 1), (1, 1)),
+                                 dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    x = jax.nn.relu(x + params[f"convs.{i}.bias"][:, None, None])
+    if i % 2 == 1:  # F.max_pool2d(x, 2)
+      x = lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+  x = x.reshape(x.shape[0], -1)  # (c, h, w) order, as torch's flatten
+  x = jax.nn.relu(x @ params["fc1.weight"].T + params["fc1.bias"])
+  x = jax.nn.relu(x @ params["fc2.weight"].T + params["fc2.bias"])
+  return x @ params["fc3.weight"].T + params["fc3.bias"]
+
+
+def user_lax(net, fast: bool):
+  """(predictor `params -> apply_fn`, params) of `user_small_cnn` with the weights of `net`, the
+  PyTorch twin of a zoo SmallCNN; with `fast`, apply_fn is `models.fast_convolutions`'s."""
+  params = {name: jnp.asarray(value.cpu().numpy()) for name, value in net.state_dict().items()}
+
+  def predictor(params):
+    apply_fn = jax.tree_util.Partial(user_small_cnn, params)
+    return models.fast_convolutions(apply_fn) if fast else apply_fn
+
+  return predictor, params
 
 
 def torch_cascade(net, eps: float, steps: int):
@@ -167,6 +256,48 @@ def torch_robust_accuracy(attack, net, x, y, batch_size: int) -> float:
   return torch_models.accuracy(net, x_adv, y, batch_size)
 
 
+def torch_stage(attack, net, x, y, robust, batch_size: int) -> np.ndarray:
+  """Robust flags (N,) after the torchattacks `attack` on the points flagged `robust`, batch by
+  batch, updated as MultiAttack updates them; with attack None, the clean predictions."""
+  if attack is None:
+    with torch.no_grad():
+      labels = [net(x[i:i + batch_size]).argmax(1) for i in range(0, len(y), batch_size)]
+    return (torch.cat(labels) == y).cpu().numpy()
+  robust = robust.copy()
+  chosen = np.flatnonzero(robust)
+  for start in range(0, chosen.size, batch_size):
+    rows = chosen[start:start + batch_size]
+    index = torch.from_numpy(rows).to(y.device)
+    x_adv = attack(x[index], y[index])
+    with torch.no_grad():
+      fooled = (net(x_adv).argmax(1) != y[index]).cpu().numpy()
+    robust[rows[fooled]] = False
+  return robust
+
+
+def per_stage(apply_fn, net, dataset, x, y, args):
+  """AutoAttack stage by stage, jaxadv's stage i then torchattacks' (module docstring), run
+  `1 + args.repeats` times: [(stage, jaxadv seconds per run, torch seconds per run, jaxadv
+  robust %, torch robust %)], "clean" first."""
+  torch_attacks = [None, *torch_cascade(net, args.eps, args.torch_aa_steps).attacks]
+  seconds = [([], []) for _ in torch_attacks]  # per stage: (jaxadv's, torch's) of each run
+  for _ in range(1 + args.repeats):
+    torch.manual_seed(0)
+    jax_stages = autoattack_stages(apply_fn, dataset.images, dataset.labels, jax.random.key(0),
+                                   eps=args.eps, norm="linf", batch_size=args.batch_size)
+    torch_robust, robust = None, []
+    for attack, (jax_s, torch_s) in zip(torch_attacks, seconds):
+      (name, result), jax_call = timed(functools.partial(next, jax_stages), 1)
+      torch_robust, torch_call = timed(functools.partial(torch_stage, attack, net, x, y,
+                                                         torch_robust, args.batch_size), 1)
+      jax_s.extend(jax_call)
+      torch_s.extend(torch_call)
+      robust.append((name, 100 * float(np.mean(result.robust)),
+                     100 * float(np.mean(torch_robust))))
+  return [(name, jax_s, torch_s, jax_acc, torch_acc)
+          for (name, jax_acc, torch_acc), (jax_s, torch_s) in zip(robust, seconds)]
+
+
 def timed(fn, calls: int):
   """(result of the last call, [seconds of each call]); CUDA work is synchronised."""
   seconds = []
@@ -177,6 +308,19 @@ def timed(fn, calls: int):
       torch.cuda.synchronize()
     seconds.append(time.perf_counter() - start)
   return result, seconds
+
+
+def row(name: str, jax_s, torch_s, jax_acc: float, torch_acc: float) -> str:
+  """A line of the table: first calls, medians of the later calls (if any), their ratio (of the
+  first calls without later ones) and both accuracies."""
+  if len(jax_s) > 1:
+    jax_steady, torch_steady = statistics.median(jax_s[1:]), statistics.median(torch_s[1:])
+    steady = f"{jax_steady:>9.1f} {torch_s[0]:>11.1f} {torch_steady:>9.1f} "
+    ratio = jax_steady / torch_steady
+  else:  # first calls only: the ratio compares them, jaxadv's compilation included
+    steady, ratio = f"{'-':>9} {torch_s[0]:>11.1f} {'-':>9} ", jax_s[0] / torch_s[0]
+  return (f"{name:<13} {jax_s[0]:>12.1f} {steady}{ratio:>9.2f} "
+          f"{jax_acc:>9.2f}% {torch_acc:>8.2f}%")
 
 
 def machine() -> str:
@@ -191,7 +335,10 @@ def machine() -> str:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--num-examples", type=int, default=2000)
-  parser.add_argument("--model", choices=("small_cnn", "resnet18"), default="small_cnn")
+  parser.add_argument("--model", choices=("small_cnn", "resnet18", "user_lax"),
+                      default="small_cnn", help="user_lax: SmallCNN in plain lax, NCHW")
+  parser.add_argument("--fast-conv", action="store_true",
+                      help="user_lax: attack models.fast_convolutions(apply_fn)")
   parser.add_argument("--data", choices=("mnist", "synthetic-cifar"), default="mnist")
   parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                       help="torch device (jax uses its default backend)")
@@ -204,12 +351,20 @@ def main() -> None:
                       help="L-inf radius (default 0.3 for mnist, 8/255 for synthetic-cifar)")
   parser.add_argument("--attacks", default="pgd20,autoattack",
                       help="comma-separated: pgd20, autoattack, autoattack-fn")
+  parser.add_argument("--per-stage", action="store_true",
+                      help="autoattack-fn stage by stage, both libraries interleaved")
   parser.add_argument("--torch-aa-steps", type=int, default=100)
   parser.add_argument("--repeats", type=int, default=1,
                       help="steady-state calls per attack; 0: first calls only, compared")
   parser.add_argument("--precision", choices=("float32", "tf32"), default="float32",
                       help="matmul/convolution precision of float32 on GPUs, both libraries")
   args = parser.parse_args()
+  if args.fast_conv and args.model != "user_lax":
+    parser.error(f"--fast-conv applies to --model user_lax: {args.model} computes its "
+                 "convolutions with jaxadv's fast convolution already (conv_layer), so the "
+                 "flag would change nothing.")
+  if args.per_stage and "autoattack-fn" not in args.attacks.split(","):
+    parser.error("--per-stage times the stages of autoattack-fn: add it to --attacks.")
   args.eps = DEFAULT_EPS[args.data] if args.eps is None else args.eps
   tf32 = args.precision == "tf32"
   jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
@@ -221,19 +376,34 @@ def main() -> None:
   if args.data == "mnist":
     dataset, model, variables, source = mnist(args)
   else:
-    model = models.get(args.model, num_classes=NUM_CLASSES)
+    model = models.get(ZOO_MODEL.get(args.model, args.model), num_classes=NUM_CLASSES)
     dataset, variables, source = synthetic_cifar(model, args)
-  print(f"{args.model} on {len(dataset)} {dataset.name} points, weights: {source} "
+  described = args.model + (" with fast_convolutions" if args.fast_conv else "")
+  print(f"{described} on {len(dataset)} {dataset.name} points, weights: {source} "
         f"({time.perf_counter() - start:.0f} s)")
 
   net = torch_models.from_flax(model, variables, dataset.image_shape, args.device)
-  apply_fn = models.BoundModel(model, variables, "eval")
-  diff = max(torch_models.check_twin(apply_fn, net, dataset.images[i:i + 500],
-                                     tol=3e-2 if tf32 else 1e-3)
+  tol = 3e-2 if tf32 else 1e-3
+  zoo_fn = models.BoundModel(model, variables, "eval")
+  if args.model == "user_lax":  # the Evaluator takes a predictor params -> apply_fn
+    predictor, weights = user_lax(net, args.fast_conv)
+  else:
+    predictor, weights = model, variables
+  apply_fn = models.bind(predictor, weights)
+  diff = max(torch_models.check_twin(apply_fn, net, dataset.images[i:i + 500], tol=tol)
              for i in range(0, len(dataset), 500))
   x, y = torch_models.to_torch(dataset.images, dataset.labels, args.device)
-  print(f"max |logits diff| flax vs torch {diff:.1e}; clean accuracy "
-        f"{torch_models.accuracy(net, x, y):.2f}%")
+  checked = f"max |logits diff| {'user_lax' if args.model == 'user_lax' else 'flax'} vs torch"
+  checked += f" {diff:.1e}"
+  if args.model == "user_lax":
+    zoo_diff = max(float(np.max(np.abs(np.asarray(apply_fn(dataset.images[i:i + 500]))
+                                       - np.asarray(zoo_fn(dataset.images[i:i + 500])))))
+                   for i in range(0, len(dataset), 500))
+    if not zoo_diff <= tol:
+      raise ValueError(f"user_lax and the zoo SmallCNN disagree: max |logits diff| "
+                       f"{zoo_diff:.2e} > {tol:.0e}.")
+    checked += f", user_lax vs flax {zoo_diff:.1e}"
+  print(f"{checked}; clean accuracy {torch_models.accuracy(net, x, y):.2f}%")
   print(f"L-inf eps {args.eps:.4g}, batch {args.batch_size}, {args.precision}, torch AutoAttack "
         f"cascade with {args.torch_aa_steps} steps; 1 first call + median of {args.repeats} "
         f"more\n")
@@ -243,6 +413,15 @@ def main() -> None:
   print(header)
   print("-" * len(header))
   for name in args.attacks.split(","):
+    if name == "autoattack-fn" and args.per_stage:
+      print(f"{name} per stage, interleaved (robust % after each stage):", flush=True)
+      stage_rows = per_stage(apply_fn, net, dataset, x, y, args)
+      for stage, jax_s, torch_s, jax_acc, torch_acc in stage_rows:
+        print(row(f"  {stage}", jax_s, torch_s, jax_acc, torch_acc), flush=True)
+      totals = [[sum(run) for run in zip(*(stage_row[side] for stage_row in stage_rows))]
+                for side in (1, 2)]  # per run, the sum over the stages; then each library
+      print(row("  total", *totals, *stage_rows[-1][3:]), flush=True)
+      continue
     if name == "autoattack-fn":
       (jax_acc, stages), jax_s = timed(
           lambda: jax_autoattack(apply_fn, dataset, args.eps, args.batch_size),
@@ -250,22 +429,15 @@ def main() -> None:
       torch_attack = torch_autoattack(net, args.eps, args.torch_aa_steps)
     else:
       attack = suites.build([name], eps=args.eps, norm="linf", num_classes=NUM_CLASSES)
-      evaluator = robustness.Evaluator(model, dataset, batch_size=args.batch_size)
-      result, jax_s = timed(lambda: evaluator(variables, attack), 1 + args.repeats)
+      evaluator = robustness.Evaluator(predictor, dataset, batch_size=args.batch_size)
+      result, jax_s = timed(lambda: evaluator(weights, attack), 1 + args.repeats)
       jax_acc, stages = result.accuracy()[name], result.stages.get(name)
       torch_attack = (torchattacks.PGD(net, eps=args.eps, alpha=args.eps / 4, steps=20)
                       if name == "pgd20" else torch_cascade(net, args.eps, args.torch_aa_steps))
     torch.manual_seed(0)
     torch_acc, torch_s = timed(lambda: torch_robust_accuracy(torch_attack, net, x, y,
                                                              args.batch_size), 1 + args.repeats)
-    if args.repeats:
-      jax_steady, torch_steady = statistics.median(jax_s[1:]), statistics.median(torch_s[1:])
-      steady = f"{jax_steady:>9.1f} {torch_s[0]:>11.1f} {torch_steady:>9.1f} "
-      ratio = jax_steady / torch_steady
-    else:  # first calls only: the ratio compares them, jaxadv's compilation included
-      steady, ratio = f"{'-':>9} {torch_s[0]:>11.1f} {'-':>9} ", jax_s[0] / torch_s[0]
-    print(f"{name:<13} {jax_s[0]:>12.1f} {steady}{ratio:>9.2f} "
-          f"{jax_acc:>9.2f}% {torch_acc:>8.2f}%", flush=True)
+    print(row(name, jax_s, torch_s, jax_acc, torch_acc), flush=True)
     if stages:
       flags = ", ".join(f"{stage} {100 * np.mean(robust):.2f}%"
                         for stage, robust in stages.items())

@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -97,11 +98,16 @@ class Launch:
     return f"{CONFIGS / f'mnist_{name}.py'}:{','.join(w for w in words if w)}"
 
   def run(self, log_name: str, *args: str) -> None:
-    """`python -m jaxadv.cli args`, output to <root>/logs/<log_name>.log; raises on failure."""
+    """`python -m jaxadv.cli args`, output to <root>/logs/<log_name>.log; raises on failure.
+
+    Each command runs on one JAX CPU device unless JAX_NUM_CPU_DEVICES is set: a launch runs
+    `jobs` commands side by side, and the recorded runs (experiments/results) used one device,
+    whose rounding a comparison keeps (the CLI alone would take a device per core)."""
     log = self.root / "logs" / f"{log_name}.log"
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": os.environ.get("JAX_NUM_CPU_DEVICES", "1")}
     with log.open("w") as out:
       code = subprocess.call([sys.executable, "-m", "jaxadv.cli", *args], stdout=out,
-                             stderr=subprocess.STDOUT)
+                             stderr=subprocess.STDOUT, env=env)
     if code:
       tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
       raise RuntimeError(f"jaxadv {' '.join(args)} failed ({code}); end of {log}:\n{tail}")

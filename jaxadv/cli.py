@@ -217,25 +217,40 @@ def _load_config(path, overrides):
   return config_lib.validate(config_lib.apply_overrides(config, overrides))
 
 
-def _start_jax(args) -> None:
-  """Turns on the persistent compilation cache (`jaxadv.cache`) unless `--no-compilation-cache`,
-  calls `jax.distributed.initialize` when `--distributed` asks for it (before anything else
-  touches the devices), then prints `mesh.idle_cores_hint` if it has one."""
+def _batch_sizes(config, grid) -> set[int]:
+  """The training batch sizes of a train or sweep command: every stage's, for every
+  `batch_size` of a sweep's grid."""
+  from jaxadv.train import stages  # pylint: disable=import-outside-toplevel
+  candidates = (grid or {}).get("batch_size", [config.batch_size])
+  return set().union(*(stages.batch_sizes(config_lib.apply_overrides(
+      config.copy_and_resolve_references(), [f"batch_size={size}"])) for size in candidates))
+
+
+def _cpu_devices_chosen() -> bool:
+  """Whether the user set the CPU device count (JAX_NUM_CPU_DEVICES, jax.config, XLA_FLAGS)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return (getattr(jax.config, "jax_num_cpu_devices", -1) != -1  # -1: not set
+          or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""))
+
+
+def _start_jax(args, batch_sizes=()) -> None:
+  """Before anything touches the devices: turns on the persistent compilation cache
+  (`jaxadv.cache`) unless `--no-compilation-cache`; gives JAX one CPU device per core
+  (`sharding.cpu_device_count`, fewer when `batch_sizes` do not split that way) unless the user
+  chose a count (`JAX_NUM_CPU_DEVICES=N`; only the CPU backend is affected); calls
+  `jax.distributed.initialize` when `--distributed` asks for it."""
   import jax  # pylint: disable=import-outside-toplevel
   from jaxadv import cache  # pylint: disable=import-outside-toplevel
   from jaxadv import sharding as mesh  # pylint: disable=import-outside-toplevel
   if not args.no_compilation_cache:
     cache.enable_compilation_cache()
+  if not _cpu_devices_chosen():
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    jax.config.update("jax_num_cpu_devices", mesh.cpu_device_count(cores, batch_sizes))
   if getattr(args, "distributed", False):
     jax.distributed.initialize(coordinator_address=args.coordinator,
                                num_processes=args.num_processes, process_id=args.process_id)
-  chosen = (getattr(jax.config, "jax_num_cpu_devices", -1) != -1  # -1: not set
-            or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""))
-  cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-           else os.cpu_count() or 1)
-  hint = mesh.idle_cores_hint(jax.default_backend(), jax.device_count(), cores, chosen)
-  if hint:
-    print(hint, file=sys.stderr, flush=True)
 
 
 def _files(directory) -> dict[pathlib.Path, int]:
@@ -353,7 +368,7 @@ def _run(args, overrides) -> None:
   config = (_load_config(args.config, overrides + args.overrides)
             if args.command in ("train", "sweep") else None)
   grid = _parse_grid(args.grid) if args.command == "sweep" else None
-  _start_jax(args)
+  _start_jax(args, _batch_sizes(config, grid) if config is not None else ())
   if args.command == "train":
     _train(args, config)
   elif args.command == "eval":

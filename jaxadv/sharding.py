@@ -58,17 +58,21 @@ def must_sync_each_step(mesh: Mesh) -> bool:
   return mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
 
 
-def idle_cores_hint(platform: str, device_count: int, cores: int, chosen: bool) -> str | None:
-  """A one-line suggestion when JAX runs on one CPU device of a host with `cores` > 1 cores
-  and the user did not choose the device count (`chosen`), else None.
+def cpu_device_count(cores: int, batch_sizes=()) -> int:
+  """The CPU devices the `jaxadv` commands start JAX with when the user chose no count: one
+  per core, lowered to the largest count that divides every batch size in `batch_sizes` (the
+  training batches, which must split evenly over the devices; evaluations pad theirs).
 
   XLA:CPU runs one device's program with intra-op threads, which keep little more than one
-  core busy in the input-gradient convolutions of the attacks. With one device per core every
+  core busy in the input-gradient convolutions of the attacks; with a device per core every
   batch is sharded over the cores: AutoAttack ran 1.61x faster on 2 cores with the same robust
-  points (docs/performance.md, section 8).
+  points (docs/performance.md, section 8), and the PGD-10 training step of SmallCNN trained
+  115.9 instead of 63.9 images/s (`benchmarks/train_step.py`, issue 53).
+
+  >>> cpu_device_count(4), cpu_device_count(4, [128, 96]), cpu_device_count(3, [128])
+  (4, 4, 2)
   """
-  if platform != "cpu" or device_count != 1 or cores < 2 or chosen:
-    return None
-  return (f"jaxadv: JAX sees this {cores}-core host as one CPU device, which keeps about one core "
-          f"busy; JAX_NUM_CPU_DEVICES={cores} gives each core a shard of every batch (AutoAttack "
-          "1.6x faster on 2 cores, same results: docs/performance.md, section 8).")
+  count = max(int(cores), 1)
+  while any(size % count for size in batch_sizes):
+    count -= 1
+  return count

@@ -2,7 +2,10 @@
 plots and sweeps."""
 
 import json
+import os
 import signal
+import subprocess
+import sys
 
 import chex
 import hypothesis
@@ -241,13 +244,35 @@ def test_sweep_cli_rejects_a_bad_grid(capsys):
   assert "field=value1,value2" in capsys.readouterr().err
 
 
-def test_one_cpu_device_on_a_multicore_host_gets_the_devices_hint(capsys):
-  hint = sharding.idle_cores_hint("cpu", 1, 4, chosen=False)
-  assert "JAX_NUM_CPU_DEVICES=4" in hint and "4-core host" in hint
-  for platform, devices, cores, chosen in [("gpu", 1, 4, False), ("tpu", 1, 4, False),
-                                           ("cpu", 2, 4, False), ("cpu", 1, 1, False),
-                                           ("cpu", 1, 4, True)]:
-    assert sharding.idle_cores_hint(platform, devices, cores, chosen) is None
-  # The CLI starts JAX (here on the 8 fake devices of conftest: a chosen count) without it.
-  assert cli.main(["report", "vulnerability", "--workdir", "/nonexistent"]) == 2
-  assert "JAX_NUM_CPU_DEVICES" not in capsys.readouterr().err
+def test_the_cli_device_count_is_one_per_core_split_by_the_batch_sizes():
+  assert sharding.cpu_device_count(2) == 2
+  assert sharding.cpu_device_count(2, {128, 64}) == 2
+  assert sharding.cpu_device_count(4, {6}) == 3 and sharding.cpu_device_count(8, {7}) == 7
+  assert sharding.cpu_device_count(3, {5}) == 1 and sharding.cpu_device_count(0) == 1
+
+
+def _devices_in_a_fresh_process(start: str, **env) -> int:
+  clean = {k: v for k, v in os.environ.items()
+           if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+  code = ("import argparse, jax; from jaxadv import cli; "
+          f"cli._start_jax(argparse.Namespace(no_compilation_cache=True), {start}); "
+          "print(jax.device_count())")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        env={**clean, "JAX_PLATFORMS": "cpu", **env}, timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  return int(done.stdout.split()[-1])
+
+
+def test_the_cli_starts_jax_with_a_device_per_core_unless_the_user_chose():
+  cores = len(os.sched_getaffinity(0))
+  assert _devices_in_a_fresh_process("{64 * 3 * 5 * 7}") == sharding.cpu_device_count(
+      cores, {64 * 3 * 5 * 7})
+  assert _devices_in_a_fresh_process("()", JAX_NUM_CPU_DEVICES="3") == 3  # the user's choice
+
+
+def test_train_and_sweep_choose_devices_by_every_batch_size():
+  config = cli._load_config("experiments/configs/digits_pgd_at.py", ["batch_size=48"])
+  assert cli._batch_sizes(config, None) == {48}
+  assert cli._batch_sizes(config, {"batch_size": [32, 96], "seed": [0, 1]}) == {32, 96}
+
+

@@ -23,13 +23,14 @@ at most `batch_size`, the last one padded (by repeating points) to a power of tw
 compiles for a few shapes only; each batch is split over the devices of a data mesh (all
 devices by default: with `JAX_NUM_CPU_DEVICES` = the cores of a CPU host, one shard per core).
 For journaled evaluation of a dataset, use the "autoattack" suite of `jaxadv.eval` instead; it
-runs the same stages (`stages`).
+runs the same stages (`stages`). `autoattack_stages` is `autoattack` as a generator, one stage
+per `next()` (benchmarks/attack_speed.py times the stages with it).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -129,6 +130,40 @@ def autoattack(apply_fn, x, y, key, *, eps, norm: str = "linf", version: str = "
     >>> list(result.stages), int(result.robust.sum())
     (['clean', 'apgd-ce', 'apgd-t', 'fab-t', 'square'], 0)
   """
+  *_, (_, result) = autoattack_stages(  # runs every stage; the last yield is the result
+      apply_fn, x, y, key, eps=eps, norm=norm, version=version, batch_size=batch_size,
+      mesh=mesh, log=log)
+  return result
+
+
+def autoattack_stages(apply_fn, x, y, key, *, eps, norm: str = "linf",
+                      version: str = "standard", batch_size: int | None = None, mesh=None,
+                      log: Callable[[str], None] | None = None
+                      ) -> Iterator[tuple[str, AutoAttackResult]]:
+  """`autoattack` one stage at a time, for callers that time or inspect the stages.
+
+  A generator with `autoattack`'s arguments: nothing runs until the first `next()`, which checks
+  the inputs and classifies the clean points, then yields ("clean", result); each later `next()`
+  runs one stage of the cascade on the points still robust and yields (stage name, result).
+  Each result is an `AutoAttackResult` of the cascade so far: `robust` and `stages` are the
+  flags after that stage (copies), while `x_adv` is one array that the later stages update in
+  place (copy it to keep one stage's worst case). `autoattack` returns the last result, so
+  running every stage here gives exactly its x_adv and flags.
+
+  Example: the stages of the linear model of `autoattack`'s example, one by one.
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxadv.attacks.autoattack import autoattack_stages
+    >>> w = jax.random.normal(jax.random.PRNGKey(0), (16, 4))
+    >>> apply_fn = lambda v: v.reshape(v.shape[0], -1) @ w
+    >>> x = jax.random.uniform(jax.random.PRNGKey(1), (6, 4, 4, 1))
+    >>> y = jnp.argmax(apply_fn(x), axis=-1)
+    >>> cascade = autoattack_stages(apply_fn, x, y, jax.random.PRNGKey(2), eps=0.5)
+    >>> name, result = next(cascade)
+    >>> name, int(result.robust.sum())
+    ('clean', 6)
+    >>> [name for name, _ in cascade]
+    ['apgd-ce', 'apgd-t', 'fab-t', 'square']
+  """
   validation.check_choice(version, "AutoAttack version", VERSIONS)
   if version == "rand":
     draw = lambda v, k: apply_fn(v, k)
@@ -155,6 +190,7 @@ def autoattack(apply_fn, x, y, key, *, eps, norm: str = "linf", version: str = "
   x_adv = x_host.copy()
   robust = np.asarray(predict(x, predict_key)) == y_host
   after = {"clean": robust.copy()}
+  yield "clean", AutoAttackResult(x_adv, robust.copy(), dict(after))
   for index, (name, attack) in enumerate(cascade):
     stage_key = jax.random.fold_in(key, index)
     chosen = np.flatnonzero(robust)
@@ -172,4 +208,4 @@ def autoattack(apply_fn, x, y, key, *, eps, norm: str = "linf", version: str = "
     if log:
       log(f"autoattack / {name}: {int(robust.sum())} of {len(robust)} points robust "
           f"({chosen.size} attacked)")
-  return AutoAttackResult(x_adv, robust, after)
+    yield name, AutoAttackResult(x_adv, robust.copy(), dict(after))

@@ -106,10 +106,22 @@ def _selected(method: methods.Method, all_stages, stages) -> set[str] | None:
   return {"" if name == MODEL else name for name in stages}
 
 
+def stage_batch_size(stage: methods.Stage, config) -> int:
+  """The global batch size `stage` trains with: its own, else the run's `batch_size`."""
+  return stage.batch_size or config.batch_size
+
+
+def batch_sizes(config) -> set[int]:
+  """The training batch sizes of every stage of the run's method (no JAX device is touched, so
+  the CLI calls it before choosing the device count)."""
+  return {stage_batch_size(stage, config)
+          for stage in methods.get(config.objective.name).stages_of(config)}
+
+
 def _total_steps(stage: methods.Stage, config, train_ds: data.ArrayDataset) -> int:
   """The steps `stage` trains for: its epochs (else `num_epochs`) of `train_ds` in its batches
   (else `batch_size`)."""
-  steps_per_epoch = data.steps_per_epoch(train_ds, stage.batch_size or config.batch_size)
+  steps_per_epoch = data.steps_per_epoch(train_ds, stage_batch_size(stage, config))
   return steps_per_epoch * (stage.num_epochs or config.num_epochs)
 
 
@@ -157,7 +169,7 @@ def train(config, workdir, *, stages=None, stop_after_step: int | None = None,
   train_ds = workdir_lib.load_dataset(config, "train")
   mesh = sharding.data_mesh()
   for stage in all_stages:
-    sharding.check_divisible(stage.batch_size or config.batch_size, mesh,
+    sharding.check_divisible(stage_batch_size(stage, config), mesh,
                              f"batch size of stage {stage.name or MODEL!r}")
   outputs, state = {}, None
   for stage in all_stages:
