@@ -1,12 +1,13 @@
 """`jaxadv.attacks.autoattack`: the cascade's bookkeeping, its versions, and the same stages
 in the evaluation suite."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxadv import attacks, data, sharding
+from jaxadv import attacks, data, models, sharding
 from jaxadv.attacks.autoattack import stages
 from jaxadv.eval import robustness, suites
 
@@ -75,6 +76,15 @@ def test_rand_attacks_the_eot_average_of_a_randomised_model():
   assert result.robust.sum() == 0
 
 
+class _Linear(nn.Module):
+  """A Flax linear classifier of NUM_CLASSES classes on flattened images."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    return nn.Dense(NUM_CLASSES)(x.reshape(x.shape[0], -1))
+
+
 def test_sharded_over_the_devices_equals_one_device():
   """Batches split over the tests' 8 devices (each padded to a multiple of 8) give what one
   device gives: the same robust points and adversarial examples (to float rounding)."""
@@ -86,6 +96,13 @@ def test_sharded_over_the_devices_equals_one_device():
   np.testing.assert_array_equal(one.robust, every.robust)
   assert 0 < one.robust.sum() < 10  # some points broken, some not: a real comparison
   np.testing.assert_allclose(one.x_adv, every.x_adv, atol=1e-6)
+  # A model whose arrays sit on one device (a restored checkpoint's) is replicated for the
+  # sharded batches.
+  model = _Linear()
+  variables = jax.device_put(model.init(KEY, x), jax.devices()[0])
+  result = attacks.autoattack(models.BoundModel(model, variables, "eval"), x, y, KEY, eps=0.08,
+                              batch_size=5)
+  assert result.robust.shape == (12,)
 
 
 def test_the_suite_runs_the_same_cascade():

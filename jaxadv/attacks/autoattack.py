@@ -184,6 +184,9 @@ def autoattack_stages(apply_fn, x, y, key, *, eps, norm: str = "linf",
     batch_size = max(len(x), 1)
   validation.check_positive_int(batch_size, "batch_size")
   mesh = sharding.data_mesh() if mesh is None else mesh
+  # The model's arrays (a BoundModel's variables, often committed to one device by a restore)
+  # replicated over the mesh that the batches are split over.
+  attacked = jax.device_put(as_pytree(attacked), sharding.replicated(mesh))
   predict = jax.jit(lambda v, k: jnp.argmax(draw(v, k), axis=-1))
 
   x_host, y_host = np.asarray(x), np.asarray(y)
