@@ -221,9 +221,12 @@ def _batch_sizes(config, grid) -> set[int]:
   """The training batch sizes of a train or sweep command: every stage's, for every
   `batch_size` of a sweep's grid."""
   from jaxadv.train import stages  # pylint: disable=import-outside-toplevel
-  candidates = (grid or {}).get("batch_size", [config.batch_size])
-  return set().union(*(stages.batch_sizes(config_lib.apply_overrides(
-      config.copy_and_resolve_references(), [f"batch_size={size}"])) for size in candidates))
+  sizes = set()
+  for size in (grid or {}).get("batch_size", [config.batch_size]):
+    candidate = config.copy_and_resolve_references()
+    candidate.batch_size = size
+    sizes |= stages.batch_sizes(candidate)
+  return sizes
 
 
 def _cpu_devices_chosen() -> bool:
