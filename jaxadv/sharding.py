@@ -66,8 +66,8 @@ def cpu_device_count(cores: int, batch_sizes=()) -> int:
   XLA:CPU runs one device's program with intra-op threads, which keep little more than one
   core busy in the input-gradient convolutions of the attacks; with a device per core every
   batch is sharded over the cores: AutoAttack ran 1.61x faster on 2 cores with the same robust
-  points (docs/performance.md, section 8), and the PGD-10 training step of SmallCNN trained
-  115.9 instead of 63.9 images/s (`benchmarks/train_step.py`, issue 53).
+  points (docs/performance.md, 'One device per core'), and the PGD-10 training step of SmallCNN
+  trained 115.9 instead of 63.9 images/s (`benchmarks/train_step.py`, issue 53).
 
   >>> cpu_device_count(4), cpu_device_count(4, [128, 96]), cpu_device_count(3, [128])
   (4, 4, 2)

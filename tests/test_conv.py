@@ -48,6 +48,29 @@ def test_uses_the_explicit_input_gradient():
   assert "custom_vjp" in jaxpr and "rev" in jaxpr  # the kernel flip is an explicit op
 
 
+def test_kernel_gradient_is_matrix_products():
+  """The kernel gradient is one dot_general per kernel tap (9 for a 3x3 kernel), where JAX's
+  own is a second convolution (its program: the forward convolution and the kernel-gradient
+  one, no dot_general; the custom_vjp's: the forward and the input-gradient convolutions)."""
+  x, k = jnp.ones((2, 6, 6, 2)), jnp.ones((3, 3, 2, 5))
+  program = lambda conv_fn: jax.make_jaxpr(jax.grad(_loss, argnums=2), static_argnums=(0, 3, 4))(
+      conv_fn, x, k, (2, 2), "SAME").jaxpr
+  fast, own = program(conv.conv_general_dilated), program(lax.conv_general_dilated)
+  assert _count(fast, lax.dot_general_p) == 9 and _count(own, lax.dot_general_p) == 0
+  assert _count(own, lax.conv_general_dilated_p) == 2
+
+
+def test_bfloat16_gradients_match_lax():
+  """bfloat16 operands: both gradients in bfloat16, within bfloat16 rounding of JAX's own."""
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3)).astype(jnp.bfloat16)
+  k = (0.3 * jax.random.normal(jax.random.key(1), (3, 3, 3, 4))).astype(jnp.bfloat16)
+  expected = _value_and_grads(lax.conv_general_dilated, x, k, (1, 1), "SAME")
+  got = _value_and_grads(conv.conv_general_dilated, x, k, (1, 1), "SAME")
+  for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+    assert g.dtype == e.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.float32(g), np.float32(e), rtol=5e-2, atol=5e-2)
+
+
 def test_unsupported_forms_fall_back_to_lax():
   x = jax.random.normal(jax.random.key(0), (2, 9, 9, 4))
   k = jax.random.normal(jax.random.key(1), (3, 3, 2, 4))
@@ -284,6 +307,28 @@ def test_fast_convolutions_leaves_other_convolutions_unchanged():
     assert "custom_vjp" not in str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(fast(x))))(x))
     for e, g in zip(value_and_grad(fn), value_and_grad(fast)):
       np.testing.assert_allclose(g, e, rtol=1e-6)
+
+
+def test_fast_convolutions_rewrites_tiling_max_pools_only():
+  """A PyTorch-style `F.max_pool2d(x, 2)` (reduce_window max, NCHW) becomes `pooling.max_pool`,
+  whose gradient has no select-and-scatter, with the same values and input gradient (ties
+  included: the input holds plateaus); an overlapping 3x3 stride-2 pool stays reduce_window."""
+  _, params, _ = _torch_style_cnn()
+  x = jnp.round(2 * jax.random.uniform(jax.random.key(8), (4, 1, 9, 9)))
+  pool = lambda h: lax.reduce_window(h, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+  overlapping = lambda h: lax.reduce_window(h, -jnp.inf, lax.max, (1, 1, 3, 3), (1, 1, 2, 2),
+                                            ((0, 0), (0, 0), (1, 1), (1, 1)))
+  for pooled, rewritten in ((pool, True), (overlapping, False)):
+    def model(params, x, pooled=pooled):
+      h = jax.nn.relu(lax.conv_general_dilated(x, params["c1"], (1, 1), ((1, 1), (1, 1)),
+                                               dimension_numbers=("NCHW", "OIHW", "NCHW")))
+      return jnp.sum(jnp.sin(pooled(h)))
+    fast = conv.fast_convolutions(model)
+    grad_x = lambda fn: jax.jit(jax.grad(fn, argnums=1))(params, x)
+    program = str(jax.make_jaxpr(jax.grad(fast, argnums=1))(params, x))
+    assert ("select_and_scatter" not in program) is rewritten
+    np.testing.assert_allclose(fast(params, x), model(params, x), rtol=1e-6)
+    np.testing.assert_allclose(grad_x(fast), grad_x(model), rtol=1e-6, atol=1e-7)
 
 
 def test_fast_convolutions_nested_jit_remat_pytrees_and_vmap():

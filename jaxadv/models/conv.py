@@ -10,8 +10,12 @@ JAX's own transpose rule computes the same thing, but leaves the flip and the fe
 XLA; XLA:CPU materialises them outside loops and then runs the convolution with its fast
 library (YNNPACK), yet inside a `while` loop (every `lax.fori_loop` of APGD, FAB, ...) it does
 not, and runs the input-gradient convolutions on its generic emitter, several times slower
-(docs/performance.md, section 1). Here the flipped, swapped kernel is an explicit array, so the
-gradient is a plain NHWC/HWIO convolution everywhere. The kernel gradient is JAX's own.
+(docs/performance.md, "Explicit input-gradient convolution in loops"). Here the flipped,
+swapped kernel is an explicit array, so the gradient is a plain NHWC/HWIO convolution
+everywhere. The kernel gradient is explicit too, one matrix product per kernel tap
+(`_kernel_gradient`), where JAX's transpose rule gives XLA:CPU a convolution with the batch as
+its feature axis, another slow path (1.4-2.8x slower per layer at batch 128, docs/performance.md,
+"Explicit kernel gradient").
 
 Values and gradients equal `lax.conv_general_dilated`'s (to float rounding); only the program
 differs. Models use it on the CPU backend only (`for_backend`): on GPUs and TPUs the compilers
@@ -25,7 +29,8 @@ in any 2-D layout: other layouts than NHWC/HWIO are transposed to it and back (l
 work: XLA:CPU transposes an NCHW convolution's operands to its own layout anyway).
 `fast_convolutions(apply_fn)` rewrites the convolutions of a model one did not write this way
 (a PyTorch-style NCHW network in plain `lax`, a Flax `nn.Conv` model) without touching its
-code.
+code, and with them its tiling max-pools, whose `reduce_window` gradient is the other slow
+kernel of XLA:CPU (`jaxadv.models.pooling`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jax_core
+
+from jaxadv.models import pooling
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -70,6 +77,31 @@ def _input_gradient_padding(spec: _Spec, lhs_shape, rhs_shape, out_shape):
   return tuple(pads)
 
 
+def _kernel_gradient(lhs: jax.Array, grad_out: jax.Array, kernel_shape, spec: _Spec
+                     ) -> jax.Array:
+  """dL/dk (K1, K2, C, F) of y = conv(x, k), one matrix product per kernel tap (i, j):
+
+      dL/dk[i, j] = sum_{b, h, w} x_pad[b, h s1 + i, w s2 + j, :]^T dL/dy[b, h, w, :]   (C, F)
+
+  with x_pad = x (B, H, W, C) padded by `spec.padding` (lax.pad: negative padding crops) and
+  dL/dy (B, H', W', F). JAX's transpose rule computes the same sums as one convolution with the
+  batch as the feature axis, which XLA:CPU runs on its slow generic path; these are GEMMs."""
+  k1, k2 = kernel_shape[:2]
+  padded = lax.pad(lhs, jnp.zeros((), lhs.dtype),
+                   [(0, 0, 0), (*spec.padding[0], 0), (*spec.padding[1], 0), (0, 0, 0)])
+  (s1, s2), (out_h, out_w) = spec.strides, grad_out.shape[1:3]
+  grad_out = grad_out.astype(lhs.dtype)
+
+  def tap(i, j):
+    window = lax.slice(padded, (0, i, j, 0),
+                       (padded.shape[0], i + (out_h - 1) * s1 + 1, j + (out_w - 1) * s2 + 1,
+                        padded.shape[3]), (1, s1, s2, 1))
+    return jnp.einsum("bhwc,bhwf->cf", window, grad_out, precision=spec.precision,
+                      preferred_element_type=jnp.promote_types(lhs.dtype, jnp.float32))
+
+  return jnp.stack([jnp.stack([tap(i, j) for j in range(k2)]) for i in range(k1)])
+
+
 def _conv_bwd(spec, residuals, grad_out):
   lhs, rhs = residuals
   swapped_kernel = jnp.transpose(jnp.flip(rhs, (0, 1)), (0, 1, 3, 2))
@@ -77,11 +109,7 @@ def _conv_bwd(spec, residuals, grad_out):
       grad_out.astype(lhs.dtype), swapped_kernel.astype(lhs.dtype), (1, 1),
       _input_gradient_padding(spec, lhs.shape, rhs.shape, grad_out.shape),
       lhs_dilation=spec.strides, dimension_numbers=_NHWC, precision=spec.precision)
-  _, kernel_vjp = jax.vjp(
-      lambda kernel: lax.conv_general_dilated(lhs, kernel, spec.strides, spec.padding,
-                                              dimension_numbers=_NHWC, precision=spec.precision),
-      rhs)
-  return grad_lhs, kernel_vjp(grad_out)[0]
+  return grad_lhs, _kernel_gradient(lhs, grad_out, rhs.shape, spec).astype(rhs.dtype)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
@@ -185,23 +213,29 @@ def conv_layer(*args, **kwargs) -> nn.Conv:
 
 
 def fast_convolutions(fn):
-  """`fn` with every 2-D convolution of its computation replaced by this module's: the same
-  values and gradients, computed with the explicit input gradient that is fast inside loops on
+  """`fn` with every 2-D convolution of its computation replaced by this module's, and every
+  tiling max-pool by `pooling.max_pool`: the same values and gradients, computed with the
+  explicit input gradient and the elementwise pooling gradient that are fast inside loops on
   CPU.
 
   For a model one did not build from `conv_layer`: `fast_convolutions(apply_fn)` is the
   `apply_fn` to pass to the attacks (`jaxadv.attacks.apgd(fast_convolutions(apply_fn), ...)`)
   or to `jaxadv.evaluate`. It traces `fn` to a jaxpr (`jax.make_jaxpr`) on every call and
   evaluates it equation by equation, binding every primitive unchanged except
-  `conv_general_dilated`: a convolution y = conv(x, k) that `conv_general_dilated` above covers
-  (2-D, any layout, e.g. x (B, C, H, W), k (F, C, K1, K2), y (B, F, H', W') in PyTorch's;
-  any strides and explicit padding; no lhs or rhs dilation; feature_group_count =
-  batch_group_count = 1; no preferred_element_type; real floating operands) becomes
+  `conv_general_dilated` and `reduce_window_max`: a convolution y = conv(x, k) that
+  `conv_general_dilated` above covers (2-D, any layout, e.g. x (B, C, H, W), k (F, C, K1, K2),
+  y (B, F, H', W') in PyTorch's; any strides and explicit padding; no lhs or rhs dilation;
+  feature_group_count = batch_group_count = 1; no preferred_element_type; real floating
+  operands) becomes
   transpose(conv_NHWC/HWIO(transpose(x), transpose(k))), the `custom_vjp` of this module, in
   the original layouts. Other convolutions (dilated, grouped, 1-D, 3-D, integer) stay
-  `lax.conv_general_dilated`.
+  `lax.conv_general_dilated`. A max-pool over windows that tile the input (`reduce_window_max`
+  with window = stride, no padding, no dilation, floating operand: `nn.max_pool(x, (2, 2),
+  (2, 2))`, PyTorch's `F.max_pool2d(x, 2)` ported to `lax.reduce_window`) becomes
+  `pooling.max_pool`, reshape + max with the same values and gradient (ties included);
+  overlapping or padded pools stay `reduce_window`.
 
-  Nested `jax.jit` functions (and `closed_call`) that contain a covered convolution are inlined
+  Nested `jax.jit` functions (and `closed_call`) that contain a covered equation are inlined
   into the caller's computation (inside a jitted caller, which the attacks are, this changes
   nothing; an eager call runs them op by op); `jax.checkpoint` (remat) bodies are rewritten and
   re-wrapped in `jax.checkpoint` with the same policy. The bodies of other higher-order
@@ -277,15 +311,32 @@ def _call_rewritten(fn, *args, **kwargs):
 
 
 def _covered_equation(eqn) -> bool:
-  """Whether `eqn` is a `conv_general_dilated` that `_any_layout_conv` computes."""
+  """Whether `eqn` is a `conv_general_dilated` that `_any_layout_conv` computes or a
+  `reduce_window_max` that `pooling.max_pool` computes."""
+  params = eqn.params
+  if eqn.primitive is lax.reduce_window_max_p:
+    operand = eqn.invars[0].aval
+    return (jnp.issubdtype(operand.dtype, jnp.floating)
+            and pooling.is_covered(operand.shape, params["window_dimensions"],
+                                   params["window_strides"], params["padding"],
+                                   params["base_dilation"], params["window_dilation"]))
   if eqn.primitive is not lax.conv_general_dilated_p:
     return False
-  params = eqn.params
   lhs, rhs = (var.aval for var in eqn.invars)
   return (params.get("out_sharding") is None
           and _is_covered(lhs, rhs, params["lhs_dilation"], params["rhs_dilation"],
                           params["feature_group_count"], params["batch_group_count"],
                           params["preferred_element_type"]))
+
+
+def _rewritten(eqn, invals) -> jax.Array:
+  """The output of the covered equation `eqn` on `invals`, computed by this module's
+  convolution or by `pooling.max_pool`."""
+  params = eqn.params
+  if eqn.primitive is lax.reduce_window_max_p:
+    return pooling.max_pool(invals[0], params["window_dimensions"])
+  return _any_layout_conv(*invals, params["window_strides"], params["padding"],
+                          params["dimension_numbers"], params["precision"])
 
 
 _INLINED = {jax_core.primitives.jit_p: "jaxpr", jax_core.primitives.closed_call_p: "call_jaxpr"}
@@ -302,7 +353,7 @@ def _nested_jaxpr(eqn):
 
 
 def _rewrites(jaxpr) -> bool:
-  """Whether `jaxpr`, or a jit, closed_call or remat body in it, has a covered convolution."""
+  """Whether `jaxpr`, or a jit, closed_call or remat body in it, has a covered equation."""
   for eqn in jaxpr.eqns:
     nested = _nested_jaxpr(eqn)
     if _covered_equation(eqn) or (nested is not None and _rewrites(nested[0])):
@@ -311,7 +362,7 @@ def _rewrites(jaxpr) -> bool:
 
 
 def _evaluate(jaxpr, consts, args) -> list:
-  """The outputs of `jaxpr` on `consts` and `args`, with the covered convolutions rewritten."""
+  """The outputs of `jaxpr` on `consts` and `args`, with the covered equations rewritten."""
   env = {}
 
   def read(var):
@@ -325,9 +376,7 @@ def _evaluate(jaxpr, consts, args) -> list:
     context = getattr(getattr(eqn, "ctx", None), "manager", None) or contextlib.nullcontext()
     with context:
       if _covered_equation(eqn):
-        params = eqn.params
-        outvals = [_any_layout_conv(*invals, params["window_strides"], params["padding"],
-                                    params["dimension_numbers"], params["precision"])]
+        outvals = [_rewritten(eqn, invals)]
       elif nested is not None and _rewrites(nested[0]):
         body = functools.partial(_evaluate, *nested)
         if eqn.primitive is jax_core.primitives.remat_p:

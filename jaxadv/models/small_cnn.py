@@ -15,9 +15,11 @@ from jaxadv.models.layers import Normalize
 def max_pool_2x2(x):
   """2x2 max-pool with stride 2 (odd trailing rows/columns dropped, as VALID pooling does).
 
-  Written as reshape + max: same values and gradient as `nn.max_pool`, but its gradient is an
-  elementwise mask instead of XLA's argmax-and-scatter, 27% faster per gradient step on CPU
-  (docs/performance.md). x: (B, H, W, C) -> (B, H // 2, W // 2, C).
+  Written as reshape + max: same values and gradient as `nn.max_pool` except where a window
+  holds tied maxima (`jnp.max` splits the gradient among them, `nn.max_pool` gives it all to
+  the first; `jaxadv.models.pooling.max_pool` matches the latter), but the gradient is an
+  elementwise mask instead of XLA's argmax-and-scatter, 27% faster per gradient step on
+  CPU (docs/performance.md). x: (B, H, W, C) -> (B, H // 2, W // 2, C).
   """
   b, h, w, c = x.shape
   x = x[:, :h // 2 * 2, :w // 2 * 2]
