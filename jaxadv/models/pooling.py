@@ -36,13 +36,19 @@ def is_covered(shape, window_dimensions, window_strides, padding, base_dilation,
           and any(w > 1 for w in window_dimensions))
 
 
+def _interleaved(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
+  """x (n_1, ..., n_r) -> (n_1 // w_1, w_1, ..., n_r // w_r, w_r), a reshape (trailing rows
+  that fill no window dropped)."""
+  x = x[tuple(slice(0, n // w * w) for n, w in zip(x.shape, window))]
+  return x.reshape([d for n, w in zip(x.shape, window) for d in (n // w, w)])
+
+
 def _split(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
   """x (n_1, ..., n_r) -> (n_1 // w_1, ..., n_r // w_r, w_1 * ... * w_r): the windows' entries
-  on the last axis in row-major window order (trailing rows that fill no window dropped)."""
+  on the last axis in row-major window order."""
   rank = len(window)
-  x = x[tuple(slice(0, n // w * w) for n, w in zip(x.shape, window))]
-  x = x.reshape([d for n, w in zip(x.shape, window) for d in (n // w, w)])
-  x = x.transpose(tuple(range(0, 2 * rank, 2)) + tuple(range(1, 2 * rank, 2)))
+  x = _interleaved(x, window).transpose(tuple(range(0, 2 * rank, 2))
+                                        + tuple(range(1, 2 * rank, 2)))
   return x.reshape(x.shape[:rank] + (-1,))
 
 
@@ -64,7 +70,6 @@ def max_pool(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
   `lax.reduce_window(x, -inf, lax.max, window, window, "VALID")`, with the same gradient.
 
   >>> import jax, jax.numpy as jnp
-  >>> from jax import lax
   >>> x = jnp.array([[1., 3., 2., 2.], [0., 3., 5., 1.]])[None, None]      # (1, 1, 2, 4)
   >>> max_pool(x, (1, 1, 2, 2))[0, 0]
   Array([[3., 5.]], dtype=float32)
@@ -78,7 +83,7 @@ def max_pool(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _max_pool(x, window, shape):
   del shape  # for the gradient
-  return _split(x, window).max(axis=-1)
+  return _interleaved(x, window).max(axis=tuple(range(1, 2 * len(window), 2)))
 
 
 def _max_pool_fwd(x, window, shape):
