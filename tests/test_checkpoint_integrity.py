@@ -66,6 +66,14 @@ def _garble_array_data(step_dir: pathlib.Path) -> None:
   _xor_middle(max(files, key=lambda p: p.stat().st_size))
 
 
+def _swap_state(step_dir: pathlib.Path, other_dir: pathlib.Path) -> None:
+  """Replaces the state item of an orbax step with another step's: every array stays readable
+  and wrong for `step_dir`'s digests. (Garbled bytes in a trained model's data files may instead
+  make orbax fail to decode a chunk, depending on where they land.)"""
+  shutil.rmtree(step_dir / "default")
+  shutil.copytree(other_dir / "default", step_dir / "default")
+
+
 def _garble_manifests(step_dir: pathlib.Path) -> None:
   """Garbles the OCDBT manifests of an orbax step, so that orbax fails to read its arrays."""
   for path in step_dir.glob("default/**/manifest.ocdbt"):
@@ -202,15 +210,16 @@ def test_step_without_digests_is_restored_unchecked(tmp_path):
 
 
 def test_evaluation_and_resumed_training_fall_back_end_to_end(tmp_path, capfd):
-  """A run with a garbled latest step (8): evaluation restores step 4 and says so; training again
-  resumes from step 4 and rewrites step 8 bit-exactly as the uninterrupted run wrote it."""
+  """A run whose latest step (8) holds wrong arrays: evaluation restores step 4 and says so;
+  training again resumes from step 4 and rewrites step 8 bit-exactly as the uninterrupted run
+  wrote it."""
   config = tiny_config(num_epochs=1)  # 8 steps, checkpoints at 4 and 8
   run, pristine, earlier = tmp_path / "run", tmp_path / "pristine", tmp_path / "earlier"
   training.train(config, run, progress=False)
   shutil.copytree(run, pristine)
   shutil.copytree(run, earlier)
   shutil.rmtree(earlier / "checkpoints" / "8")
-  _garble_array_data(run / "checkpoints" / "8")
+  _swap_state(run / "checkpoints" / "8", run / "checkpoints" / "4")
   capfd.readouterr()
   _, variables, step = training.restore(run)
   assert step == 4
