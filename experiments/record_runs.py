@@ -1,6 +1,6 @@
 """Copies finished runs' records into experiments/results and writes their manifest entries.
 
-    python experiments/record_runs.py --runs runs mnist60k advamd advamd_seg ood
+    python experiments/record_runs.py --runs runs mnist60k cifar advamd advamd_seg ood
 
 For each named group, `<runs>/<group>` is the `--root` of its `experiments/baselines.py`
 launch; every run directory holding an eval.json has its records (config, metrics, eval*.json;
@@ -55,6 +55,19 @@ def _segmentation(files: set[str]) -> dict:
           "miou_pgd20": ["eval.json", "miou", "pgd20"]}
 
 
+def _cifar(files: set[str]) -> dict:
+  """Figures of a CIFAR-10 (JPEG copy) run: clean and PGD-20 on the whole JPEG test set,
+  AutoAttack on its first 1,000 points, and clean, PGD-20 and AutoAttack on the exact test
+  images 0-999 (`<metric>_exact`)."""
+  entry = {"clean": "eval.json", "pgd20": "eval.json"}
+  if "eval_autoattack_n1000.json" in files:
+    entry["autoattack"] = "eval_autoattack_n1000.json"
+  if "eval_exact1000.json" in files:
+    entry.update({f"{metric}_exact": ["eval_exact1000.json", metric]
+                  for metric in ("clean", "pgd20", "autoattack")})
+  return entry
+
+
 def _ood(files: set[str]) -> dict:
   """Figures of a run of the OOD->ID defense (eval_ood.json of `jaxadv report ood`): clean
   accuracy of the bare classifier and of the defended model, the share of test points the gate
@@ -100,6 +113,15 @@ GROUPS = {
         "mnist_seg_advprop": ("advprop", "AdvProp (segmentation)", "mnist_seg_advprop.py"),
         "mnist_seg_advamd": ("advamd", "AdvAmd (segmentation)", "mnist_seg_advamd.py"),
     }, _segmentation, ""),
+    "cifar": ({
+        "cifar10_jpeg_preact18_pgd_at": ("pgd_at", "PGD-AT (CIFAR-10 JPEG copy)",
+                                         "cifar10_jpeg_preact18_pgd_at.py:cpu"),
+        "cifar10_jpeg_preact18_trades": ("trades", "TRADES (CIFAR-10 JPEG copy)",
+                                         "cifar10_jpeg_preact18_trades.py:cpu"),
+    }, _cifar, " Runs `cifar.*` (CIFAR-10 JPEG copy, PreActResNet-18 at the CPU budget of "
+       "experiments/configs/cifar10_jpeg_preact18_*.py:cpu): clean and pgd20 (eval.json: the "
+       "whole JPEG test set), autoattack (eval_autoattack_n1000.json: its first 1,000 points), "
+       "`<metric>_exact` ([file, key]: eval_exact1000.json, the exact test images 0-999)."),
     "ood": ({
         "mnist_ood_translate_pgd_at": ("pgd_at", "OOD->ID defense of the PGD-AT classifier",
                                        "mnist_ood_translate.py:cpu"),
@@ -108,7 +130,7 @@ GROUPS = {
     }, _ood, " Runs `ood.*` (the OOD->ID defense, one translator seed per record, in front of "
        "the seed-0 classifier of mnist60k_pgd_at.py:cpu or mnist60k_erm.py:cpu): "
        "`path#a/b` reads field b of field a of the file (eval_ood.json of `jaxadv report ood "
-       "--num-examples 1000`)."),
+       "--num-examples 500`)."),
 }
 
 
@@ -138,9 +160,25 @@ def record(group: str, runs: pathlib.Path, host: str, manifest: dict) -> dict:
     if not seeds:
       manifest["runs"][run]["no_record"] = "not trained yet"
     recorded[run] = sorted(seeds)
-  if about and about not in manifest["about"]:
-    manifest["about"] += about
+  if about:
+    manifest["about"] = with_about(manifest["about"], group, about)
   return recorded
+
+
+def with_about(text: str, group: str, about: str) -> str:
+  """The manifest's `text` with the group's description `about` (" Runs `<group>.*` ...") in
+  place of every earlier one, at the end.
+
+  >>> with_about("Intro. Runs `a.*` old. Runs `b.*` kept. Runs `a.*` older.", "a",
+  ...            " Runs `a.*` new.")
+  'Intro. Runs `b.*` kept. Runs `a.*` new.'
+  """
+  start = text.find(f" Runs `{group}.*`")
+  while start >= 0:
+    end = text.find(" Runs `", start + 1)
+    text = text[:start] + (text[end:] if end >= 0 else "")
+    start = text.find(f" Runs `{group}.*`")
+  return text + about
 
 
 def main(argv=None) -> None:

@@ -48,6 +48,9 @@ MODEL = "SmallCNN"
 # Runs named "mnist60k.*": standard MNIST at the CPU budget of experiments/configs/mnist60k_*.py.
 STANDARD = "MNIST 60k/10k (`mnist`), first 1,000 test points"
 STANDARD_MODEL = "SmallCNN, half width"
+# Runs named "cifar.*": CIFAR-10 (JPEG copy) at the CPU budget of cifar10_jpeg_preact18_*.py:cpu.
+CIFAR = "CIFAR-10 JPEG copy (`cifar10_jpeg`); AutoAttack on the first 1,000 test points"
+CIFAR_MODEL = "PreActResNet-18, width 16"
 NOT_MEASURED = "-"
 PLOT_TITLE = "MNIST test split (mnist_idx, 2,000 points), SmallCNN, L-inf eps 0.3"
 DIGEST_KEY = "jaxadv-report-data"  # the PNG text chunk holding a plot's data digest
@@ -68,6 +71,8 @@ METRICS = {
     "clean_bare": "clean, bare classifier", "routed": "routed share of clean test points",
     "pgd100_oblivious": "PGD-100, oblivious", "pgd100_adaptive": "PGD-100, adaptive",
     "autoattack_oblivious": "AutoAttack, oblivious", "autoattack_adaptive": "AutoAttack, adaptive",
+    "clean_exact": "clean, exact images", "pgd20_exact": "PGD-20, exact images",
+    "autoattack_exact": "AutoAttack, exact images",
 }
 # Figures of the OOD->ID defense (eval_ood.json): PGD-100 and AutoAttack as the attacker knows
 # the defense (oblivious: the bare classifier; adaptive: end to end), clean accuracy under each
@@ -78,7 +83,8 @@ SHIFTS = ("darker", "brighter", "sharper", "blur", "noise")
 # Metrics read from a record file named by the manifest entry (`Records.accuracy`).
 RECORDED = ("clean", "pgd20", "pgd40", "autoattack", "apgd", *SHIFTS, "pixel", "miou",
             "pixel_pgd20", "miou_pgd20", "clean_bare", "routed", *OOD_ATTACKS,
-            *(f"{shift}_bare" for shift in SHIFTS))
+            *(f"{shift}_bare" for shift in SHIFTS), "clean_exact", "pgd20_exact",
+            "autoattack_exact")
 MI_METRICS = {
     "natural_clean": "natural score Î_N(h(x))",
     "adversarial_adv": "adversarial score Î_A(h(x_adv))",
@@ -343,8 +349,11 @@ SUMMARY = (
     ("mnist60k.pgd_at", None, "PGD-AT (1 epoch)"),
     ("mnist60k.trades", "mnist60k.pgd_at", "TRADES (1 epoch)"),
     ("mnist60k.uadat", "mnist60k.trades", "UAD-AT (1 epoch)"),
+    ("cifar.pgd_at", None, "PGD-AT (5 epochs)"),
+    ("cifar.trades", None, "TRADES (5 epochs)"),
 )
 STANDARD_RUNS = ("mnist60k.pgd_at", "mnist60k.trades", "mnist60k.uadat")
+CIFAR_RUNS = ("cifar.pgd_at", "cifar.trades")
 ADVAMD_RUNS = ("advamd.erm", "advamd.advprop", "advamd.advamd")
 ADVAMD_ABLATIONS = ("advamd.advamd_no_mediate", "advamd.advamd_ratio_down",
                     "advamd.advamd_no_ratio", "advamd.advamd_share_affine",
@@ -360,6 +369,7 @@ SHORT = {"adml.pgd_at": "PGD-AT", "adml.control": "control", "adml.adml": "ADML"
          "namid.namid_t": "NAMID-T", "namid.namid_m": "NAMID-M",
          "mnist60k.pgd_at": "PGD-AT (60k)", "mnist60k.trades": "TRADES (60k)",
          "mnist60k.uadat": "UAD-AT (60k)",
+         "cifar.pgd_at": "PGD-AT (CIFAR)", "cifar.trades": "TRADES (CIFAR)",
          **{run: "UAD-AT, " + run.split("uadat_")[1].replace("_", " ")
             for run in UADAT_ABLATIONS},
          "advamd.erm": "ERM", "advamd.advprop": "AdvProp", "advamd.advamd": "AdvAmd",
@@ -437,6 +447,8 @@ def run_cells(records: Records, run: str, metrics=("clean", "pgd20", "autoattack
 
 def setting(run: str) -> tuple[str, str]:
   """(dataset, model) of a run of the records."""
+  if run.startswith("cifar."):
+    return CIFAR, CIFAR_MODEL
   return (STANDARD, STANDARD_MODEL) if run.startswith("mnist60k.") else (DATASET, MODEL)
 
 
@@ -685,6 +697,10 @@ def tables(records: Records) -> dict[str, str]:
       "standard_cascade": cascade_table(records, STANDARD_RUNS, "pgd40"),
       "standard_comparisons": comparison_table(
           records, ("std.trades-pgd_at",), ("clean", "pgd40", "autoattack")),
+      "cifar_seeds": per_seed_table(records, CIFAR_RUNS,
+                                    ("clean", "pgd20", "autoattack", "train_minutes")),
+      "cifar_exact": per_seed_table(records, CIFAR_RUNS,
+                                    ("clean_exact", "pgd20_exact", "autoattack_exact")),
       "uadat_comparisons": comparison_table(
           records, ("uadat.uadat-trades",), ("clean", "pgd20", "pgd40", "autoattack")),
       "uadat_ablations": ablation_table(records, "mnist60k.uadat", UADAT_ABLATIONS,

@@ -41,6 +41,96 @@ def test_values_and_both_gradients_equal_lax(size, kernel, stride, padding):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
 
 
+@hypothesis.given(size=st.integers(2, 7), kernel=st.integers(1, 5), dilation=st.integers(1, 3),
+                  padding=st.sampled_from([((0, 0), (0, 0)), ((1, 1), (1, 1)), ((2, 2), (3, 1)),
+                                           ((4, 0), (0, 4)), ((-1, 2), (1, -1))]))
+def test_transposed_convolutions_equal_lax(size, kernel, dilation, padding):
+  """lhs-dilated convolutions (transposed ones, with unit strides) computed phase by phase: the
+  same values and gradients as lax's convolution of the explicitly dilated and padded input,
+  including kernels smaller than the dilation (phases with no tap) and negative padding
+  (cropping). (The reference pads with `lax.pad`: lax's own lhs-dilated convolution has an input
+  gradient with negative padding, which XLA:CPU computes from uninitialised memory for some
+  small inputs; see `conv._conv`.)"""
+  x = jax.random.normal(jax.random.key(0), (2, size, size + 1, 3))
+  k = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 4))
+  out = [(n - 1) * dilation + 1 + lo + hi - kernel + 1 for n, (lo, hi) in
+         zip(x.shape[1:3], padding)]
+  hypothesis.assume(min(out) >= 1)
+
+  def reference(x, k, strides, padding, lhs_dilation, dimension_numbers):
+    dilated = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [
+        (lo, hi, d - 1) for (lo, hi), d in zip(padding, lhs_dilation)] + [(0, 0, 0)])
+    return lax.conv_general_dilated(dilated, k, strides, "VALID",
+                                    dimension_numbers=dimension_numbers)
+
+  kwargs = {"lhs_dilation": (dilation, dilation)}
+  expected = _value_and_grads(reference, x, k, (1, 1), padding, **kwargs)
+  got = _value_and_grads(conv.conv_general_dilated, x, k, (1, 1), padding, **kwargs)
+  for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_transposed_convolution_runs_by_phases():
+  """A transposed convolution (stride 2): one stride-1 convolution per output phase (4), none
+  with lhs dilation, where lax's is one lhs-dilated convolution. A strided convolution's input
+  gradient stays lax's lhs-dilated one (as fast for the 3x3 kernels of the zoo)."""
+  x, k = jnp.ones((2, 8, 8, 2)), jnp.ones((4, 4, 2, 5))
+  transposed = lambda conv_fn: jax.make_jaxpr(lambda x: conv_fn(
+      x, k, (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2), dimension_numbers=_NHWC))(x).jaxpr
+  assert _lhs_dilations(transposed(lax.conv_general_dilated)) == [(2, 2)]
+  assert _lhs_dilations(transposed(conv.conv_general_dilated)) == [(1, 1)] * 4
+  strided = jax.make_jaxpr(jax.grad(_loss, argnums=1), static_argnums=(0, 3, 4))(
+      conv.conv_general_dilated, x, k, (2, 2), ((1, 1), (1, 1))).jaxpr
+  assert _lhs_dilations(strided) == [(1, 1), (2, 2)]  # the forward, the input gradient
+
+
+def test_input_gradient_with_padding_beyond_the_kernel():
+  """Padding larger than the kernel minus one gives the input-gradient convolution a negative
+  padding, which XLA:CPU computes from uninitialised memory for small inputs (lax's own
+  gradient: values ~1e20 that change from call to call). Ours equals, call after call, the
+  gradient of the convolution of the explicitly padded input."""
+  x = jax.random.normal(jax.random.key(0), (2, 2, 3, 3))
+  k = jax.random.normal(jax.random.key(1), (2, 2, 3, 4))
+  padding = ((2, 0), (1, 1))
+  padded = lambda x: jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  expected = jax.grad(lambda x: jnp.sum(jnp.sin(lax.conv_general_dilated(
+      padded(x), k, (1, 1), "VALID", dimension_numbers=_NHWC))))(x)
+  for strides in ((1, 1), (2, 1)) * 3:
+    got = jax.grad(lambda x: jnp.sum(jnp.sin(conv.conv_general_dilated(
+        x, k, strides, padding, dimension_numbers=_NHWC))))(x)
+    reference = expected if strides == (1, 1) else jax.grad(lambda x: jnp.sum(jnp.sin(
+        lax.conv_general_dilated(padded(x), k, strides, "VALID", dimension_numbers=_NHWC))))(x)
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
+
+
+def _lhs_dilations(jaxpr) -> list:
+  """The lhs_dilation of every convolution in `jaxpr` and in its sub-jaxprs."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive is lax.conv_general_dilated_p:
+      found.append(tuple(eqn.params["lhs_dilation"]))
+    for sub in jax_core.jaxprs_in_params(eqn.params):
+      found.extend(_lhs_dilations(sub))
+  return found
+
+
+@pytest.mark.parametrize("strides, padding, kernel", [((2, 2), 2, (4, 4)), ((2, 3), 1, (3, 2)),
+                                                      ((1, 1), 0, (3, 3))])
+def test_conv_transpose_equals_flax(strides, padding, kernel):
+  """`conv.ConvTranspose` has nn.ConvTranspose(transpose_kernel=True)'s parameters (names,
+  shapes, initial values) and its values and gradients."""
+  x = jax.random.normal(jax.random.key(0), (3, 5, 6, 7))
+  ours = conv.ConvTranspose(4, kernel, strides, padding=padding)
+  flax_own = nn.ConvTranspose(4, kernel, strides, padding=padding, transpose_kernel=True)
+  variables = flax_own.init(jax.random.key(1), x)
+  jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.key(1), x), variables)
+  value_and_grads = lambda layer: jax.jit(jax.value_and_grad(
+      lambda v, x: jnp.sum(jnp.sin(layer.apply(v, x))), argnums=(0, 1)))(variables, x)
+  for e, g in zip(jax.tree.leaves(value_and_grads(flax_own)),
+                  jax.tree.leaves(value_and_grads(ours))):
+    np.testing.assert_allclose(g, e, rtol=2e-5, atol=2e-5)
+
+
 def test_uses_the_explicit_input_gradient():
   x, k = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 5))
   jaxpr = str(jax.make_jaxpr(jax.grad(_loss, argnums=1), static_argnums=(0, 3, 4))(
@@ -284,7 +374,7 @@ def test_fast_convolutions_input_gradient_is_the_explicit_form(name):
 
 
 def test_fast_convolutions_leaves_other_convolutions_unchanged():
-  """Dilated, grouped, transposed (lhs-dilated) and 1-D convolutions, and one inside a loop
+  """rhs-dilated, grouped, strided lhs-dilated and 1-D convolutions, and one inside a loop
   body, stay `lax.conv_general_dilated`, with the same values and gradients."""
   x = jax.random.normal(jax.random.key(6), (2, 4, 9, 9))
   k = jax.random.normal(jax.random.key(7), (4, 4, 3, 3))
@@ -294,7 +384,7 @@ def test_fast_convolutions_leaves_other_convolutions_unchanged():
                                          dimension_numbers=nchw),
       lambda x: lax.conv_general_dilated(x, k[:, :2], (1, 1), "SAME", feature_group_count=2,
                                          dimension_numbers=nchw),
-      lambda x: lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), lhs_dilation=(2, 2),
+      lambda x: lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)), lhs_dilation=(2, 2),
                                          dimension_numbers=nchw),
       lambda x: lax.conv_general_dilated(x[..., 0], k[..., 0], (1,), "SAME",
                                          dimension_numbers=("NCH", "OIH", "NCH")),
@@ -307,6 +397,22 @@ def test_fast_convolutions_leaves_other_convolutions_unchanged():
     assert "custom_vjp" not in str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(fast(x))))(x))
     for e, g in zip(value_and_grad(fn), value_and_grad(fast)):
       np.testing.assert_allclose(g, e, rtol=1e-6)
+
+
+def test_fast_convolutions_rewrites_a_flax_transposed_convolution():
+  """A user's `nn.ConvTranspose` (NCHW input transposed in the model): rewritten phase by phase,
+  with the same values and gradients."""
+  layer = nn.ConvTranspose(3, (4, 4), (2, 2), padding=2, transpose_kernel=True)
+  x = jax.random.normal(jax.random.key(8), (2, 4, 5, 5))
+  variables = layer.init(jax.random.key(9), jnp.transpose(x, (0, 2, 3, 1)))
+  model = lambda v, x: jnp.transpose(layer.apply(v, jnp.transpose(x, (0, 2, 3, 1))), (0, 3, 1, 2))
+  fast = conv.fast_convolutions(model)
+  assert _count(jax.make_jaxpr(fast)(variables, x).jaxpr, _CUSTOM_VJP) == 4
+  assert _lhs_dilations(jax.make_jaxpr(fast)(variables, x).jaxpr) == [(1, 1)] * 4
+  value_and_grad = lambda fn: jax.jit(jax.value_and_grad(
+      lambda v, x: jnp.sum(jnp.sin(fn(v, x))), argnums=(0, 1)))(variables, x)
+  for e, g in zip(jax.tree.leaves(value_and_grad(model)), jax.tree.leaves(value_and_grad(fast))):
+    np.testing.assert_allclose(g, e, rtol=2e-5, atol=2e-5)
 
 
 def test_fast_convolutions_rewrites_tiling_max_pools_only():

@@ -153,3 +153,13 @@ def test_ood_figures_are_read_by_field_path_and_contrasted_per_translator_seed(r
   assert p.diffs == [-42.0, -36.0] and (p.above, p.below) == (0, 2)
   assert records.seeds("ood.erm") == []  # not in the manifest yet: no record
   assert "no record" in report.ood_table(records)
+
+
+def test_a_group_description_replaces_its_earlier_ones():
+  record_runs = load_experiment("record_runs")
+  text = "Intro. Runs `a.*` old. Runs `b.*` kept. Runs `a.*` older."
+  assert (record_runs.with_about(text, "a", " Runs `a.*` new.")
+          == "Intro. Runs `b.*` kept. Runs `a.*` new.")
+  manifest = json.loads((RESULTS / "manifest.json").read_text())
+  for group in record_runs.GROUPS:
+    assert manifest["about"].count(f" Runs `{group}.*`") <= 1, group

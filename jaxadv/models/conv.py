@@ -15,7 +15,10 @@ swapped kernel is an explicit array, so the gradient is a plain NHWC/HWIO convol
 everywhere. The kernel gradient is explicit too, one matrix product per kernel tap
 (`_kernel_gradient`), where JAX's transpose rule gives XLA:CPU a convolution with the batch as
 its feature axis, another slow path (1.4-2.8x slower per layer at batch 128, docs/performance.md,
-"Explicit kernel gradient").
+"Explicit kernel gradient"). A transposed convolution convolves a zero-dilated array; it runs
+as one stride-1 convolution per output phase (`_dilated_input_conv`), which skips the inserted
+zeros and XLA:CPU's slow path for lhs dilation (the pix2pix U-Net's input gradient 1.8x faster,
+docs/performance.md, "Transposed convolutions by phases").
 
 Values and gradients equal `lax.conv_general_dilated`'s (to float rounding); only the program
 differs. Models use it on the CPU backend only (`for_backend`): on GPUs and TPUs the compilers
@@ -23,7 +26,8 @@ recognise JAX's backward convolutions and have no such slow path. Being a `custo
 supports reverse-mode differentiation only; trace a model inside `lax_convolutions()` for
 forward mode.
 
-Three ways in. The zoo's layers are `conv_layer`. `conv_general_dilated` is a drop-in for
+Three ways in. The zoo's layers are `conv_layer` and `ConvTranspose`. `conv_general_dilated`
+is a drop-in for
 `lax.conv_general_dilated` (Flax's `nn.Conv(..., conv_general_dilated=...)`, or a direct call)
 in any 2-D layout: other layouts than NHWC/HWIO are transposed to it and back (little extra
 work: XLA:CPU transposes an NCHW convolution's operands to its own layout anyway).
@@ -38,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -60,7 +64,16 @@ class _Spec(NamedTuple):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv(lhs: jax.Array, rhs: jax.Array, spec: _Spec) -> jax.Array:
-  return lax.conv_general_dilated(lhs, rhs, spec.strides, spec.padding, dimension_numbers=_NHWC,
+  """lax's NHWC/HWIO convolution. Negative padding (cropping) is applied to lhs by `lax.pad`
+  first and the convolution gets the rest: XLA:CPU's convolution reads uninitialised memory for
+  some negative paddings (values ~1e20 that change from call to call, seen with JAX's own input
+  gradient of conv(x (2, 2, 3, 3), k (2, 2, 3, 4); padding (2, 0) on the first axis), whose
+  padding is K - 1 - 2 = -1); the phases of `_dilated_input_conv` produce such paddings."""
+  crop = [(0, 0, 0)] + [(min(lo, 0), min(hi, 0), 0) for lo, hi in spec.padding] + [(0, 0, 0)]
+  if any(lo or hi for lo, hi, _ in crop):
+    lhs = lax.pad(lhs, jnp.zeros((), lhs.dtype), crop)
+  padding = tuple((max(lo, 0), max(hi, 0)) for lo, hi in spec.padding)
+  return lax.conv_general_dilated(lhs, rhs, spec.strides, padding, dimension_numbers=_NHWC,
                                   precision=spec.precision)
 
 
@@ -102,27 +115,96 @@ def _kernel_gradient(lhs: jax.Array, grad_out: jax.Array, kernel_shape, spec: _S
   return jnp.stack([jnp.stack([tap(i, j) for j in range(k2)]) for i in range(k1)])
 
 
+def _phases(size: int, kernel: int, dilation: int, pad_lo: int, out: int):
+  """For one spatial axis of z = conv(dilate_d(x), k; stride 1, padding (pad_lo, ·)), input size
+  N = `size`, kernel size K, output size O = `out`: per output phase r = 0 .. d-1 (the outputs
+  o = d q + r), (the kernel taps it uses, as a slice, its padding of x, its output count).
+
+  z[d q + r] = sum_t k[t] dilate_d(x)[d q + r + t - pad_lo], and dilate_d(x)[m] is x[m / d] when
+  d divides m, else 0: so phase r meets only the taps t = t0, t0 + d, ... with
+  t0 = (pad_lo - r) mod d, and tap t0 + d j reads x[q + e + j], e = (r + t0 - pad_lo) / d. That
+  is a stride-1 convolution of x with those taps, x padded by (-e, n + e + J - 1 - N) for its n
+  outputs and J taps (negative padding crops)."""
+  plans = []
+  for r in range(dilation):
+    first = (pad_lo - r) % dilation
+    taps = len(range(first, kernel, dilation))
+    count = len(range(r, out, dilation))
+    offset = (r + first - pad_lo) // dilation
+    plans.append((slice(first, kernel, dilation), (-offset, count + offset + taps - 1 - size),
+                  count))
+  return plans
+
+
+def _dilated_input_conv(lhs: jax.Array, rhs: jax.Array, padding, lhs_dilation, precision
+                        ) -> jax.Array:
+  """z = conv(dilate(lhs), rhs; stride 1, `padding`), NHWC/HWIO, as d1 d2 stride-1 convolutions
+  of lhs itself, one per output phase (`_phases`), interleaved.
+
+  lhs (B, N1, N2, C), rhs (K1, K2, C, F), d = `lhs_dilation`; z (B, O1, O2, F) with
+  O = (N - 1) d + 1 + pad_lo + pad_hi - K + 1 per axis. This is a transposed convolution
+  (`lax.conv_transpose`, `nn.ConvTranspose`) and the input gradient of a strided one: computed
+  on the dilated input, (d1 d2 - 1) / (d1 d2) of its products multiply inserted zeros, and
+  XLA:CPU's convolution with lhs dilation is slow for the U-Net's transposed convolutions
+  (4x4, padding 2: 3-5x slower than these phases, forward and input gradient). Here every
+  product counts and every phase is `_conv` (explicit gradients). For d = (1, 1) it is `_conv`
+  with `padding`. A phase with no tap (K < d) is zero.
+  """
+  out = [(n - 1) * d + 1 + lo + hi - k + 1 for n, d, (lo, hi), k
+         in zip(lhs.shape[1:3], lhs_dilation, padding, rhs.shape[:2])]
+  rows_per_phase = [-(-o // d) for o, d in zip(out, lhs_dilation)]
+  plans = [_phases(lhs.shape[1 + axis], rhs.shape[axis], lhs_dilation[axis], padding[axis][0],
+                   out[axis]) for axis in range(2)]
+  phases = []
+  for taps_1, pad_1, count_1 in plans[0]:
+    row = []
+    for taps_2, pad_2, count_2 in plans[1]:
+      kernel = rhs[taps_1, taps_2]
+      if kernel.shape[0] == 0 or kernel.shape[1] == 0 or count_1 == 0 or count_2 == 0:
+        phase = jnp.zeros((lhs.shape[0], count_1, count_2, rhs.shape[3]), lhs.dtype)
+      else:
+        phase = _conv(lhs, kernel, _Spec((1, 1), (pad_1, pad_2), precision))
+      row.append(jnp.pad(phase, ((0, 0), (0, rows_per_phase[0] - count_1),
+                                 (0, rows_per_phase[1] - count_2), (0, 0))))
+    phases.append(jnp.stack(row, axis=3))  # (B, Q1, Q2, d2, F)
+  z = jnp.stack(phases, axis=2)  # (B, Q1, d1, Q2, d2, F): z[b, d1 q1 + r1, d2 q2 + r2]
+  z = z.reshape(lhs.shape[0], rows_per_phase[0] * lhs_dilation[0],
+                rows_per_phase[1] * lhs_dilation[1], rhs.shape[3])
+  return z[:, :out[0], :out[1]]
+
+
 def _conv_bwd(spec, residuals, grad_out):
+  """The input gradient is lax's convolution of the dilated dL/dy (XLA:CPU runs the strided
+  convolutions' 3x3 ones 10-20% faster than phase by phase), or `_dilated_input_conv` when
+  its padding has a negative entry (a padding of the forward convolution larger than its kernel
+  minus one), which XLA:CPU's convolution gets wrong (`_conv`)."""
   lhs, rhs = residuals
-  swapped_kernel = jnp.transpose(jnp.flip(rhs, (0, 1)), (0, 1, 3, 2))
-  grad_lhs = lax.conv_general_dilated(
-      grad_out.astype(lhs.dtype), swapped_kernel.astype(lhs.dtype), (1, 1),
-      _input_gradient_padding(spec, lhs.shape, rhs.shape, grad_out.shape),
-      lhs_dilation=spec.strides, dimension_numbers=_NHWC, precision=spec.precision)
+  swapped_kernel = jnp.transpose(jnp.flip(rhs, (0, 1)), (0, 1, 3, 2)).astype(lhs.dtype)
+  grad_out_in_dtype = grad_out.astype(lhs.dtype)
+  padding = _input_gradient_padding(spec, lhs.shape, rhs.shape, grad_out.shape)
+  if min(min(pair) for pair in padding) < 0:
+    grad_lhs = _dilated_input_conv(grad_out_in_dtype, swapped_kernel, padding, spec.strides,
+                                   spec.precision)
+  else:
+    grad_lhs = lax.conv_general_dilated(grad_out_in_dtype, swapped_kernel, (1, 1), padding,
+                                        lhs_dilation=spec.strides, dimension_numbers=_NHWC,
+                                        precision=spec.precision)
   return grad_lhs, _kernel_gradient(lhs, grad_out, rhs.shape, spec).astype(rhs.dtype)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def _is_covered(lhs, rhs, lhs_dilation, rhs_dilation, feature_group_count, batch_group_count,
-                preferred_element_type) -> bool:
-  """Whether `_conv` computes this convolution: 4-D operands (arrays or avals) of a real
-  floating dtype, no lhs or rhs dilation, one feature group and one batch group, the result in
-  the operands' dtype (no `preferred_element_type`)."""
-  undilated = all(d == 1 for d in tuple(lhs_dilation or (1, 1)) + tuple(rhs_dilation or (1, 1)))
+def _is_covered(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, feature_group_count,
+                batch_group_count, preferred_element_type) -> bool:
+  """Whether `_conv` (no lhs dilation) or `_dilated_input_conv` (lhs dilation, unit strides: a
+  transposed convolution) computes this convolution: 4-D operands (arrays or avals) of a real
+  floating dtype, no rhs dilation, one feature group and one batch group, the result in the
+  operands' dtype (no `preferred_element_type`)."""
+  ones = lambda values: all(v == 1 for v in tuple(values or (1, 1)))
   return (lhs.ndim == 4 and rhs.ndim == 4 and jnp.issubdtype(lhs.dtype, jnp.floating)
-          and undilated and feature_group_count == 1 and batch_group_count == 1
+          and ones(rhs_dilation) and (ones(lhs_dilation) or ones(window_strides))
+          and feature_group_count == 1 and batch_group_count == 1
           and preferred_element_type is None)
 
 
@@ -132,9 +214,10 @@ def _transpose(x: jax.Array, permutation: tuple[int, ...]) -> jax.Array:
 
 
 def _any_layout_conv(lhs: jax.Array, rhs: jax.Array, strides, padding,
-                     dimension_numbers: lax.ConvDimensionNumbers, precision) -> jax.Array:
-  """`_conv` in any 2-D layout: the operands transposed to NHWC and HWIO, the NHWC result to the
-  output layout.
+                     dimension_numbers: lax.ConvDimensionNumbers, precision,
+                     lhs_dilation=None) -> jax.Array:
+  """`_conv` (`_dilated_input_conv` for an `lhs_dilation` other than 1, with unit `strides`) in
+  any 2-D layout: the operands transposed to NHWC and HWIO, the NHWC result to the output layout.
 
   `dimension_numbers` = (lhs_spec, rhs_spec, out_spec) lists axis indices: lhs_spec = (batch,
   feature, spatial 1, spatial 2) of `lhs`, rhs_spec = (output feature, input feature, spatial 1,
@@ -147,8 +230,14 @@ def _any_layout_conv(lhs: jax.Array, rhs: jax.Array, strides, padding,
   to_hwio = (rhs_spec[2], rhs_spec[3], rhs_spec[1], rhs_spec[0])
   nhwc_axis = {out_spec[0]: 0, out_spec[2]: 1, out_spec[3]: 2, out_spec[1]: 3}
   from_nhwc = tuple(nhwc_axis[axis] for axis in range(4))
-  spec = _Spec(tuple(strides), tuple(tuple(int(p) for p in pair) for pair in padding), precision)
-  return _transpose(_conv(_transpose(lhs, to_nhwc), _transpose(rhs, to_hwio), spec), from_nhwc)
+  padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+  lhs, rhs = _transpose(lhs, to_nhwc), _transpose(rhs, to_hwio)
+  lhs_dilation = tuple(lhs_dilation or (1, 1))
+  if lhs_dilation == (1, 1):
+    out = _conv(lhs, rhs, _Spec(tuple(strides), padding, precision))
+  else:
+    out = _dilated_input_conv(lhs, rhs, padding, lhs_dilation, precision)
+  return _transpose(out, from_nhwc)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -160,12 +249,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   Covered: 2-D convolutions of real floating operands in any layout `dimension_numbers`
   describes (lax's default, None, is NCHW/OIHW/NCHW; Flax's is NHWC/HWIO/NHWC; e.g. inputs
   (B, C, H, W), kernels (F, C, K1, K2), output (B, F, H', W') for PyTorch's), any strides and
-  padding (a string or (lo, hi) pairs), no dilation, one feature group. A layout other than
-  NHWC/HWIO/NHWC is transposed to it and back (`_any_layout_conv`); NHWC/HWIO/NHWC itself runs
-  `_conv` with no transpose. Anything else goes to `lax.conv_general_dilated` unchanged.
+  padding (a string or (lo, hi) pairs), no rhs dilation, one feature group; lhs dilation (the
+  transposed convolutions of `lax.conv_transpose`) with unit strides, computed phase by phase
+  (`_dilated_input_conv`). A layout other than NHWC/HWIO/NHWC is transposed to it and back
+  (`_any_layout_conv`); NHWC/HWIO/NHWC itself runs with no transpose. Anything else goes to
+  `lax.conv_general_dilated` unchanged.
   """
-  if not _is_covered(lhs, rhs, lhs_dilation, rhs_dilation, feature_group_count, batch_group_count,
-                     preferred_element_type):
+  if not _is_covered(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, feature_group_count,
+                     batch_group_count, preferred_element_type):
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
@@ -176,7 +267,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     padding = lax.padtype_to_pads([lhs.shape[axis] for axis in dims.lhs_spec[2:]],
                                   [rhs.shape[axis] for axis in dims.rhs_spec[2:]],
                                   window_strides, padding)
-  return _any_layout_conv(lhs, rhs, window_strides, padding, dims, precision)
+  return _any_layout_conv(lhs, rhs, window_strides, padding, dims, precision, lhs_dilation)
 
 
 _LAX_ONLY = contextvars.ContextVar("jaxadv_lax_convolutions", default=False)
@@ -212,6 +303,48 @@ def conv_layer(*args, **kwargs) -> nn.Conv:
   return nn.Conv(*args, conv_general_dilated=for_backend(), **kwargs)
 
 
+class ConvTranspose(nn.Module):
+  """`nn.ConvTranspose(features, kernel_size, strides, padding, transpose_kernel=True)` (the
+  adjoint of the convolution of its kernel: PyTorch's `ConvTranspose2d`) computing with
+  `for_backend()`'s convolution: the same parameters, names and values (to float rounding).
+
+  For x (B, H, W, C) and the parameter kernel (K1, K2, features, C), as Flax's with
+  `transpose_kernel=True`: y = conv(dilate_s(x), k̃; stride 1, padding (p, p) per axis) with
+  k̃ = kernel flipped in both spatial axes, its feature axes swapped (K1, K2, C, features); y
+  (B, (H - 1) s1 + 1 + 2p - K1 + 1, ..., features), plus the bias. On CPU it runs phase by
+  phase (`_dilated_input_conv`).
+
+  >>> import jax, jax.numpy as jnp
+  >>> x = jnp.ones((1, 3, 3, 2))
+  >>> layer = ConvTranspose(4, (4, 4), (2, 2), padding=2)
+  >>> variables = layer.init(jax.random.PRNGKey(0), x)
+  >>> jax.tree.map(jnp.shape, variables["params"]), layer.apply(variables, x).shape
+  ({'bias': (4,), 'kernel': (4, 4, 4, 2)}, (1, 6, 6, 4))
+  """
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  padding: int = 0
+  use_bias: bool = True
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", self.kernel_init,
+                        (*self.kernel_size, self.features, x.shape[-1]), self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    convolve = for_backend() or lax.conv_general_dilated
+    y = convolve(x, jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3), (1, 1),
+                 ((self.padding, self.padding),) * 2, lhs_dilation=tuple(self.strides),
+                 dimension_numbers=_NHWC)
+    return y if bias is None else y + bias
+
+
 def fast_convolutions(fn):
   """`fn` with every 2-D convolution of its computation replaced by this module's, and every
   tiling max-pool by `pooling.max_pool`: the same values and gradients, computed with the
@@ -224,12 +357,13 @@ def fast_convolutions(fn):
   evaluates it equation by equation, binding every primitive unchanged except
   `conv_general_dilated` and `reduce_window_max`: a convolution y = conv(x, k) that
   `conv_general_dilated` above covers (2-D, any layout, e.g. x (B, C, H, W), k (F, C, K1, K2),
-  y (B, F, H', W') in PyTorch's; any strides and explicit padding; no lhs or rhs dilation;
-  feature_group_count = batch_group_count = 1; no preferred_element_type; real floating
-  operands) becomes
-  transpose(conv_NHWC/HWIO(transpose(x), transpose(k))), the `custom_vjp` of this module, in
-  the original layouts. Other convolutions (dilated, grouped, 1-D, 3-D, integer) stay
-  `lax.conv_general_dilated`. A max-pool over windows that tile the input (`reduce_window_max`
+  y (B, F, H', W') in PyTorch's; any strides and explicit padding; no rhs dilation, and lhs
+  dilation only with unit strides: transposed convolutions, `nn.ConvTranspose`, PyTorch's
+  `ConvTranspose2d` ported to `lax.conv_transpose`; feature_group_count = batch_group_count =
+  1; no preferred_element_type; real floating operands) becomes
+  transpose(conv_NHWC/HWIO(transpose(x), transpose(k))), the `custom_vjp` of this module (per
+  output phase for a transposed one), in the original layouts. Other convolutions
+  (rhs-dilated, grouped, 1-D, 3-D, integer) stay `lax.conv_general_dilated`. A max-pool over windows that tile the input (`reduce_window_max`
   with window = stride, no padding, no dilation, floating operand: `nn.max_pool(x, (2, 2),
   (2, 2))`, PyTorch's `F.max_pool2d(x, 2)` ported to `lax.reduce_window`) becomes
   `pooling.max_pool`, reshape + max with the same values and gradient (ties included);
@@ -324,7 +458,8 @@ def _covered_equation(eqn) -> bool:
     return False
   lhs, rhs = (var.aval for var in eqn.invars)
   return (params.get("out_sharding") is None
-          and _is_covered(lhs, rhs, params["lhs_dilation"], params["rhs_dilation"],
+          and _is_covered(lhs, rhs, params["window_strides"], params["lhs_dilation"],
+                          params["rhs_dilation"],
                           params["feature_group_count"], params["batch_group_count"],
                           params["preferred_element_type"]))
 
@@ -336,7 +471,8 @@ def _rewritten(eqn, invals) -> jax.Array:
   if eqn.primitive is lax.reduce_window_max_p:
     return pooling.max_pool(invals[0], params["window_dimensions"])
   return _any_layout_conv(*invals, params["window_strides"], params["padding"],
-                          params["dimension_numbers"], params["precision"])
+                          params["dimension_numbers"], params["precision"],
+                          params["lhs_dilation"])
 
 
 _INLINED = {jax_core.primitives.jit_p: "jaxpr", jax_core.primitives.closed_call_p: "call_jaxpr"}

@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxadv.models.conv import conv_layer
+from jaxadv.models.conv import ConvTranspose, conv_layer
 from jaxadv.models.layers import Normalize, batch_norm
 
 WEIGHT_STD = 0.02  # pix2pix's init_gain: conv kernels N(0, 0.02²), BatchNorm scale N(1, 0.02²)
@@ -94,9 +94,10 @@ class UNetBlock(nn.Module):
   (pix2pix's LeakyReLU is in place, so its skip carries LeakyReLU(x); the parent's ReLU that
   follows the concatenation makes that the same as x.)
 
-  The transposed conv is `nn.ConvTranspose(transpose_kernel=True)` with padding 2 = 4 - 1 - 1:
-  the adjoint of the 4x4 stride-2 pad-1 conv of its kernel, PyTorch's `ConvTranspose2d(4, 2, 1)`
-  (a PyTorch weight (in, out, 4, 4) is this kernel transposed to (4, 4, out, in)).
+  The transposed conv is `conv.ConvTranspose` (`nn.ConvTranspose(transpose_kernel=True)`'s
+  parameters and values, computed phase by phase on CPU) with padding 2 = 4 - 1 - 1: the adjoint
+  of the 4x4 stride-2 pad-1 conv of its kernel, PyTorch's `ConvTranspose2d(4, 2, 1)` (a PyTorch
+  weight (in, out, 4, 4) is this kernel transposed to (4, 4, out, in)).
   """
   level: int
   depth: int
@@ -118,8 +119,8 @@ class UNetBlock(nn.Module):
     if not innermost:
       y = UNetBlock(self.level + 1, self.depth, self.features, channels, self.norm,
                     self.dtype)(y)
-    y = nn.ConvTranspose(self.out_features, (4, 4), (2, 2), padding=2, use_bias=outermost,
-                         transpose_kernel=True, kernel_init=init, dtype=self.dtype)(nn.relu(y))
+    y = ConvTranspose(self.out_features, (4, 4), (2, 2), padding=2, use_bias=outermost,
+                      kernel_init=init, dtype=self.dtype)(nn.relu(y))
     if outermost:
       return y
     return jnp.concatenate([x, self.norm()(y)], axis=-1)
