@@ -48,6 +48,7 @@ from jaxadv.attacks.worst_case import select, succeeded
 
 _TINY = 1e-12
 _DUAL_ORD = {"linf": 1, "l2": 2}
+_SAME_WIDTH_INT = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}  # float itemsize -> int type
 
 
 def _flatten(v: jax.Array, batch_ndim: int) -> jax.Array:
@@ -59,6 +60,11 @@ def _norm(v: jax.Array, norm: str, batch_ndim: int) -> jax.Array:
   """Per-example L-inf or L2 norm of `v` (B, ...), shape (B,)."""
   ord_ = jnp.inf if norm == "linf" else 2
   return jnp.linalg.norm(_flatten(v, batch_ndim), ord=ord_, axis=-1)
+
+
+def _as_bits(t: jax.Array) -> jax.Array:
+  """The bit pattern of floats t >= 0 as signed integers of the same width, which order as t."""
+  return jax.lax.bitcast_convert_type(t, _SAME_WIDTH_INT[t.dtype.itemsize])
 
 
 def project_onto_hyperplane_box(z: jax.Array, w: jax.Array, c: jax.Array, norm: str,
@@ -73,11 +79,16 @@ def project_onto_hyperplane_box(z: jax.Array, w: jax.Array, c: jax.Array, norm: 
   sign(w_k) by at most its room r_k (1 - z_k or z_k). For a level t >= 0 let
   m_k(t) = min(t s_k, r_k), with s_k = 1 for L-inf (t is the radius) and s_k = |w_k| for L2
   (the KKT solution delta_k = clip(t w_k, -z_k, 1 - z_k)). The achievable inner product
-  h(t) = sum_k |w_k| m_k(t) is piecewise linear and nondecreasing with knots t_k = r_k / s_k;
-  after sorting the knots, the smallest t with h(t) = c lies in the first segment whose right
-  knot reaches c and is found in closed form, and delta*_k = sign(w_k) m_k(t). This is exact,
-  O(d log d) and fixed-shape. When even the whole box cannot reach the hyperplane
-  (h(inf) < c), the box corner that gets closest is returned, delta_k = sign(w_k) r_k.
+  h(t) = sum_k |w_k| m_k(t) is piecewise linear and nondecreasing with knots t_k = r_k / s_k,
+  and delta*_k = sign(w_k) m_k(t*) for the smallest t* with h(t*) = c. t* is bracketed by
+  bisection on the bit patterns of t (nonnegative floats order as their bits), one halving per
+  bit, between 0 and the largest knot, until lo and hi are adjacent floats with
+  h(lo) < c <= h(hi); then, with the knots t_k <= lo saturated and the others not, h is linear
+  and t* = (c - sum_sat |w_k| r_k) / sum_unsat |w_k| s_k in closed form. This is exact to one
+  float step of t*, O(d x bits), fixed-shape and elementwise (a sort of the knots gives the
+  same t* and costs about 30x more on CPU inside FAB's loop). When even the whole box cannot
+  reach the hyperplane (h(inf) < c), the box corner that gets closest is returned,
+  delta_k = sign(w_k) r_k.
 
   Args:
     z: points in [0, 1], shape (B, ...).
@@ -97,21 +108,27 @@ def project_onto_hyperplane_box(z: jax.Array, w: jax.Array, c: jax.Array, norm: 
   room = jnp.where(direction > 0, 1.0 - z, z)
   slope = jnp.ones_like(weight) if norm == "linf" else weight
   knots = jnp.where(slope > 0, room / jnp.maximum(slope, _TINY), 0.0)
-
-  # Sorted by knot: |w_k| r_k (saturated contribution) and |w_k| s_k (rate while unsaturated).
-  sorted_knots, mass, pull = jax.lax.sort((knots, weight * room, weight * slope), num_keys=1)
-  saturated = jnp.cumsum(mass, axis=-1)                         # sum_{j <= k} |w_j| r_j
-  rate = jnp.cumsum(pull[..., ::-1], axis=-1)[..., ::-1]        # sum_{j >= k} |w_j| s_j
-  reach = saturated + sorted_knots * (rate - pull)              # h(t_k)
-
+  mass = weight * room                                          # |w_k| r_k: saturated share
   target = jnp.abs(c)
-  first = jnp.sum(reach < target, axis=-1, keepdims=True)       # first knot with h >= |c|
-  feasible = first < knots.shape[-1]
-  at_first = jnp.arange(knots.shape[-1]) == first
-  take = lambda v: jnp.sum(jnp.where(at_first, v, 0.0), axis=-1, keepdims=True)
-  below = take(saturated - mass)                                # h at the segment's left end
-  level = (target - below) / jnp.maximum(take(rate), _TINY)
-  magnitude = jnp.where(feasible, jnp.minimum(level * slope, room), room)
+  total = lambda v: jnp.sum(v, axis=-1, keepdims=True)
+  reaches = lambda bits: total(weight * jnp.minimum(
+      jax.lax.bitcast_convert_type(bits, z.dtype) * slope, room)) >= target
+
+  def halve(_, bounds):
+    lo, hi = bounds
+    mid = lo + (hi - lo) // 2
+    above = reaches(mid)
+    return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
+
+  lo, _ = jax.lax.fori_loop(
+      0, 8 * z.dtype.itemsize, halve,
+      (jnp.zeros(target.shape, _SAME_WIDTH_INT[z.dtype.itemsize]),
+       _as_bits(jnp.max(knots, axis=-1, keepdims=True))), unroll=True)
+  saturated = knots <= jax.lax.bitcast_convert_type(lo, z.dtype)
+  level = ((target - total(jnp.where(saturated, mass, 0.0)))
+           / jnp.maximum(total(jnp.where(saturated, 0.0, weight * slope)), _TINY))
+  feasible = total(mass) >= target
+  magnitude = jnp.where(feasible, jnp.clip(level * slope, 0.0, room), room)
   return (direction * magnitude).reshape(shape)
 
 
