@@ -17,7 +17,7 @@ everywhere. The kernel gradient is explicit too, one matrix product per kernel t
 its feature axis, another slow path (1.4-2.8x slower per layer at batch 128, docs/performance.md,
 "Explicit kernel gradient"). A transposed convolution convolves a zero-dilated array; it runs
 as one stride-1 convolution per output phase (`_dilated_input_conv`), which skips the inserted
-zeros and XLA:CPU's slow path for lhs dilation (the pix2pix U-Net's input gradient 1.8x faster,
+zeros and XLA:CPU's slow path for lhs dilation (the pix2pix U-Net's input gradient 2.2x faster,
 docs/performance.md, "Transposed convolutions by phases").
 
 Values and gradients equal `lax.conv_general_dilated`'s (to float rounding); only the program
@@ -26,11 +26,10 @@ recognise JAX's backward convolutions and have no such slow path. Being a `custo
 supports reverse-mode differentiation only; trace a model inside `lax_convolutions()` for
 forward mode.
 
-Three ways in. The zoo's layers are `conv_layer` and `ConvTranspose`. `conv_general_dilated`
-is a drop-in for
-`lax.conv_general_dilated` (Flax's `nn.Conv(..., conv_general_dilated=...)`, or a direct call)
-in any 2-D layout: other layouts than NHWC/HWIO are transposed to it and back (little extra
-work: XLA:CPU transposes an NCHW convolution's operands to its own layout anyway).
+Three ways in. The zoo's layers are `conv_layer` and `ConvTranspose`. `conv_general_dilated` is
+a drop-in for `lax.conv_general_dilated` (Flax's `nn.Conv(..., conv_general_dilated=...)`, or a
+direct call) in any 2-D layout: other layouts than NHWC/HWIO are transposed to it and back
+(little extra work: XLA:CPU transposes an NCHW convolution's operands to its own layout anyway).
 `fast_convolutions(apply_fn)` rewrites the convolutions of a model one did not write this way
 (a PyTorch-style NCHW network in plain `lax`, a Flax `nn.Conv` model) without touching its
 code, and with them its tiling max-pools, whose `reduce_window` gradient is the other slow
@@ -363,9 +362,10 @@ def fast_convolutions(fn):
   1; no preferred_element_type; real floating operands) becomes
   transpose(conv_NHWC/HWIO(transpose(x), transpose(k))), the `custom_vjp` of this module (per
   output phase for a transposed one), in the original layouts. Other convolutions
-  (rhs-dilated, grouped, 1-D, 3-D, integer) stay `lax.conv_general_dilated`. A max-pool over windows that tile the input (`reduce_window_max`
-  with window = stride, no padding, no dilation, floating operand: `nn.max_pool(x, (2, 2),
-  (2, 2))`, PyTorch's `F.max_pool2d(x, 2)` ported to `lax.reduce_window`) becomes
+  (rhs-dilated, grouped, 1-D, 3-D, integer) stay `lax.conv_general_dilated`. A max-pool over
+  windows that tile the input (`reduce_window_max` with window = stride, no padding, no
+  dilation, floating operand: `nn.max_pool(x, (2, 2), (2, 2))`, PyTorch's `F.max_pool2d(x, 2)`
+  ported to `lax.reduce_window`) becomes
   `pooling.max_pool`, reshape + max with the same values and gradient (ties included);
   overlapping or padded pools stay `reduce_window`.
 
