@@ -122,8 +122,8 @@ def project_onto_hyperplane_box(z: jax.Array, w: jax.Array, c: jax.Array, norm: 
 
   lo, _ = jax.lax.fori_loop(
       0, 8 * z.dtype.itemsize, halve,
-      (jnp.zeros(target.shape, _SAME_WIDTH_INT[z.dtype.itemsize]),
-       _as_bits(jnp.max(knots, axis=-1, keepdims=True))), unroll=True)
+      (_as_bits(jnp.zeros_like(target)), _as_bits(jnp.max(knots, axis=-1, keepdims=True))),
+      unroll=True)
   saturated = knots <= jax.lax.bitcast_convert_type(lo, z.dtype)
   level = ((target - total(jnp.where(saturated, mass, 0.0)))
            / jnp.maximum(total(jnp.where(saturated, 0.0, weight * slope)), _TINY))
