@@ -161,7 +161,7 @@ try:
 except CheckpointError as error:
   print("CheckpointError:", error)
 checkpointer.close()
-time.sleep(0.5)
+time.sleep(2.0)
 gc.collect()
 """
 

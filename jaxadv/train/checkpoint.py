@@ -19,6 +19,7 @@ import hashlib
 import logging
 import pathlib
 import sys
+import warnings
 
 import jax
 import numpy as np
@@ -76,35 +77,64 @@ def _drop_closed_loop_reports(hook):
   return filtered
 
 
+class _DropOrphanedReads(logging.Filter):
+  """Drops asyncio's 'Task/Future exception was never retrieved' records that name a checkpoint
+  step whose restore failed (`unreadable`, absolute step directories); every other record
+  passes."""
+
+  def __init__(self):
+    super().__init__()
+    self.unreadable: set[str] = set()
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not ("exception was never retrieved" in message
+                and any(directory in message for directory in self.unreadable))
+
+
+def _orphaned_reads_filter() -> _DropOrphanedReads:
+  """The `_DropOrphanedReads` on the asyncio logger, installed on first use."""
+  asyncio_logger = logging.getLogger("asyncio")
+  for existing in asyncio_logger.filters:
+    if isinstance(existing, _DropOrphanedReads):
+      return existing
+  installed = _DropOrphanedReads()
+  asyncio_logger.addFilter(installed)
+  return installed
+
+
 @contextlib.contextmanager
-def _contained_orbax_failure():
-  """Keeps the aftermath of a failed orbax restore off stderr.
+def _contained_orbax_failure(step_dir: pathlib.Path):
+  """Keeps the aftermath of a failed orbax restore of `step_dir` off stderr.
 
   Orbax reads all arrays concurrently on an event loop that it closes as soon as one read fails;
   the reads still in flight then report RuntimeError('Event loop is closed') through
-  `sys.unraisablehook` when they finish (possibly much later: so the filter, which drops only
-  that exact error, stays installed), and their asyncio tasks log 'Task exception was never
-  retrieved' with a traceback when collected (collected here, with the asyncio logger muted).
+  `sys.unraisablehook`, leave coroutines never awaited, and their asyncio tasks and futures log
+  'exception was never retrieved' with the read error (which names the step's directory) when
+  collected. Reads may finish on orbax's thread after the restore has returned, so the two
+  filters, each dropping only those reports, stay installed.
   """
   if not getattr(sys.unraisablehook, "drops_closed_loop_reports", False):
     sys.unraisablehook = _drop_closed_loop_reports(sys.unraisablehook)
-  asyncio_logger = logging.getLogger("asyncio")
-  muted = asyncio_logger.disabled
-  asyncio_logger.disabled = True
+  orphaned_reads = _orphaned_reads_filter()
   try:
     yield
+  except Exception:
+    orphaned_reads.unreadable.add(str(step_dir))
+    raise
   finally:
-    gc.collect()
-    asyncio_logger.disabled = muted
+    with warnings.catch_warnings():
+      warnings.filterwarnings("ignore", r"coroutine .* was never awaited", RuntimeWarning)
+      gc.collect()
 
 
 def _orbax_restore(manager: ocp.CheckpointManager, step: int, args: ocp.args.Composite):
   """(restored items, None), or (None, the error on one line) when orbax cannot read `step`."""
-  with _contained_orbax_failure():
-    try:
+  try:
+    with _contained_orbax_failure(pathlib.Path(manager.directory) / str(step)):
       return manager.restore(step, args=args), None
-    except Exception as error:  # orbax raises many types for unreadable data.
-      return None, _one_line(error)
+  except Exception as error:  # orbax raises many types for unreadable data.
+    return None, _one_line(error)
 
 
 class Checkpointer:
