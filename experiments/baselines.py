@@ -10,10 +10,13 @@ config's test set, then the `--ablations` on the first seed only (an entry `name
 variant words to the config and runs in `<root>/<name>_<words>`), and only when every training
 has finished runs AutoAttack on the first `--autoattack-examples` test points of each run
 (`eval_autoattack_n<N>.json`), seeds in order, so the cheap figures of all runs come first;
-the ablations get `--ablation-suite` (APGD-CE and APGD-T) on those points instead. `--exact N` also evaluates each run on the exact
-CIFAR-10 test images 0..N-1 (`dataset.name=cifar10_exact`: `eval_exact<N>.json`, the same
-suite and AutoAttack), for runs trained on the JPEG copy. `--shifts` adds every run's clean
-accuracy under natural shifts on its whole test set (`eval_shifts.json`, `jaxadv eval --shifts`). Every step is skipped when its
+the ablations get `--ablation-suite` (APGD-CE and APGD-T) on those points instead. `--exact N`
+also evaluates each run on the exact CIFAR-10 test images 0..N-1 (`dataset.name=cifar10_exact`:
+`eval_exact<N>.json`, the same suite and AutoAttack), for runs trained on the JPEG copy;
+`--autoattack-on exact` runs AutoAttack on the first `--autoattack-examples` exact images only
+(`eval_exact_autoattack_n<M>.json`), where it cannot be afforded on both. `--shifts` adds every
+run's clean accuracy under natural shifts on its whole test set (`eval_shifts.json`,
+`jaxadv eval --shifts`). Every step is skipped when its
 report exists, so a stopped launch resumes where it stopped (a killed training resumes from
 its last checkpoint). `--export DIR` copies each finished run's records (not its checkpoints)
 to DIR, as `experiments/mnist_tables.py --export` does.
@@ -80,6 +83,9 @@ def main(argv=None) -> None:
                       help="AutoAttack on the first N test points of each run (0: none)")
   parser.add_argument("--exact", type=int, default=0,
                       help="also evaluate on the exact CIFAR-10 test images 0..N-1 (0: no)")
+  parser.add_argument("--autoattack-on", choices=("test", "exact"), default="test",
+                      help="the points of AutoAttack: the run's test set, or (with --exact) "
+                           "only the exact CIFAR-10 test images")
   parser.add_argument("--ablations", default="",
                       help="entries as --configs, trained on the first seed only, after every "
                            "--configs run, and evaluated with --ablation-suite on the "
@@ -90,6 +96,9 @@ def main(argv=None) -> None:
                            "default: none)")
   parser.add_argument("--export", default="", help="copy the finished runs' records here")
   args = parser.parse_args(argv)
+  if args.autoattack_on == "exact" and not args.exact:
+    parser.error("--autoattack-on exact needs --exact N")
+  exact = ("dataset.name=cifar10_exact",) if args.autoattack_on == "exact" else ()
   configs, ablations = entries(args.configs), entries(args.ablations)
   seeds = [int(seed) for seed in args.seeds.split(",")]
   launch = Launch(args.root, seeds, args.jobs, args.suite.split(","), configs, args.variant,
@@ -110,9 +119,10 @@ def main(argv=None) -> None:
       tag, suite = ((f"{args.ablation_suite.replace(',', '_')}_n{args.autoattack_examples}",
                      args.ablation_suite) if ablation else (launch.autoattack_tag, "autoattack"))
       tasks.append(lambda w=workdir, t=tag, a=suite: launch.evaluate(
-          w, t, a, args.autoattack_examples, "--no-checks"))
+          w, f"exact_{t}" if exact else t, a, args.autoattack_examples, "--no-checks", *exact))
     if args.exact:
-      suite = ",".join([*launch.suite, *(("autoattack",) if args.autoattack_examples else ())])
+      with_autoattack = args.autoattack_examples and not exact
+      suite = ",".join([*launch.suite, *(("autoattack",) if with_autoattack else ())])
       tasks.append(lambda w=workdir: launch.evaluate(
           w, f"exact{args.exact}", suite, args.exact, "--no-checks",
           "dataset.name=cifar10_exact"))

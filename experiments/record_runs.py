@@ -56,15 +56,14 @@ def _segmentation(files: set[str]) -> dict:
 
 
 def _cifar(files: set[str]) -> dict:
-  """Figures of a CIFAR-10 (JPEG copy) run: clean and PGD-20 on the whole JPEG test set,
-  AutoAttack on its first 1,000 points, and clean, PGD-20 and AutoAttack on the exact test
-  images 0-999 (`<metric>_exact`)."""
+  """Figures of a CIFAR-10 (JPEG copy) run: clean and PGD-20 on the whole JPEG test set and on
+  the exact test images 0-999 (`<metric>_exact`), AutoAttack on the exact images 0-499."""
   entry = {"clean": "eval.json", "pgd20": "eval.json"}
-  if "eval_autoattack_n1000.json" in files:
-    entry["autoattack"] = "eval_autoattack_n1000.json"
   if "eval_exact1000.json" in files:
     entry.update({f"{metric}_exact": ["eval_exact1000.json", metric]
-                  for metric in ("clean", "pgd20", "autoattack")})
+                  for metric in ("clean", "pgd20")})
+  if "eval_exact_autoattack_n500.json" in files:
+    entry["autoattack"] = "eval_exact_autoattack_n500.json"
   return entry
 
 
@@ -120,8 +119,9 @@ GROUPS = {
                                          "cifar10_jpeg_preact18_trades.py:cpu"),
     }, _cifar, " Runs `cifar.*` (CIFAR-10 JPEG copy, PreActResNet-18 at the CPU budget of "
        "experiments/configs/cifar10_jpeg_preact18_*.py:cpu): clean and pgd20 (eval.json: the "
-       "whole JPEG test set), autoattack (eval_autoattack_n1000.json: its first 1,000 points), "
-       "`<metric>_exact` ([file, key]: eval_exact1000.json, the exact test images 0-999)."),
+       "whole JPEG test set), `<metric>_exact` ([file, key]: eval_exact1000.json, the exact "
+       "test images 0-999), autoattack (eval_exact_autoattack_n500.json: the exact test "
+       "images 0-499)."),
     "ood": ({
         "mnist_ood_translate_pgd_at": ("pgd_at", "OOD->ID defense of the PGD-AT classifier",
                                        "mnist_ood_translate.py:cpu"),

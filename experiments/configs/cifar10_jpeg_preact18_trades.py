@@ -3,7 +3,7 @@
 cifar10_jpeg_preact18_pgd_at with the objective and schedule of cifar10_resnet18_trades (the
 authors': 76 epochs, lr 0.1, weight decay 2e-4, x0.1 for the last epoch, KL attack PGD-10 of
 step 0.007). Literature to reach on real CIFAR-10 (PreActResNet-18): clean about 81-82,
-AutoAttack about 48-49. Variants as cifar10_jpeg_preact18_pgd_at ("cpu": width 16, 5 epochs,
+AutoAttack about 48-49. Variants as cifar10_jpeg_preact18_pgd_at ("cpu": width 16, 3 epochs,
 PGD-5 of step 2.5/255, lr decay at the last epoch's fraction as the recipe; "smoke").
 """
 
