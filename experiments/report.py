@@ -49,8 +49,7 @@ MODEL = "SmallCNN"
 STANDARD = "MNIST 60k/10k (`mnist`), first 1,000 test points"
 STANDARD_MODEL = "SmallCNN, half width"
 # Runs named "cifar.*": CIFAR-10 (JPEG copy) at the CPU budget of cifar10_jpeg_preact18_*.py:cpu.
-CIFAR = ("CIFAR-10 JPEG copy (`cifar10_jpeg`); AutoAttack on the exact test images 0-499 "
-         "(`cifar10_exact`)")
+CIFAR = "CIFAR-10 JPEG copy (`cifar10_jpeg`); AutoAttack: exact images 0-499"
 CIFAR_MODEL = "PreActResNet-18, width 16"
 NOT_MEASURED = "-"
 PLOT_TITLE = "MNIST test split (mnist_idx, 2,000 points), SmallCNN, L-inf eps 0.3"
@@ -452,11 +451,15 @@ def setting(run: str) -> tuple[str, str]:
 
 
 def summary_table(records: Records) -> str:
-  rows = []
+  """One row per SUMMARY run with a record; the runs without one are named below the table."""
+  rows, unrecorded = [], []
   for run, base, label in SUMMARY:
     seeds = records.seeds(run)
+    if not seeds:
+      unrecorded.append(label)
+      continue
     if base is None:
-      delta, count, base_cell = ("base" if seeds else NO_RECORD), "", ""
+      delta, count, base_cell = "base", "", ""
     else:
       p = paired(records.values(run, "autoattack"), records.values(base, "autoattack"))
       delta, count, base_cell = f"{num(p.mean, True)} {interval(p)}", signs(p), SHORT[base]
@@ -465,9 +468,10 @@ def summary_table(records: Records) -> str:
     rows.append([label, *setting(run),
                  *run_cells(records, run, ("clean", "pgd20", "pgd40", "autoattack")), base_cell,
                  delta, count, seed_list(seeds), records.record_cell(run)])
-  return table(["method", "dataset", "model", "clean", "PGD-20", "PGD-40", "AutoAttack", "base",
+  text = table(["method", "dataset", "model", "clean", "PGD-20", "PGD-40", "AutoAttack", "base",
                 "Δ AutoAttack [95% CI]", "seeds above / below", "seeds", "record"], rows,
                "lllrrrrlrrll")
+  return text + (f"\n\nWithout a record: {', '.join(unrecorded)}." if unrecorded else "")
 
 
 def hosts_table(records: Records) -> str:
