@@ -104,6 +104,7 @@ class Launch:
     `jobs` commands side by side, and the recorded runs (experiments/results) used one device,
     whose rounding a comparison keeps (the CLI alone would take a device per core)."""
     log = self.root / "logs" / f"{log_name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": os.environ.get("JAX_NUM_CPU_DEVICES", "1")}
     with log.open("w") as out:
       code = subprocess.call([sys.executable, "-m", "jaxadv.cli", *args], stdout=out,
