@@ -3,6 +3,7 @@ latest step to the newest intact one (one warning line), one clear error when no
 and no asyncio tracebacks on stderr."""
 
 import json
+import logging
 import pathlib
 import shutil
 import subprocess
@@ -233,3 +234,23 @@ def test_evaluation_and_resumed_training_fall_back_end_to_end(tmp_path, capfd):
   assert step == 8
   _assert_trees_equal(variables, expected)
   assert "warning" not in capfd.readouterr().err
+
+
+def test_the_orphaned_read_filter_drops_only_reports_of_unreadable_steps(tmp_path):
+  """Reads still in flight after a failed restore may log when collected, long after it: the
+  asyncio filter drops those reports naming the failed step, and nothing else."""
+  directory = tmp_path / "checkpoints" / "1"
+  with pytest.raises(ValueError):
+    with checkpoint_lib._contained_orbax_failure(directory):  # pylint: disable=protected-access
+      raise ValueError("unreadable")
+  asyncio_filter = checkpoint_lib._orphaned_reads_filter()  # pylint: disable=protected-access
+
+  def passes(message: str) -> bool:
+    return asyncio_filter.filter(logging.LogRecord("asyncio", logging.ERROR, __file__, 0,
+                                                   message, None, None))
+
+  late = f"future: <Future finished exception=ValueError('reading \"{directory}/default/\"')>"
+  assert not passes("Task exception was never retrieved\n" + late)
+  assert not passes("Future exception was never retrieved\n" + late)
+  assert passes("Task exception was never retrieved\n" + late.replace("/1/", "/10/"))
+  assert passes(f"Executing <Task> took 0.2 seconds {directory}/default/")

@@ -17,6 +17,7 @@ import contextlib
 import gc
 import hashlib
 import logging
+import os
 import pathlib
 import sys
 import warnings
@@ -79,8 +80,8 @@ def _drop_closed_loop_reports(hook):
 
 class _DropOrphanedReads(logging.Filter):
   """Drops asyncio's 'Task/Future exception was never retrieved' records that name a checkpoint
-  step whose restore failed (`unreadable`, absolute step directories); every other record
-  passes."""
+  step whose restore failed (`unreadable`, absolute step directories ending in a separator);
+  every other record passes."""
 
   def __init__(self):
     super().__init__()
@@ -120,7 +121,7 @@ def _contained_orbax_failure(step_dir: pathlib.Path):
   try:
     yield
   except Exception:
-    orphaned_reads.unreadable.add(str(step_dir))
+    orphaned_reads.unreadable.add(f"{step_dir}{os.sep}")
     raise
   finally:
     with warnings.catch_warnings():
