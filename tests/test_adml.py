@@ -193,6 +193,7 @@ def _saved_run(config, workdir):
   checkpointer.close()
 
 
+@pytest.mark.slow  # two training runs
 def test_init_from(tmp_path):
   """A workdir without a checkpoint starts from the latest params of the `init_from` run; a
   missing run directory is an error."""

@@ -1,6 +1,7 @@
 """experiments/adversarial_confusion.py: the confusion matrix under attack and its flows."""
 
 import numpy as np
+import pytest
 
 from jaxadv.eval import suites
 from jaxadv import train as training
@@ -24,6 +25,7 @@ def test_confusion_counts_points_and_flows_balance():
   assert out.sum() == into.sum() == np.sum(labels != predicted)
 
 
+@pytest.mark.slow  # a trained run and its evaluation
 def test_at_eps_zero_the_diagonal_is_the_evaluated_clean_accuracy(tmp_path, capsys):
   # eps 0 makes the attack the identity, so the matrix is the clean confusion and its diagonal
   # must give eval's per-class clean accuracy: the restore, the batching and the counting agree.

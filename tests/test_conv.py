@@ -184,7 +184,9 @@ def test_input_gradient_inside_a_fori_loop_equals_lax():
                              ascend(lax.conv_general_dilated), atol=1e-6)
 
 
-@pytest.mark.parametrize("name, shape", [("small_cnn", (12, 12, 1)), ("resnet18", (8, 8, 3))])
+@pytest.mark.parametrize("name, shape", [
+    ("small_cnn", (12, 12, 1)),
+    pytest.param("resnet18", (8, 8, 3), marks=pytest.mark.slow)])  # about 40 s to compile
 def test_zoo_models_on_cpu_match_plain_flax_convolutions(name, shape):
   model = models.get(name, num_classes=5)
   x = jax.random.uniform(jax.random.key(0), (3, *shape))

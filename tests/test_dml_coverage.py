@@ -15,6 +15,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxadv.estimators import dml
 
@@ -69,5 +70,6 @@ def test_ridge_on_a_rich_basis_covers_theta_at_the_nominal_rate():
   check_calibrated(replicate(2000, rich_basis, 0, 1000))
 
 
+@pytest.mark.slow  # about 2 min: 200 MLP fits
 def test_early_stopped_mlp_covers_theta_at_the_nominal_rate():
   check_calibrated(replicate(1000, lambda x: x, 1, 200, nuisance="mlp"))

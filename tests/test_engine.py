@@ -94,6 +94,7 @@ def test_ema_follows_its_definition():
   assert plain.ema is None and state_lib.variables(plain)["params"] is plain.params
 
 
+@pytest.mark.slow  # a run, its resume and evaluation
 def test_ema_run_resumes_and_evaluates_the_average(tmp_path):
   config = tiny_config(**{"optim.ema_decay": 0.9})
   whole = training.train(config, tmp_path / "whole", progress=False)
@@ -217,6 +218,7 @@ def test_evaluator_batch_never_exceeds_the_dataset():
   assert all(np.array_equal(results[0][k], results[1][k]) for k in results[0])
 
 
+@pytest.mark.slow  # four training runs
 def test_sweep_summarises_seeds_and_grid(tmp_path, capsys):
   config = tiny_config(num_epochs=1)
   summary = sweep.run(config, tmp_path, seeds=[0, 1], grid={"attack.eps": [0.0, 0.2]},

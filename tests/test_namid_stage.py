@@ -217,6 +217,7 @@ def test_stage_resumes_exactly_and_loads_into_a_namid_run(base_run, tmp_path):
   assert not (tmp_path / "namid" / "estimators").exists()  # loaded from their source
 
 
+@pytest.mark.slow  # about 1 min: both stages by the CLI
 def test_one_run_trains_both_stages_in_order(base_run, tmp_path):
   """Without `estimators`, `train` trains the estimator stage in <workdir>/estimators, then the
   NAMID model with them; running it again changes nothing."""

@@ -276,13 +276,14 @@ def test_baseline_configs_differ_from_pgd_at_only_in_objective(path, reference):
   assert {key for key in config if config[key] != base[key]} <= allowed
 
 
-@pytest.mark.parametrize("path", [p for p in sorted(CONFIG_DIR.glob("mnist*.py"))
-                                  # test_namid_stage.py chains NAMID's, test_advamd.py trains
-                                  # AdvAmd's (budgets of their own), test_ood_translate.py the
-                                  # defense in front of a classifier run
-                                  if "namid" not in p.stem and "ood_translate" not in p.stem
-                                  and not p.stem.startswith(("mnist_adv", "mnist_seg"))],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [
+    # PGD-AT's and TRADES' run in the default suite, the rest (10-25 s each) with --runslow
+    p if p.stem in ("mnist_pgd_at", "mnist_trades") else pytest.param(p, marks=pytest.mark.slow)
+    for p in sorted(CONFIG_DIR.glob("mnist*.py"))
+    # test_namid_stage.py chains NAMID's, test_advamd.py trains AdvAmd's (budgets of their
+    # own), test_ood_translate.py the defense in front of a classifier run
+    if "namid" not in p.stem and "ood_translate" not in p.stem
+    and not p.stem.startswith(("mnist_adv", "mnist_seg"))], ids=lambda p: p.stem)
 def test_mnist_smoke_variants_train(path, tmp_path, mnist_dir):  # pylint: disable=unused-argument
   config = config_lib.load_file(f"{path}:smoke")
   state = training.train(config, tmp_path, progress=False)

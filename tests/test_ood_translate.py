@@ -179,6 +179,7 @@ def test_a_gate_for_other_images_or_a_corrupt_gate_file_is_refused(defended_run,
     workdir_lib.predictor(config, variables, tmp_path)
 
 
+@pytest.mark.slow  # about 1 min: the whole report
 def test_report_labels_each_attack_and_adaptive_is_never_weaker(defended_run):
   root, _, _ = defended_run
   record = reports.report("ood", root / "ood", num_examples=32, steps=3, autoattack=0,

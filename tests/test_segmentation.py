@@ -226,6 +226,7 @@ def test_sweep_summarises_the_miou_of_segmentation_records():
   assert summary["clean"]["mean"] == 85.0 and summary["pgd2"]["values"] == [40.0, 50.0]
 
 
+@pytest.mark.slow  # test_advamd trains a segmentation run
 def test_cli_trains_and_evaluates_mnist_segmentation(mnist_dir, tmp_path, capsys):
   del mnist_dir  # found through $JAXADV_MNIST_DIR or shared/data/mnist
   workdir = tmp_path / "seg"

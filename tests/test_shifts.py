@@ -79,6 +79,7 @@ def test_the_evaluation_scores_each_shifted_test_set_and_keeps_no_worst_case():
                                    batch_size=16)  # the noise is seeded
 
 
+@pytest.mark.slow  # a run and its evaluation
 def test_jaxadv_eval_shifts_writes_its_record_beside_the_runs_evaluation(tmp_path, capsys):
   config = tiny_config(**{"num_epochs": 1, "dataset.num_train": 64})
   training.train(config, tmp_path, progress=False)

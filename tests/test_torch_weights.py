@@ -316,6 +316,7 @@ def _trained_digits_resnet(stage_sizes=(2, 2, 2, 2), steps=60):
   return net.eval()
 
 
+@pytest.mark.slow  # a CLI import and evaluation
 def test_import_command_makes_a_run_that_eval_scores_like_torch(tmp_path, capsys):
   checkpoint, workdir = tmp_path / "digits_resnet.pt", tmp_path / "run"
   argv = ["import", "--torch-checkpoint", str(checkpoint), "--arch", "resnet18", "--dataset",
