@@ -181,13 +181,25 @@ def with_about(text: str, group: str, about: str) -> str:
   return text + about
 
 
+def host_key(cpuinfo: str) -> str:
+  """The manifest's key of a host from its /proc/cpuinfo text: `<vendor>_<vector width>`, e.g.
+  amd_avx512; XLA:CPU rounds differently under AVX2 and AVX-512 (docs/results.md, hosts)."""
+  fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+  fields = {key.strip(): value.strip() for key, value in fields.items()}
+  vendor = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(fields.get("vendor_id"), "other")
+  return f"{vendor}_{'avx512' if 'avx512f' in fields.get('flags', '').split() else 'avx2'}"
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("groups", nargs="+", choices=sorted(GROUPS))
   parser.add_argument("--runs", default="runs", help="the directory holding the groups' roots")
-  parser.add_argument("--host", default="amd_avx2",
-                      help="the manifest's key of the host that trained them")
+  parser.add_argument("--host", default=None,
+                      help="the manifest's key of the host that trained them (default: this "
+                           "machine's, from /proc/cpuinfo: record runs where they trained)")
   args = parser.parse_args(argv)
+  if args.host is None:
+    args.host = host_key(pathlib.Path("/proc/cpuinfo").read_text())
   path = RESULTS / "manifest.json"
   manifest = json.loads(path.read_text())
   if args.host not in manifest["hosts"]:

@@ -163,3 +163,13 @@ def test_a_group_description_replaces_its_earlier_ones():
   manifest = json.loads((RESULTS / "manifest.json").read_text())
   for group in record_runs.GROUPS:
     assert manifest["about"].count(f" Runs `{group}.*`") <= 1, group
+
+
+def test_the_host_key_comes_from_the_vendor_and_the_vector_width():
+  record_runs = load_experiment("record_runs")
+  cpuinfo = "processor\t: {}\nvendor_id\t: {}\nflags\t\t: fpu sse2 avx2 {}\n"
+  assert record_runs.host_key(cpuinfo.format(0, "AuthenticAMD", "")) == "amd_avx2"
+  assert record_runs.host_key(cpuinfo.format(0, "AuthenticAMD", "avx512f avx512dq")) == "amd_avx512"
+  assert record_runs.host_key(cpuinfo.format(1, "GenuineIntel", "avx512f")) == "intel_avx512"
+  manifest = json.loads((RESULTS / "manifest.json").read_text())
+  assert {"amd_avx2", "amd_avx512", "intel_avx512"} <= set(manifest["hosts"])
