@@ -5,6 +5,7 @@ reads JSON records, trains nothing)."""
 import json
 import math
 import pathlib
+import re
 import shutil
 
 import pytest
@@ -83,22 +84,25 @@ def test_every_file_the_manifest_names_exists():
   assert not missing, missing
 
 
-TEST_POINTS = {"mnist60k": 1000, "advamd": 10000, "advamd_seg": 10000}  # else the split's 2,000
+TEST_POINTS = {"mnist60k": 1000, "advamd": 10000, "advamd_seg": 10000,
+               "cifar": 10000}  # else the split's 2,000
 
 
 def test_every_headline_file_holds_its_figure():
   """Each figure's file holds it, on all 2,000 points of the split, the first 1,000 of the
-  standard test set (runs "mnist60k.*") or all 10,000 (the AdvAmd runs); each training curve
-  ends at its run's last epoch."""
+  standard test set (runs "mnist60k.*"), all 10,000 (the AdvAmd and CIFAR runs), or the N a
+  file names (`..._n<N>.json`, `...exact<N>.json`); each training curve ends at its run's last
+  epoch."""
   manifest = json.loads((RESULTS / "manifest.json").read_text())
   for name, run in manifest["runs"].items():
-    points = TEST_POINTS.get(name.split(".")[0], 2000)
     for entry in run["seeds"].values():
       for metric, spec in entry.items():
         if metric in ("host", "metrics", "theta", "note"):
           continue
         path, *keys = [spec, metric] if isinstance(spec, str) else spec
         field, key = keys if len(keys) == 2 else ("accuracy", keys[0])
+        named = re.search(r"(?:_n|exact)(\d+)\.json$", path)
+        points = int(named.group(1)) if named else TEST_POINTS.get(name.split(".")[0], 2000)
         record = json.loads((RESULTS / path).read_text())
         assert record["n_ex"] == points and key in record[field], path
       if "metrics" in entry:
