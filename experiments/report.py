@@ -467,10 +467,9 @@ def summary_table(records: Records) -> str:
         delta, count = NOT_MEASURED, ""
     rows.append([label, *setting(run),
                  *run_cells(records, run, ("clean", "pgd20", "pgd40", "autoattack")), base_cell,
-                 delta, count, seed_list(seeds), records.record_cell(run)])
+                 delta, count, seed_list(seeds)])
   text = table(["method", "dataset", "model", "clean", "PGD-20", "PGD-40", "AutoAttack", "base",
-                "Δ AutoAttack [95% CI]", "seeds above / below", "seeds", "record"], rows,
-               "lllrrrrlrrll")
+                "Δ AutoAttack [95% CI]", "seeds above / below", "seeds"], rows, "lllrrrrlrrl")
   return text + (f"\n\nWithout a record: {', '.join(unrecorded)}." if unrecorded else "")
 
 
