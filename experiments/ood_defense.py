@@ -80,5 +80,6 @@ def main(argv=None) -> None:
   translators.parallel([lambda w=translator_dir(root, n, s): report(w)
                         for s in seeds for n in names])
 
+
 if __name__ == "__main__":
   main()
