@@ -1,7 +1,7 @@
 """The OOD->ID defense's table in one resumable launch: classifiers, translators, reports.
 
     python experiments/ood_defense.py --root runs --classifiers pgd_at,erm --seeds 0,1,2 \
-        --num-examples 500 --jobs 2
+        --num-examples 500 --report-options restarts=3 --jobs 2
 
 runs, as `jaxadv` command lines (logs in <root>/logs), each step skipped when its output exists,
 so a killed launch resumes where it stopped (a killed training from its last checkpoint):

@@ -20,14 +20,20 @@ import pytest  # pylint: disable=wrong-import-position
 from jaxadv import data, models  # pylint: disable=wrong-import-position
 
 # Many tests compile the same programs again (a CLI evaluation after the training run that
-# evaluated the same model, a resumed run, the same attack on the same shapes in new closures):
-# an XLA cache for this session serves the repeats from disk. Executables are the same, so
-# results are too; the cache starts empty and is deleted at exit, so no test depends on an
-# earlier session.
-_COMPILATION_CACHE = tempfile.mkdtemp(prefix="jaxadv-test-xla-")
-atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
-jax.config.update("jax_compilation_cache_dir", _COMPILATION_CACHE)
+# evaluated the same model, a resumed run, the same attack on the same shapes in new closures,
+# the same tiny training run in files that different xdist workers take): an XLA cache for this
+# test session, shared by its workers, serves the repeats from disk. The first process to load
+# this file (pytest itself, which starts the workers) makes the folder and deletes it at exit;
+# the workers find it in the environment. Executables are the same, so results are too; the
+# cache starts empty, so no test depends on an earlier session. A size bound turns on JAX's file
+# lock, so that no worker reads an entry that another is still writing.
+_CACHE_VARIABLE = "JAXADV_TEST_XLA_CACHE"
+if not os.environ.get(_CACHE_VARIABLE):
+  os.environ[_CACHE_VARIABLE] = tempfile.mkdtemp(prefix="jaxadv-test-xla-")
+  atexit.register(shutil.rmtree, os.environ[_CACHE_VARIABLE], ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_VARIABLE])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+jax.config.update("jax_compilation_cache_max_size", 8 << 30)
 
 hypothesis.settings.register_profile("jaxadv", max_examples=20, deadline=None, derandomize=True,
                                      print_blob=True)

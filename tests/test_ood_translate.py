@@ -121,10 +121,12 @@ def test_gan_gradients_go_each_to_its_own_network():
 
 @pytest.fixture(scope="module")
 def defended_run(tmp_path_factory):
-  """A PGD-AT digits classifier (3 tiny epochs) and a defense run in front of it."""
+  """A PGD-AT digits classifier (3 tiny epochs) and a defense run in front of it, both evaluated
+  clean only (no test here reads an attack's figure of the run's own evaluation)."""
   root = tmp_path_factory.mktemp("ood")
-  training.train(tiny_config(num_epochs=3), root / "base", progress=False)
-  config = tiny_config(**SMALL, **{"objective.ood_translate.classifier": str(root / "base")})
+  training.train(tiny_config(num_epochs=3, **{"eval.suite": ()}), root / "base", progress=False)
+  config = tiny_config(**SMALL, **{"objective.ood_translate.classifier": str(root / "base"),
+                                   "eval.suite": ()})
   record = reports.train_and_evaluate(config, root / "ood", progress=False)
   return root, config, record
 
