@@ -223,7 +223,10 @@ def test_softmax_random_and_monotonicity_flags():
   assert masking.check_eps_monotonicity({0.1: 50.0, 0.2: 60.0}).raised
   assert not masking.check_eps_monotonicity({0.1: 50.0, 0.2: 40.0}).raised
   flag = masking.check_black_box_gain(np.array([True, True, False]), np.array([True, False, False]))
-  assert flag.raised and "broke 1 points" in flag.detail
+  assert flag.raised and flag.detail == "Square broke 1 point the gradient attacks missed"
+  flag = masking.check_black_box_gain(np.ones(3, bool), np.ones(3, bool), "autoattack_oblivious")
+  assert not flag.raised
+  assert flag.detail == "autoattack_oblivious: Square broke 0 points the gradient attacks missed"
 
 
 def _count_compilations(monkeypatch):

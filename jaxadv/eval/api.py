@@ -119,11 +119,11 @@ def masking_checks(model, variables, dataset: ArrayDataset, result: robustness.R
     accuracy = {s * eps: 100.0 * float(np.mean(swept.correct[name]))
                 for s, name in zip(EPS_SCALES, sweep)}
     flags.append(masking.check_eps_monotonicity(accuracy))
-  for stages in result.stages.values():
+  for attack, stages in result.stages.items():
     if "square" in stages and len(stages) > 1:
       names = list(stages)
       before = stages[names[names.index("square") - 1]]
-      flags.append(masking.check_black_box_gain(before, stages["square"]))
+      flags.append(masking.check_black_box_gain(before, stages["square"], attack))
   return flags
 
 

@@ -61,8 +61,12 @@ def check_eps_monotonicity(accuracy_by_eps: dict[float, float], tolerance: float
   return Flag("eps_monotonicity", bool(rises), detail)
 
 
-def check_black_box_gain(robust_after_white_box: np.ndarray, robust_after_square: np.ndarray) -> Flag:
-  """Flags points that Square broke after every white-box attack left them robust."""
+def check_black_box_gain(robust_after_white_box: np.ndarray, robust_after_square: np.ndarray,
+                         attack: str = "") -> Flag:
+  """Flags points that Square broke after every white-box attack left them robust; `attack`
+  names the cascade in the detail (an evaluation can hold several)."""
   gained = int(np.sum(robust_after_white_box & ~robust_after_square))
+  prefix = f"{attack}: " if attack else ""
   return Flag("black_box_beats_white_box", gained > 0,
-              f"Square broke {gained} points the gradient attacks missed")
+              f"{prefix}Square broke {gained} point{'' if gained == 1 else 's'} the gradient "
+              f"attacks missed")
