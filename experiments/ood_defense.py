@@ -12,9 +12,12 @@ so a killed launch resumes where it stopped (a killed training from its last che
 2. per classifier and translator seed, the translator and gate of
    `mnist_ood_translate.py:<variant>` in front of it
    (`<root>/ood/mnist_ood_translate_<name>/seed<k>`);
-3. `jaxadv report ood` of each on the first `--num-examples` test points (eval_ood.json:
-   oblivious and adaptive PGD-100 and AutoAttack, natural shifts), seed by seed, so that every
-   classifier has a finished seed before any has three.
+3. AutoAttack on each bare classifier, on the same first `--num-examples` test points
+   (`eval_bare_autoattack_n<N>.json` in its run directory): what the defense adds is measured
+   against it;
+4. `jaxadv report ood` of each translator on those points (eval_ood.json: oblivious and
+   adaptive PGD-100 and AutoAttack, natural shifts), seed by seed, so that every classifier has
+   a finished seed before any has three.
 
 Then `python experiments/record_runs.py --runs <root> ood` records them for docs/results.md.
 """
@@ -37,6 +40,11 @@ def classifier_dir(root: pathlib.Path, name: str) -> pathlib.Path:
 def translator_dir(root: pathlib.Path, name: str, seed: int) -> pathlib.Path:
   """The run directory of translator seed `seed` in front of classifier `name`."""
   return root / "ood" / f"mnist_ood_translate_{name}" / f"seed{seed}"
+
+
+def bare_tag(num_examples: int) -> str:
+  """The evaluation tag of AutoAttack on a bare classifier's first `num_examples` points."""
+  return f"bare_autoattack_n{num_examples}"
 
 
 def main(argv=None) -> None:
@@ -70,6 +78,16 @@ def main(argv=None) -> None:
           f"ood/mnist_ood_translate_{n}", translator, s,
           f"objective.ood_translate.classifier={classifier_dir(root, n)}", autoattack=False)
       for s in seeds for n in names])
+
+  def bare(name: str) -> None:
+    workdir = classifier_dir(root, name)
+    tag = bare_tag(args.num_examples)
+    if not (workdir / f"eval_{tag}.json").is_file():
+      classifiers.run(f"mnist60k/{tag}_{name}", "eval", "--workdir", str(workdir), "--suite",
+                      "autoattack", "--num-examples", str(args.num_examples), "--no-checks",
+                      "--tag", tag)
+
+  classifiers.parallel([lambda n=n: bare(n) for n in names])
 
   def report(workdir: pathlib.Path) -> None:
     if not (workdir / "eval_ood.json").is_file():

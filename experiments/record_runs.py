@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import shutil
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import mnist_tables  # noqa: E402  (the record export both launch scripts share)
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+CLASSIFIER = "classifier_"  # the prefix of a classifier's record copied beside a defense run
 SHIFTS = ("darker", "brighter", "sharper", "blur", "noise")
 UADAT_SWITCHES = ("uncertainty", "distributional", "refine", "match_each", "align")
 ADVAMD_WORDS = ("no_mediate", "ratio_down", "no_ratio", "share_affine", "iterate")
@@ -70,8 +72,9 @@ def _cifar(files: set[str]) -> dict:
 def _ood(files: set[str]) -> dict:
   """Figures of a run of the OOD->ID defense (eval_ood.json of `jaxadv report ood`): clean
   accuracy of the bare classifier and of the defended model, the share of test points the gate
-  routes, PGD-100 and AutoAttack oblivious and adaptive, and clean accuracy under each natural
-  shift without (`<shift>_bare`) and with the defense."""
+  routes, PGD-100 and AutoAttack oblivious and adaptive, clean accuracy under each natural shift
+  without (`<shift>_bare`) and with the defense, and AutoAttack on the bare classifier
+  (`autoattack_bare`, when its record was attached)."""
   if "eval_ood.json" not in files:
     return {}
   ood = "eval_ood.json#"
@@ -82,7 +85,20 @@ def _ood(files: set[str]) -> dict:
   for shift in SHIFTS:
     entry[shift] = ood + f"shifts/defended/{shift}"
     entry[f"{shift}_bare"] = ood + f"shifts/bare/{shift}"
+  bare = sorted(name for name in files if name.startswith(f"{CLASSIFIER}eval_bare_autoattack_n"))
+  if bare:
+    entry["autoattack_bare"] = [bare[-1], "autoattack"]
   return entry
+
+
+def _attach_classifier_records(dest: pathlib.Path) -> None:
+  """Copies, beside each exported translator run under `dest`, its classifier's AutoAttack on
+  the same points (`eval_bare_autoattack_n<N>.json` of experiments/ood_defense.py, read from the
+  classifier run directory its config names) as `classifier_eval_bare_autoattack_n<N>.json`."""
+  for config in sorted(dest.rglob("config.json")):
+    classifier = json.loads(config.read_text())["objective"]["ood_translate"]["classifier"]
+    for path in sorted(pathlib.Path(classifier).glob("eval_bare_autoattack_n*.json")):
+      shutil.copyfile(path, config.parent / f"{CLASSIFIER}{path.name}")
 
 
 # group -> (run directory -> (manifest key, label, config), entry of a seed, about the group)
@@ -130,7 +146,8 @@ GROUPS = {
     }, _ood, " Runs `ood.*` (the OOD->ID defense, one translator seed per record, in front of "
        "the seed-0 classifier of mnist60k_pgd_at.py:cpu or mnist60k_erm.py:cpu): "
        "`path#a/b` reads field b of field a of the file (eval_ood.json of `jaxadv report ood "
-       "--num-examples 500`)."),
+       "--num-examples 500`); autoattack_bare: AutoAttack on the bare classifier, same points "
+       "(classifier_eval_bare_autoattack_n500.json, copied from the classifier's run)."),
 }
 
 
@@ -140,6 +157,8 @@ def record(group: str, runs: pathlib.Path, host: str, manifest: dict) -> dict:
   names, figures, about = GROUPS[group]
   dest = RESULTS / group / host
   mnist_tables.export_records(runs / group, dest)
+  if group == "ood":
+    _attach_classifier_records(dest)
   recorded = {}
   for name, (key, label, config) in names.items():
     seeds = {}

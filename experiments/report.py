@@ -71,12 +71,14 @@ METRICS = {
     "clean_bare": "clean, bare classifier", "routed": "routed share of clean test points",
     "pgd100_oblivious": "PGD-100, oblivious", "pgd100_adaptive": "PGD-100, adaptive",
     "autoattack_oblivious": "AutoAttack, oblivious", "autoattack_adaptive": "AutoAttack, adaptive",
+    "autoattack_bare": "AutoAttack, bare",
     "clean_exact": "clean, exact images", "pgd20_exact": "PGD-20, exact images",
 }
 # Figures of the OOD->ID defense (eval_ood.json): PGD-100 and AutoAttack as the attacker knows
-# the defense (oblivious: the bare classifier; adaptive: end to end), clean accuracy under each
-# natural shift without (`<shift>_bare`) and with the defense.
-OOD_ATTACKS = ("pgd100_oblivious", "pgd100_adaptive", "autoattack_oblivious",
+# the defense (oblivious: the bare classifier; adaptive: end to end), AutoAttack on the bare
+# classifier alone, clean accuracy under each natural shift without (`<shift>_bare`) and with
+# the defense.
+OOD_ATTACKS = ("pgd100_oblivious", "pgd100_adaptive", "autoattack_bare", "autoattack_oblivious",
                "autoattack_adaptive")
 SHIFTS = ("darker", "brighter", "sharper", "blur", "noise")
 # Metrics read from a record file named by the manifest entry (`Records.accuracy`).
@@ -558,14 +560,17 @@ def ood_table(records: Records) -> str:
   rows = [[SHORT[run], seed_list(records.seeds(run)), *run_cells(records, run, metrics)]
           for run in OOD_RUNS]
   return table(["classifier", "translator seeds", "clean, bare", "clean, defended",
-                "routed", *(METRICS[m] for m in OOD_ATTACKS)], rows, "ll" + "r" * 7)
+                "routed", *(METRICS[m] for m in OOD_ATTACKS)], rows,
+               "ll" + "r" * (3 + len(OOD_ATTACKS)))
 
 
 # Within one OOD run, paired by translator seed: (A, B, label).
 OOD_CONTRASTS = (("clean", "clean_bare", "clean: defended − bare"),
                  ("pgd100_adaptive", "pgd100_oblivious", "PGD-100: adaptive − oblivious"),
                  ("autoattack_adaptive", "autoattack_oblivious",
-                  "AutoAttack: adaptive − oblivious"))
+                  "AutoAttack: adaptive − oblivious"),
+                 ("autoattack_oblivious", "autoattack_bare", "AutoAttack: oblivious − bare"),
+                 ("autoattack_adaptive", "autoattack_bare", "AutoAttack: adaptive − bare"))
 
 
 def ood_contrast(records: Records, run: str, a: str, b: str) -> Paired:

@@ -16,10 +16,15 @@ def _launched(monkeypatch, root, *flags):
   def run(self, log_name, *args):  # pylint: disable=unused-argument
     workdir = pathlib.Path(args[args.index("--workdir") + 1])
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / ("eval.json" if args[0] == "train" else "eval_ood.json")).write_text("{}")
+    done = {"train": "eval.json", "report": "eval_ood.json"}.get(
+        args[0], f"eval_{args[-1]}.json")  # eval: its --tag
+    (workdir / done).write_text("{}")
     config = pathlib.Path(args[args.index("--config") + 1]).name if "--config" in args else None
     classifier = [a.split("=", 1)[1] for a in args if a.startswith("objective.ood_translate.")]
-    commands.append((args[0] if args[0] == "train" else " ".join(args[:2]),
+    at = args.index("--workdir")
+    what = {"train": "train", "report": "report ood"}.get(
+        args[0], " ".join(args[:at] + args[at + 2:]))  # eval: the whole command line
+    commands.append((what,
                      workdir.relative_to(root).as_posix(), config,
                      pathlib.Path(classifier[0]).relative_to(root).as_posix()
                      if classifier else None))
@@ -29,8 +34,9 @@ def _launched(monkeypatch, root, *flags):
   return commands
 
 
-def test_classifiers_then_translators_then_reports_seed_by_seed(monkeypatch, tmp_path):
+def test_classifiers_translators_bare_autoattack_then_reports_seed_by_seed(monkeypatch, tmp_path):
   pgd_at, erm = "mnist60k/mnist60k_pgd_at/seed0", "mnist60k/mnist60k_erm/seed0"
+  bare = "eval --suite autoattack --num-examples 500 --no-checks --tag bare_autoattack_n500"
   assert _launched(monkeypatch, tmp_path) == [
       ("train", pgd_at, "mnist60k_pgd_at.py:cpu", None),
       ("train", erm, "mnist60k_erm.py:cpu", None),
@@ -38,6 +44,8 @@ def test_classifiers_then_translators_then_reports_seed_by_seed(monkeypatch, tmp
       ("train", "ood/mnist_ood_translate_erm/seed0", "mnist_ood_translate.py:cpu", erm),
       ("train", "ood/mnist_ood_translate_pgd_at/seed1", "mnist_ood_translate.py:cpu", pgd_at),
       ("train", "ood/mnist_ood_translate_erm/seed1", "mnist_ood_translate.py:cpu", erm),
+      (bare, pgd_at, None, None),
+      (bare, erm, None, None),
       ("report ood", "ood/mnist_ood_translate_pgd_at/seed0", None, None),
       ("report ood", "ood/mnist_ood_translate_erm/seed0", None, None),
       ("report ood", "ood/mnist_ood_translate_pgd_at/seed1", None, None),

@@ -2,6 +2,7 @@
 manifest's files, and that docs/results.md and its plots are what the records give (fast: it
 reads JSON records, trains nothing)."""
 
+import functools
 import json
 import math
 import pathlib
@@ -85,14 +86,14 @@ def test_every_file_the_manifest_names_exists():
 
 
 TEST_POINTS = {"mnist60k": 1000, "advamd": 10000, "advamd_seg": 10000,
-               "cifar": 10000}  # else the split's 2,000
+               "cifar": 10000, "ood": 500}  # else the split's 2,000
 
 
 def test_every_headline_file_holds_its_figure():
   """Each figure's file holds it, on all 2,000 points of the split, the first 1,000 of the
   standard test set (runs "mnist60k.*"), all 10,000 (the AdvAmd and CIFAR runs), or the N a
-  file names (`..._n<N>.json`, `...exact<N>.json`); each training curve ends at its run's last
-  epoch."""
+  file names (`..._n<N>.json`, `...exact<N>.json`), 500 for the OOD->ID defense's reports
+  (`path#a/b`: field b of field a); each training curve ends at its run's last epoch."""
   manifest = json.loads((RESULTS / "manifest.json").read_text())
   for name, run in manifest["runs"].items():
     for entry in run["seeds"].values():
@@ -100,11 +101,18 @@ def test_every_headline_file_holds_its_figure():
         if metric in ("host", "metrics", "theta", "note"):
           continue
         path, *keys = [spec, metric] if isinstance(spec, str) else spec
-        field, key = keys if len(keys) == 2 else ("accuracy", keys[0])
+        path, _, field_path = path.partition("#")
         named = re.search(r"(?:_n|exact)(\d+)\.json$", path)
         points = int(named.group(1)) if named else TEST_POINTS.get(name.split(".")[0], 2000)
         record = json.loads((RESULTS / path).read_text())
-        assert record["n_ex"] == points and key in record[field], path
+        assert record["n_ex"] == points, path
+        if field_path:
+          figure = functools.reduce(lambda node, field: node[field], field_path.split("/"),
+                                    record)
+          assert isinstance(figure, float), spec
+        else:
+          field, key = keys if len(keys) == 2 else ("accuracy", keys[0])
+          assert key in record[field], path
       if "metrics" in entry:
         metrics = RESULTS / entry["metrics"]
         epochs = json.loads((metrics.parent / "config.json").read_text())["num_epochs"]
@@ -144,7 +152,9 @@ def test_ood_figures_are_read_by_field_path_and_contrasted_per_translator_seed(r
               "shifts": {"defended": {"blur": 90.0}, "bare": {"blur": 80.0}}}
     path = tmp_path / f"ood{seed}.json"
     path.write_text(json.dumps(record))
+    (tmp_path / "bare.json").write_text(json.dumps({"accuracy": {"autoattack": 21.0}}))
     seeds[str(seed)] = {"host": "h", "clean": f"{path.name}#clean_acc",
+                        "autoattack_bare": ["bare.json", "autoattack"],
                         "autoattack_oblivious": f"{path.name}#accuracy/autoattack_oblivious",
                         "autoattack_adaptive": f"{path.name}#accuracy/autoattack_adaptive",
                         "blur_bare": f"{path.name}#shifts/bare/blur"}
@@ -155,6 +165,8 @@ def test_ood_figures_are_read_by_field_path_and_contrasted_per_translator_seed(r
   assert records.value("ood.pgd_at", 0, "clean") == 96.0
   p = report.ood_contrast(records, "ood.pgd_at", "autoattack_adaptive", "autoattack_oblivious")
   assert p.diffs == [-42.0, -36.0] and (p.above, p.below) == (0, 2)
+  p = report.ood_contrast(records, "ood.pgd_at", "autoattack_adaptive", "autoattack_bare")
+  assert p.diffs == [-1.0, 3.0]  # the same classifier's 21.0 against each translator seed
   assert records.seeds("ood.erm") == []  # not in the manifest yet: no record
   assert "no record" in report.ood_table(records)
 
@@ -177,3 +189,20 @@ def test_the_host_key_comes_from_the_vendor_and_the_vector_width():
   assert record_runs.host_key(cpuinfo.format(1, "GenuineIntel", "avx512f")) == "intel_avx512"
   manifest = json.loads((RESULTS / "manifest.json").read_text())
   assert {"amd_avx2", "amd_avx512", "intel_avx512"} <= set(manifest["hosts"])
+
+
+def test_a_defense_record_gets_its_classifiers_autoattack_on_the_same_points(tmp_path):
+  record_runs = load_experiment("record_runs")
+  classifier = tmp_path / "runs" / "mnist60k" / "mnist60k_erm" / "seed0"
+  classifier.mkdir(parents=True)
+  (classifier / "eval_bare_autoattack_n500.json").write_text('{"n_ex": 500}')
+  defense = tmp_path / "dest" / "mnist_ood_translate_erm" / "seed1"
+  defense.mkdir(parents=True)
+  (defense / "config.json").write_text(json.dumps(
+      {"objective": {"ood_translate": {"classifier": str(classifier)}}}))
+  record_runs._attach_classifier_records(tmp_path / "dest")  # pylint: disable=protected-access
+  copy = defense / "classifier_eval_bare_autoattack_n500.json"
+  assert copy.read_text() == '{"n_ex": 500}'
+  entry = record_runs._ood({"eval_ood.json", copy.name})  # pylint: disable=protected-access
+  assert entry["autoattack_bare"] == [copy.name, "autoattack"]
+  assert "autoattack_bare" not in record_runs._ood({"eval_ood.json"})  # pylint: disable=protected-access
