@@ -51,6 +51,9 @@ STANDARD_MODEL = "SmallCNN, half width"
 # Runs named "cifar.*": CIFAR-10 (JPEG copy) at the CPU budget of cifar10_jpeg_preact18_*.py:cpu.
 CIFAR = "CIFAR-10 JPEG copy (`cifar10_jpeg`); AutoAttack: exact images 0-499"
 CIFAR_MODEL = "PreActResNet-18, width 16"
+# Runs named "ood.*": the OOD->ID defense in front of a classifier of mnist60k_*.py:cpu.
+OOD = "MNIST 60k/10k (`mnist`), first 500 test points"
+OOD_MODEL = "SmallCNN, half width, behind a U-Net (ngf 16) and a gate"
 NOT_MEASURED = "-"
 PLOT_TITLE = "MNIST test split (mnist_idx, 2,000 points), SmallCNN, L-inf eps 0.3"
 DIGEST_KEY = "jaxadv-report-data"  # the PNG text chunk holding a plot's data digest
@@ -453,7 +456,9 @@ def setting(run: str) -> tuple[str, str]:
 
 
 def summary_table(records: Records) -> str:
-  """One row per SUMMARY run with a record; the runs without one are named below the table."""
+  """One row per SUMMARY run with a record, then per OOD->ID defense (clean and AutoAttack of
+  the defended model, adaptive, against its bare classifier's AutoAttack on the same points,
+  paired by translator seed); the runs without a record are named below the table."""
   rows, unrecorded = [], []
   for run, base, label in SUMMARY:
     seeds = records.seeds(run)
@@ -470,6 +475,17 @@ def summary_table(records: Records) -> str:
     rows.append([label, *setting(run),
                  *run_cells(records, run, ("clean", "pgd20", "pgd40", "autoattack")), base_cell,
                  delta, count, seed_list(seeds)])
+  for run in OOD_RUNS:
+    label = f"OOD→ID defense ({SHORT[run]}; attacks adaptive)"
+    seeds = records.seeds(run)
+    if not seeds:
+      unrecorded.append(label)
+      continue
+    p = ood_contrast(records, run, "autoattack_adaptive", "autoattack_bare")
+    delta, count = (f"{num(p.mean, True)} {interval(p)}", signs(p)) if p.seeds else ("-", "")
+    rows.append([label, OOD, OOD_MODEL, *run_cells(records, run, ("clean", "pgd20", "pgd40",
+                                                                  "autoattack_adaptive")),
+                 "bare classifier", delta, count, seed_list(seeds)])
   text = table(["method", "dataset", "model", "clean", "PGD-20", "PGD-40", "AutoAttack", "base",
                 "Δ AutoAttack [95% CI]", "seeds above / below", "seeds"], rows, "lllrrrrlrrl")
   return text + (f"\n\nWithout a record: {', '.join(unrecorded)}." if unrecorded else "")
