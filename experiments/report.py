@@ -53,7 +53,7 @@ CIFAR = "CIFAR-10 JPEG copy (`cifar10_jpeg`); AutoAttack: exact images 0-499"
 CIFAR_MODEL = "PreActResNet-18, width 16"
 # Runs named "ood.*": the OOD->ID defense in front of a classifier of mnist60k_*.py:cpu.
 OOD = "MNIST 60k/10k (`mnist`), first 500 test points"
-OOD_MODEL = "SmallCNN, half width, behind a U-Net (ngf 16) and a gate"
+OOD_MODEL = "SmallCNN, half width, + U-Net (ngf 16)"
 NOT_MEASURED = "-"
 PLOT_TITLE = "MNIST test split (mnist_idx, 2,000 points), SmallCNN, L-inf eps 0.3"
 DIGEST_KEY = "jaxadv-report-data"  # the PNG text chunk holding a plot's data digest
@@ -213,9 +213,6 @@ class Records:
   def entry(self, run: str, seed: int) -> dict:
     return self.runs[run]["seeds"][str(seed)]
 
-  def label(self, run: str) -> str:
-    return self.runs[run]["label"]
-
   def host(self, run: str, seed: int) -> str:
     return self.hosts[self.entry(run, seed)["host"]]["short"]
 
@@ -282,18 +279,6 @@ class Records:
     """{seed: value} over the run's recorded seeds that have `metric`."""
     out = {s: self.value(run, s, metric) for s in self.seeds(run)}
     return {s: v for s, v in out.items() if v is not None}
-
-  def hosts_cell(self, run: str) -> str:
-    """The hosts of a run's seeds, e.g. "AMD AVX2 (s0, s1), AMD AVX-512 (s2)"."""
-    by_host = {}
-    for s in self.seeds(run):
-      by_host.setdefault(self.host(run, s), []).append(s)
-    return ", ".join(f"{h} (s{', s'.join(map(str, seeds))})" for h, seeds in by_host.items())
-
-  def record_cell(self, run: str) -> str:
-    if not self.runs[run]["seeds"]:
-      return "none (journal only)" if "journal" in self.runs[run]["no_record"] else "none yet"
-    return f"`{run}`: {self.hosts_cell(run)}"
 
 
 def mi_launch(records: Records, fit: str):
@@ -519,17 +504,6 @@ def xla_cpu_table(records: Records, steps=(20, 40, 60, 100, 240)) -> str:
                            for h in curves], rows)
 
 
-def baselines_scratch_table(records: Records) -> str:
-  rows = []
-  for run in ("baselines.erm", "adml.pgd_at", "baselines.trades", "baselines.mart",
-              "baselines.awp", "baselines.fgsm_rs"):
-    rows.append([records.label(run), records.runs[run]["recipe"],
-                 seed_list(records.seeds(run)), *run_cells(records, run),
-                 records.record_cell(run)])
-  return table(["method", "recipe", "seeds", "clean", "PGD-20", "AutoAttack", "record"], rows,
-               "lllrrrl")
-
-
 def per_seed_table(records: Records, runs, metrics=("clean", "pgd20", "autoattack")) -> str:
   """The metrics per seed, tagged with the host, and their means."""
   rows = []
@@ -744,7 +718,6 @@ def tables(records: Records) -> dict[str, str]:
       "ood_seeds": per_seed_table(records, OOD_RUNS, ("clean", "pgd100_adaptive",
                                                       "autoattack_adaptive")),
       "xla_cpu": xla_cpu_table(records),
-      "baselines_scratch": baselines_scratch_table(records),
       "baselines_clip": per_seed_table(records, ("namid.pgd_at", "namid.trades", "namid.mart")),
       "baselines_comparisons": comparison_table(
           records, ("base.trades-pgd_at", "base.mart-pgd_at", "base.trades-mart"), accuracy),
