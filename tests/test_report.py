@@ -76,7 +76,8 @@ def test_every_file_the_manifest_names_exists():
     assert run["seeds"] or run.get("no_record"), f"{name}: no seeds and no reason"
     for seed, entry in run["seeds"].items():
       assert entry["host"] in manifest["hosts"], (name, seed)
-      paths += [entry[key] for key in ("clean", "pgd20", "autoattack", "theta") if key in entry]
+      specs = [entry[key] for key in ("clean", "pgd20", "autoattack", "theta") if key in entry]
+      paths += [(spec if isinstance(spec, str) else spec[0]).partition("#")[0] for spec in specs]
   for fit in manifest["mi_fits"].values():
     paths += [fit["root"], fit["estimators"]]
   paths += list(manifest["xla_cpu"].values())
