@@ -715,8 +715,6 @@ def tables(records: Records) -> dict[str, str]:
       "ood": ood_table(records),
       "ood_contrasts": ood_contrasts_table(records),
       "ood_shifts": ood_shifts_table(records),
-      "ood_seeds": per_seed_table(records, OOD_RUNS, ("clean", "pgd100_adaptive",
-                                                      "autoattack_adaptive")),
       "xla_cpu": xla_cpu_table(records),
       "baselines_clip": per_seed_table(records, ("namid.pgd_at", "namid.trades", "namid.mart")),
       "baselines_comparisons": comparison_table(
