@@ -19,8 +19,8 @@ EOT average of 20 draws (`jaxadv.attacks.EOT`) and, as in the reference, a point
 robust when one fresh draw classifies it correctly.
 
 The cascade runs on the host: the still-robust points of a stage are gathered into batches of
-at most `batch_size`, the last one padded (by repeating points) to a power of two, so a stage
-compiles for a few shapes only; each batch is split over the devices of a data mesh (all
+at most `batch_size`, the last one padded by repeating points (by at most 25%, to one of four
+sizes per octave: `jaxadv.sharding.padded_rows`), so a stage compiles for a few shapes only; each batch is split over the devices of a data mesh (all
 devices by default: with `JAX_NUM_CPU_DEVICES` = the cores of a CPU host, one shard per core).
 For journaled evaluation of a dataset, use the "autoattack" suite of `jaxadv.eval` instead; it
 runs the same stages (`stages`). `autoattack_stages` is `autoattack` as a generator, one stage
@@ -87,13 +87,6 @@ def stages(version: str, *, eps, norm: str, num_classes: int) -> list[tuple[str,
             ("fab", functools.partial(fab, steps=_STEPS, restarts=5, **common)),
             ("square", square_5000), ("apgd-t", apgd_t(targets)), ("fab-t", fab_t)]
   return [("apgd-ce", apgd_ce(1)), ("apgd-dlr", apgd_dlr(1))]
-
-
-def _bucket(count: int, batch_size: int, devices: int = 1) -> int:
-  """Rows for a batch of `count` <= batch_size points: the next power of two, capped at
-  batch_size, rounded up to a multiple of `devices`."""
-  rows = min(batch_size, 1 << max(count - 1, 0).bit_length())
-  return -(-rows // devices) * devices
 
 
 def autoattack(apply_fn, x, y, key, *, eps, norm: str = "linf", version: str = "standard",
@@ -199,7 +192,7 @@ def autoattack_stages(apply_fn, x, y, key, *, eps, norm: str = "linf",
     chosen = np.flatnonzero(robust)
     for batch, start in enumerate(range(0, chosen.size, batch_size)):
       rows = chosen[start:start + batch_size]
-      padded = np.resize(rows, _bucket(rows.size, batch_size, mesh.size))
+      padded = np.resize(rows, sharding.padded_rows(rows.size, batch_size, mesh.size))
       batch_key = jax.random.fold_in(stage_key, batch)
       x_batch, y_batch = sharding.put_batch((x_host[padded], y_host[padded]), mesh)
       found = attack(attacked, x_batch, y_batch, batch_key)

@@ -6,9 +6,9 @@ correctly classified (AutoAttack's protocol). Every attack runs only on clean-co
 a point counts as robust when it is classified correctly clean *and* after each attack.
 
 Model calls are in eval mode (BatchNorm running averages). Points are gathered into
-fixed-size batches split over the data mesh, the last one padded to the full size or to a
-halving of it, so at most four compilations serve every batch; the host decides which points
-go to the next stage, between attacks only.
+fixed-size batches split over the data mesh, the last one padded by at most 25% (to one of
+13 sizes between batch_size / 8 and batch_size), so a few compilations serve every batch; the
+host decides which points go to the next stage, between attacks only.
 """
 
 from __future__ import annotations
@@ -76,11 +76,6 @@ class RobustnessResult:
     return out
 
 
-def round_up(n: int, multiple: int) -> int:
-  """The smallest multiple of `multiple` that is >= n (a batch size over the mesh's devices)."""
-  return -(-n // multiple) * multiple
-
-
 def attack_key(attack) -> object:
   """A hashable key equal for attacks that compute the same thing, or raises TypeError.
 
@@ -113,7 +108,7 @@ class _Scorer:
     self.mesh = mesh
     # Never larger than the dataset (rounded up to the mesh): a 100-point evaluation with
     # batch_size 500 would otherwise attack 400 padding rows.
-    self.batch_size = round_up(min(batch_size, len(dataset)), mesh.size)
+    self.batch_size = sharding.round_up(min(batch_size, len(dataset)), mesh.size)
     self.model = model
     # attack_key(attack) -> compiled function, for attacks that have a value key; for those
     # that do not (unhashable parts), (attack, compiled function) pairs found by identity: the
@@ -177,17 +172,11 @@ class _Scorer:
     return np.flatnonzero(~np.concatenate(flags))
 
   def rows(self, num_points: int) -> int:
-    """Rows of the batch that carries `num_points` (<= batch_size) points: the smallest of
-    batch_size and its halvings down to batch_size / 8 (each rounded up to the mesh) that holds
-    them. A short last batch then pads at most about as many rows as it carries, at the cost of
-    at most four compiled shapes per attack."""
-    rows = self.batch_size
-    for _ in range(3):
-      half = round_up(-(-rows // 2), self.mesh.size)
-      if half < num_points or half >= rows:
-        break
-      rows = half
-    return rows
+    """Rows of the batch that carries `num_points` (<= batch_size) points
+    (`sharding.padded_rows`, at least batch_size / 8): at most 25% padding and 13 compiled
+    shapes per attack."""
+    return sharding.padded_rows(num_points, self.batch_size, self.mesh.size,
+                                floor=self.batch_size // 8)
 
   def __call__(self, variables, attack: Attack | None, indices: np.ndarray, key,
                journal: EvalJournal | None = None, unit: str = "", keep: bool = False):

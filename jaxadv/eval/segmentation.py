@@ -38,7 +38,6 @@ import numpy as np
 
 from jaxadv import data, sharding, validation
 from jaxadv.eval import report, suites
-from jaxadv.eval.robustness import round_up
 from jaxadv.models import bind
 
 Attack = Callable[..., jax.Array]
@@ -131,7 +130,7 @@ def confusion_matrices(model, variables, dataset: data.ArrayDataset,
     raise ValueError("the attack name 'clean' is reserved for the unattacked scores.")
   check_dense_model(model, variables, dataset)
   mesh = sharding.data_mesh() if mesh is None else mesh
-  rows = round_up(min(batch_size, len(dataset)), mesh.size)
+  rows = sharding.round_up(min(batch_size, len(dataset)), mesh.size)
   variables = jax.device_put(variables, sharding.replicated(mesh))
   base_key = jax.random.PRNGKey(seed)
   out = {}
