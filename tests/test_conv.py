@@ -150,6 +150,28 @@ def test_kernel_gradient_is_matrix_products():
   assert _count(own, lax.conv_general_dilated_p) == 2
 
 
+@pytest.mark.parametrize("avx512", [False, True])
+@pytest.mark.parametrize("strides, padding", [((1, 1), "SAME"), ((2, 2), ((0, 2), (-1, 1)))])
+def test_kernel_gradient_by_taps_or_by_jax_s_rule_per_host(monkeypatch, avx512, strides,
+                                                            padding):
+  """With 8 or more input channels the kernel gradient is JAX's own convolution on a host with
+  AVX-512 and one dot_general per tap elsewhere (`conv._kernel_gradient`); both equal lax's,
+  negative padding (cropping) included."""
+  monkeypatch.setattr(conv, "_host_has_avx512", lambda: avx512)
+  x = jax.random.normal(jax.random.key(0), (2, 7, 8, 8))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 8, 5))
+  loss = lambda conv_fn: functools.partial(_loss, conv_fn, strides=strides, padding=padding)
+  program = jax.make_jaxpr(jax.grad(loss(conv.conv_general_dilated), argnums=1))(x, k).jaxpr
+  assert _count(program, lax.dot_general_p) == (0 if avx512 else 9)
+  def padded_first(x, k, strides, padding, **kwargs):  # lax.pad crops; no negative padding left
+    pads = [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)]
+    return lax.conv_general_dilated(lax.pad(x, 0.0, pads), k, strides, "VALID", **kwargs)
+  reference = lax.conv_general_dilated if padding == "SAME" else padded_first
+  expected = jax.grad(loss(reference), argnums=1)(x, k)
+  got = jax.grad(loss(conv.conv_general_dilated), argnums=1)(x, k)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_bfloat16_gradients_match_lax():
   """bfloat16 operands: both gradients in bfloat16, within bfloat16 rounding of JAX's own."""
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3)).astype(jnp.bfloat16)

@@ -61,8 +61,7 @@ class _Spec(NamedTuple):
   precision: object
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv(lhs: jax.Array, rhs: jax.Array, spec: _Spec) -> jax.Array:
+def _lax_conv(lhs: jax.Array, rhs: jax.Array, spec: _Spec) -> jax.Array:
   """lax's NHWC/HWIO convolution. Negative padding (cropping) is applied to lhs by `lax.pad`
   first and the convolution gets the rest: XLA:CPU's convolution reads uninitialised memory for
   some negative paddings (values ~1e20 that change from call to call, seen with JAX's own input
@@ -74,6 +73,9 @@ def _conv(lhs: jax.Array, rhs: jax.Array, spec: _Spec) -> jax.Array:
   padding = tuple((max(lo, 0), max(hi, 0)) for lo, hi in spec.padding)
   return lax.conv_general_dilated(lhs, rhs, spec.strides, padding, dimension_numbers=_NHWC,
                                   precision=spec.precision)
+
+
+_conv = jax.custom_vjp(_lax_conv, nondiff_argnums=(2,))  # `_lax_conv`, gradients below
 
 
 def _conv_fwd(lhs, rhs, spec):
@@ -89,15 +91,40 @@ def _input_gradient_padding(spec: _Spec, lhs_shape, rhs_shape, out_shape):
   return tuple(pads)
 
 
+@functools.cache
+def _host_has_avx512() -> bool:
+  """Whether this machine's CPU has AVX-512 (read from /proc/cpuinfo; False where there is none)."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+      return any(line.startswith("flags") and " avx512f" in line for line in cpuinfo)
+  except OSError:
+    return False
+
+
 def _kernel_gradient(lhs: jax.Array, grad_out: jax.Array, kernel_shape, spec: _Spec
                      ) -> jax.Array:
-  """dL/dk (K1, K2, C, F) of y = conv(x, k), one matrix product per kernel tap (i, j):
+  """dL/dk (K1, K2, C, F) of y = conv(x, k) for x (B, H, W, C) and dL/dy (B, H', W', F):
 
       dL/dk[i, j] = sum_{b, h, w} x_pad[b, h s1 + i, w s2 + j, :]^T dL/dy[b, h, w, :]   (C, F)
 
-  with x_pad = x (B, H, W, C) padded by `spec.padding` (lax.pad: negative padding crops) and
-  dL/dy (B, H', W', F). JAX's transpose rule computes the same sums as one convolution with the
-  batch as the feature axis, which XLA:CPU runs on its slow generic path; these are GEMMs."""
+  with x_pad = x padded by `spec.padding` (lax.pad: negative padding crops). JAX's transpose
+  rule computes these sums as one convolution with the batch as the feature axis; XLA:CPU runs
+  it fast on CPUs with AVX-512 but on a slow generic path on AVX2 CPUs, where one matrix product
+  per tap (`_kernel_gradient_by_taps`) is 1.4-2.8x faster per layer. With AVX-512 the taps are
+  2-3.5x slower for 32-64 input channels and still faster for fewer than 8 (an RGB stem), so:
+  the taps without AVX-512 or below 8 channels, JAX's rule otherwise (docs/performance.md,
+  "Explicit kernel gradient")."""
+  if _host_has_avx512() and lhs.shape[-1] >= 8:
+    _, pullback = jax.vjp(lambda kernel: _lax_conv(lhs, kernel, spec),
+                          jnp.zeros(kernel_shape, lhs.dtype))
+    return pullback(grad_out.astype(lhs.dtype))[0]
+  return _kernel_gradient_by_taps(lhs, grad_out, kernel_shape, spec)
+
+
+def _kernel_gradient_by_taps(lhs: jax.Array, grad_out: jax.Array, kernel_shape, spec: _Spec
+                             ) -> jax.Array:
+  """`_kernel_gradient` as one GEMM per kernel tap (i, j): x_pad's window of tap (i, j),
+  (B H' W', C), transposed, times dL/dy (B H' W', F)."""
   k1, k2 = kernel_shape[:2]
   padded = lax.pad(lhs, jnp.zeros((), lhs.dtype),
                    [(0, 0, 0), (*spec.padding[0], 0), (*spec.padding[1], 0), (0, 0, 0)])
