@@ -66,13 +66,14 @@ Attacks, L-inf:
               torchattacks', ..., Square; each library's stage attacks the points that its
               previous stage left robust. jaxadv runs the function's own cascade one stage per
               `next()` (`jaxadv.attacks.autoattack.autoattack_stages`: the same computation as
-              the function, the stages of `stages("standard", ...)` on batches of the still-robust
-              points padded to power-of-two buckets); torchattacks runs the attacks of the
-              cascade of the autoattack row (APGD, APGDT, FAB(multi_targeted), Square with
-              `--torch-aa-steps` steps) one by one, batch by batch, each batch updated as
-              MultiAttack (inside torchattacks' AutoAttack) updates it. MultiAttack's first
-              stage attacks every point, misclassified ones too; here both libraries start from
-              the points classified correctly clean. Printed per stage: the seconds of each
+              the function, the stages of `stages("standard", ...)` on batches of the
+              still-robust points, padded by at most 25%: `jaxadv.sharding.padded_rows`);
+              torchattacks runs the attacks of the cascade of the autoattack row (APGD,
+              APGDT, FAB(multi_targeted), Square with `--torch-aa-steps` steps) one by one,
+              batch by batch, each batch updated as MultiAttack (inside torchattacks'
+              AutoAttack) updates it. MultiAttack's first stage attacks every point,
+              misclassified ones too; here both libraries start from the points classified
+              correctly clean. Printed per stage: the seconds of each
               library, their ratio and the robust accuracy after the stage in each, then the
               totals. Needs autoattack-fn in `--attacks`; the other rows are unchanged.
 

@@ -6,7 +6,9 @@ Measured in one process, on one synthetic CIFAR-shaped batch x ~ U[0,1]^(B, 32, 
 * clean step: `make_train_step` with the ERM objective (forward + backward + SGD update);
 * one attack iteration: `jaxadv.attacks.pgd` with steps=1 and no random start, the model in
   `batch_stats` mode as PGD-AT attacks it (forward + input gradient + projection);
-* AT step: `make_train_step` with the PGD-AT objective, PGD-10 (eps 8/255, step 2/255).
+* AT step: `make_train_step` with the PGD-AT objective, PGD-10 (eps 8/255, step 2/255);
+  with `--torch`, its calls alternate with the PyTorch twin's (below), so both medians see
+  the same host load.
 
 and prints `AT_step / (clean_step + 10 * attack_iteration)`: 1.0 means the fused AT step costs
 exactly its parts, more means overhead. Each row is the median of `--repeats` calls after a
@@ -60,17 +62,21 @@ def _batch(batch_size: int, seed: int = 0) -> dict:
           "label": rng.integers(0, 10, batch_size).astype(np.int32)}
 
 
-def _time(fn, repeats: int) -> tuple[float, float]:
-  """(first call s, median of `repeats` further calls s) of fn() -> pytree of arrays."""
-  start = time.perf_counter()
-  jax.block_until_ready(fn())
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
+def _time(fns: dict, repeats: int) -> dict:
+  """name -> (first call s, median of `repeats` further calls s) of each fn() -> pytree of
+  arrays; after the first calls, the functions run in turn, round by round (interleaved), so
+  that a load change on the host moves every median alike."""
+  first, times = {}, {name: [] for name in fns}
+  for name, fn in fns.items():
     start = time.perf_counter()
     jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return first, statistics.median(times)
+    first[name] = time.perf_counter() - start
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[name].append(time.perf_counter() - start)
+  return {name: (first[name], statistics.median(times[name])) for name in fns}
 
 
 def _model(name: str, dtype: str):
@@ -92,8 +98,10 @@ def _stepper(model, objective_name: str, mesh, batch_size: int):
   return run, holder
 
 
-def measure_parts(model, batch_size: int, repeats: int) -> dict:
-  """Timings (s) of the clean step, one attack iteration and the AT step on all devices."""
+def measure_parts(model, batch_size: int, repeats: int, torch_step=None) -> dict:
+  """Timings (s) of the clean step, one attack iteration and the AT step on all devices; with
+  `torch_step` (`torch_stepper`), its timings too ("torch_at_step"), interleaved with the AT
+  step's."""
   mesh = sharding.data_mesh()
   clean, _ = _stepper(model, "erm", mesh, batch_size)
   at_step, holder = _stepper(model, "pgd_at", mesh, batch_size)
@@ -103,18 +111,21 @@ def measure_parts(model, batch_size: int, repeats: int) -> dict:
   batch = sharding.put_batch(_batch(batch_size), mesh)
   one_iteration = jax.jit(lambda a, x, y: pgd(a, x, y, None, eps=EPS, step_size=STEP_SIZE,
                                               steps=1, random_start=False))
+  timed = {**_time({"clean_step": clean}, repeats),
+           **_time({"attack_iteration": lambda: one_iteration(attacker, batch["image"],
+                                                              batch["label"])}, repeats),
+           **_time({"at_step": at_step, **({"torch_at_step": torch_step} if torch_step else {})},
+                   repeats)}
   out = {}
-  for name, fn in (("clean_step", clean),
-                   ("attack_iteration", lambda: one_iteration(attacker, batch["image"],
-                                                              batch["label"])),
-                   ("at_step", at_step)):
-    out[name + "_first_s"], out[name + "_s"] = _time(fn, repeats)
+  for name, (first, median) in timed.items():
+    out[name + "_first_s"], out[name + "_s"] = first, median
   out["ratio"] = out["at_step_s"] / (out["clean_step_s"] + ATTACK_STEPS * out["attack_iteration_s"])
   return out
 
 
-def measure_torch(model, batch_size: int, repeats: int, dtype: str, device: str) -> dict:
-  """Seconds per PGD-10 AT step of the PyTorch twin (train mode, SGD momentum 0.9)."""
+def torch_stepper(model, batch_size: int, dtype: str, device: str):
+  """A closure running one PGD-10 AT step of the PyTorch twin (train mode, SGD momentum 0.9)
+  and returning its loss as a NumPy array."""
   import torch  # pylint: disable=import-outside-toplevel
   from torch.nn import functional as F  # pylint: disable=import-outside-toplevel
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -150,15 +161,14 @@ def measure_torch(model, batch_size: int, repeats: int, dtype: str, device: str)
       torch.cuda.synchronize()
     return loss
 
-  first, median = _time(lambda: step().detach().cpu().numpy(), repeats)
-  return {"torch_at_step_first_s": first, "torch_at_step_s": median}
+  return lambda: step().detach().cpu().numpy()
 
 
 def _child(args) -> None:
   """Runs in a process with --num-devices devices; prints the AT step time as JSON."""
   at_step, _ = _stepper(_model(args.model, args.dtype), "pgd_at", sharding.data_mesh(),
                         args.batch)
-  first, median = _time(at_step, args.repeats)
+  ((first, median),) = _time({"at_step": at_step}, args.repeats).values()
   print(json.dumps({"devices": jax.device_count(), "first_s": first, "at_step_s": median}))
 
 
@@ -194,19 +204,20 @@ def main() -> None:
         f"{os.cpu_count()} CPUs; model {args.model}, batch {args.batch}, {args.dtype}, "
         f"PGD-{ATTACK_STEPS}")
   model = _model(args.model, args.dtype)
-  parts = measure_parts(model, args.batch, args.repeats)
+  torch_step = (torch_stepper(model, args.batch, args.dtype, args.torch_device) if args.torch
+                else None)
+  parts = measure_parts(model, args.batch, args.repeats, torch_step)
   print("| part | first call s | median s |\n|---|---:|---:|")
   for name in ("clean_step", "attack_iteration", "at_step"):
     print(f"| {name} | {parts[name + '_first_s']:.3f} | {parts[name + '_s']:.4f} |")
   print(f"AT_step / (clean_step + {ATTACK_STEPS} * attack_iteration) = {parts['ratio']:.3f}")
   print(f"jaxadv PGD-{ATTACK_STEPS} AT: {args.batch / parts['at_step_s']:.1f} images/s")
   if args.torch:
-    ref = measure_torch(model, args.batch, args.repeats, args.dtype, args.torch_device)
     print(f"PyTorch PGD-{ATTACK_STEPS} AT ({args.torch_device}, channels_last"
-          f"{', autocast bf16' if args.dtype == 'bfloat16' else ''}): "
-          f"{args.batch / ref['torch_at_step_s']:.1f} images/s "
-          f"(first call {ref['torch_at_step_first_s']:.2f} s); "
-          f"jaxadv/PyTorch time ratio {parts['at_step_s'] / ref['torch_at_step_s']:.3f}")
+          f"{', autocast bf16' if args.dtype == 'bfloat16' else ''}), interleaved with "
+          f"jaxadv's: {args.batch / parts['torch_at_step_s']:.1f} images/s "
+          f"(first call {parts['torch_at_step_first_s']:.2f} s); "
+          f"jaxadv/PyTorch time ratio {parts['at_step_s'] / parts['torch_at_step_s']:.3f}")
   if args.scaling:
     print("\n| devices | first call s | AT step s | images/s |\n|---:|---:|---:|---:|")
     for row in scaling(args):
