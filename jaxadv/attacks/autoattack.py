@@ -20,8 +20,9 @@ robust when one fresh draw classifies it correctly.
 
 The cascade runs on the host: the still-robust points of a stage are gathered into batches of
 at most `batch_size`, the last one padded by repeating points (by at most 25%, to one of four
-sizes per octave: `jaxadv.sharding.padded_rows`), so a stage compiles for a few shapes only; each batch is split over the devices of a data mesh (all
-devices by default: with `JAX_NUM_CPU_DEVICES` = the cores of a CPU host, one shard per core).
+sizes per octave: `jaxadv.sharding.padded_rows`), so a stage compiles for a few shapes only;
+each batch is split over the devices of a data mesh (all devices by default: with
+`JAX_NUM_CPU_DEVICES` = the cores of a CPU host, one shard per core).
 For journaled evaluation of a dataset, use the "autoattack" suite of `jaxadv.eval` instead; it
 runs the same stages (`stages`). `autoattack_stages` is `autoattack` as a generator, one stage
 per `next()` (benchmarks/attack_speed.py times the stages with it).

@@ -12,13 +12,14 @@ library (YNNPACK), yet inside a `while` loop (every `lax.fori_loop` of APGD, FAB
 not, and runs the input-gradient convolutions on its generic emitter, several times slower
 (docs/performance.md, "Explicit input-gradient convolution in loops"). Here the flipped,
 swapped kernel is an explicit array, so the gradient is a plain NHWC/HWIO convolution
-everywhere. The kernel gradient is explicit too, one matrix product per kernel tap
-(`_kernel_gradient`), where JAX's transpose rule gives XLA:CPU a convolution with the batch as
-its feature axis, another slow path (1.4-2.8x slower per layer at batch 128, docs/performance.md,
-"Explicit kernel gradient"). A transposed convolution convolves a zero-dilated array; it runs
-as one stride-1 convolution per output phase (`_dilated_input_conv`), which skips the inserted
-zeros and XLA:CPU's slow path for lhs dilation (the pix2pix U-Net's input gradient 2.2x faster,
-docs/performance.md, "Transposed convolutions by phases").
+everywhere. The kernel gradient depends on the host (`_kernel_gradient`): JAX's transpose rule
+gives XLA:CPU a convolution with the batch as its feature axis, a slow path on AVX2 CPUs (1.4-2.8x
+slower per layer at batch 128 than one matrix product per kernel tap) but the faster form on
+CPUs with AVX-512 (docs/performance.md, "Explicit kernel gradient"). A transposed convolution
+convolves a zero-dilated array; it runs as one stride-1 convolution per output phase
+(`_dilated_input_conv`), which skips the inserted zeros and XLA:CPU's slow path for lhs dilation
+(the pix2pix U-Net's input gradient 2.2x faster, docs/performance.md, "Transposed convolutions
+by phases").
 
 Values and gradients equal `lax.conv_general_dilated`'s (to float rounding); only the program
 differs. Models use it on the CPU backend only (`for_backend`): on GPUs and TPUs the compilers
