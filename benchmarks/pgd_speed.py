@@ -11,7 +11,8 @@ timing.
 Timing: the first call (JAX: tracing + XLA compilation + one run; PyTorch: one run) is
 reported separately as warm-up; the table reports the median wall time over `repeats`
 further calls (JAX: `block_until_ready`), JAX and PyTorch calls interleaved so both see the
-same background load. PyTorch uses one intra-op thread per core.
+same background load. PyTorch uses one intra-op thread per core; jaxadv splits the batch over
+every JAX device (one per core with `JAX_NUM_CPU_DEVICES=<cores>`; one by default).
 
 `jaxadv.attacks.pgd` unrolls its step loop on CPU (docs/performance.md: XLA:CPU runs the
 input-gradient convolutions inside a while loop on a slow path); `--looped` also times it with
@@ -28,20 +29,19 @@ import argparse
 import os
 import platform
 import statistics
-import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 import jaxadv
-from jaxadv import models
+from jaxadv import models, sharding
 from jaxadv.attacks.pgd import pgd
 
 import torch_models  # pylint: disable=wrong-import-order
+from timing import time_interleaved  # pylint: disable=wrong-import-order
 
 EPS = 8 / 255
 STEP_SIZE = 2 / 255
@@ -73,25 +73,6 @@ def torch_pgd(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
 # -------------------------------------------------------------------------------------- harness
 
 
-def time_interleaved(fns: dict, repeats: int) -> tuple[dict, dict]:
-  """Times each of `fns` (name -> callable): one first call each, then `repeats` rounds that
-  call every function once in turn, so that all see the same background load.
-
-  Returns ({name: first-call seconds}, {name: [seconds of each round]}).
-  """
-  first, times = {}, {name: [] for name in fns}
-  for name, fn in fns.items():
-    start = time.perf_counter()
-    fn()
-    first[name] = time.perf_counter() - start
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      start = time.perf_counter()
-      fn()
-      times[name].append(time.perf_counter() - start)
-  return first, times
-
-
 def count(tree) -> int:
   return sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(tree))
 
@@ -114,9 +95,10 @@ def load_average() -> str:
 def bench_model(name: str, x_np: np.ndarray, y_np: np.ndarray, args) -> dict:
   """Builds `name` in both frameworks, checks they agree, and times PGD in each."""
   model = models.get(name, num_classes=NUM_CLASSES)
-  x, y = jnp.asarray(x_np), jnp.asarray(y_np)
-  variables = model.init(jax.random.key(0), x[:1], train=False)
-  apply_fn = models.BoundModel(model, variables, "eval")
+  mesh = sharding.data_mesh()  # the batch split over every device, the weights replicated
+  x, y = sharding.put_batch((x_np, y_np), mesh)
+  variables = model.init(jax.random.key(0), x_np[:1], train=False)
+  apply_fn = jax.device_put(models.BoundModel(model, variables, "eval"), sharding.replicated(mesh))
   net = torch_models.from_flax(model, variables, IMAGE_SHAPE)
   xt, yt = torch_models.to_torch(x_np, y_np)
   n_flax, n_torch = count(variables["params"]), sum(p.numel() for p in net.parameters())

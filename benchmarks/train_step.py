@@ -14,9 +14,8 @@ and prints `AT_step / (clean_step + 10 * attack_iteration)`: 1.0 means the fused
 exactly its parts, more means overhead. Each row is the median of `--repeats` calls after a
 first call, which is timed separately (tracing + compilation + one run).
 
-`--scaling 1,2,4,8` re-runs the AT step in child processes with that many devices (on CPU:
-fake devices from `--xla_force_host_platform_device_count`, which share the same cores, so
-this measures the overhead of sharding, not a speed-up) at the same global batch.
+`--scaling 1,2,4,8` re-runs the AT step in child processes with that many CPU devices
+(`JAX_NUM_CPU_DEVICES`; more devices than cores share the cores) at the same global batch.
 
 `--torch` also trains the PyTorch twin of the model (benchmarks/torch_models.py, same initial
 weights) with a plain PGD-10 AT loop: torch.autocast to bfloat16 when --dtype bfloat16, and
@@ -39,7 +38,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +49,9 @@ from jaxadv.attacks import pgd
 from jaxadv import sharding
 from jaxadv.train import state as state_lib
 from jaxadv.train.step import make_train_step
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import time_interleaved  # pylint: disable=wrong-import-position
 
 EPS, STEP_SIZE, ATTACK_STEPS = 8 / 255, 2 / 255, 10
 IMAGE_SHAPE = (32, 32, 3)
@@ -64,18 +65,9 @@ def _batch(batch_size: int, seed: int = 0) -> dict:
 
 def _time(fns: dict, repeats: int) -> dict:
   """name -> (first call s, median of `repeats` further calls s) of each fn() -> pytree of
-  arrays; after the first calls, the functions run in turn, round by round (interleaved), so
-  that a load change on the host moves every median alike."""
-  first, times = {}, {name: [] for name in fns}
-  for name, fn in fns.items():
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    first[name] = time.perf_counter() - start
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      start = time.perf_counter()
-      jax.block_until_ready(fn())
-      times[name].append(time.perf_counter() - start)
+  arrays, the calls interleaved (`timing.time_interleaved`)."""
+  first, times = time_interleaved(
+      {name: lambda fn=fn: jax.block_until_ready(fn()) for name, fn in fns.items()}, repeats)
   return {name: (first[name], statistics.median(times[name])) for name in fns}
 
 
@@ -128,7 +120,6 @@ def torch_stepper(model, batch_size: int, dtype: str, device: str):
   and returning its loss as a NumPy array."""
   import torch  # pylint: disable=import-outside-toplevel
   from torch.nn import functional as F  # pylint: disable=import-outside-toplevel
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import torch_models  # pylint: disable=import-outside-toplevel
 
   variables = jax.device_get(model.init(jax.random.PRNGKey(0), jnp.zeros((1, *IMAGE_SHAPE))))
@@ -175,8 +166,7 @@ def _child(args) -> None:
 def scaling(args) -> list[dict]:
   rows = []
   for count in [int(c) for c in args.scaling.split(",")]:
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(count))
     command = [sys.executable, os.path.abspath(__file__), "--child", "--model", args.model,
                "--batch", str(args.batch), "--repeats", str(args.repeats), "--dtype", args.dtype]
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
