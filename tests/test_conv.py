@@ -163,6 +163,7 @@ def test_kernel_gradient_by_taps_or_by_jax_s_rule_per_host(monkeypatch, avx512, 
   loss = lambda conv_fn: functools.partial(_loss, conv_fn, strides=strides, padding=padding)
   program = jax.make_jaxpr(jax.grad(loss(conv.conv_general_dilated), argnums=1))(x, k).jaxpr
   assert _count(program, lax.dot_general_p) == (0 if avx512 else 9)
+
   def padded_first(x, k, strides, padding, **kwargs):  # lax.pad crops; no negative padding left
     pads = [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)]
     return lax.conv_general_dilated(lax.pad(x, 0.0, pads), k, strides, "VALID", **kwargs)

@@ -6,9 +6,9 @@ correctly classified (AutoAttack's protocol). Every attack runs only on clean-co
 a point counts as robust when it is classified correctly clean *and* after each attack.
 
 Model calls are in eval mode (BatchNorm running averages). Points are gathered into
-fixed-size batches split over the data mesh, the last one padded by at most 25% (to one of
-13 sizes between batch_size / 8 and batch_size), so a few compilations serve every batch; the
-host decides which points go to the next stage, between attacks only.
+fixed-size batches split over the data mesh, the last one padded by at most 25% (to one of at
+most 14 sizes between batch_size / 8 and batch_size), so a few compilations serve every batch;
+the host decides which points go to the next stage, between attacks only.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class _Scorer:
 
   def rows(self, num_points: int) -> int:
     """Rows of the batch that carries `num_points` (<= batch_size) points
-    (`sharding.padded_rows`, at least batch_size / 8): at most 25% padding and 13 compiled
+    (`sharding.padded_rows`, at least batch_size / 8): at most 25% padding and 14 compiled
     shapes per attack."""
     return sharding.padded_rows(num_points, self.batch_size, self.mesh.size,
                                 floor=self.batch_size // 8)

@@ -112,7 +112,7 @@ def _kernel_gradient(lhs: jax.Array, grad_out: jax.Array, kernel_shape, spec: _S
   rule computes these sums as one convolution with the batch as the feature axis; XLA:CPU runs
   it fast on CPUs with AVX-512 but on a slow generic path on AVX2 CPUs, where one matrix product
   per tap (`_kernel_gradient_by_taps`) is 1.4-2.8x faster per layer. With AVX-512 the taps are
-  2-3.5x slower for 32-64 input channels and still faster for fewer than 8 (an RGB stem), so:
+  2-4x slower for 32-64 input channels and still faster for fewer than 8 (an RGB stem), so:
   the taps without AVX-512 or below 8 channels, JAX's rule otherwise (docs/performance.md,
   "Explicit kernel gradient")."""
   if _host_has_avx512() and lhs.shape[-1] >= 8:
