@@ -59,8 +59,8 @@ def padded_rows(count: int, cap: int, multiple: int = 1, floor: int = 1) -> int:
 
   With n = max(count, floor), the rows are the smallest m * 2^k >= n with m in {4, 5, 6, 7}
   (exact below 8; at most 25% padding, 4 shapes per octave), capped at `cap`, then rounded up
-  to a multiple of `multiple` (the mesh's devices). Powers of two alone pad up to 100% (96
-  points in 128 rows); on CPU the padding rows cost as much as real ones.
+  to a multiple of `multiple` (the mesh's devices). Powers of two alone pad up to almost 100%
+  (65 points in 128 rows); on CPU the padding rows cost as much as real ones.
 
   >>> [padded_rows(n, 200) for n in (1, 7, 9, 96, 105, 194)]
   [1, 7, 10, 96, 112, 200]
