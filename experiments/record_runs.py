@@ -18,6 +18,7 @@ import json
 import pathlib
 import shutil
 import sys
+from typing import Callable, NamedTuple
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import mnist_tables  # noqa: E402  (the record export both launch scripts share)
@@ -101,9 +102,18 @@ def _attach_classifier_records(dest: pathlib.Path) -> None:
       shutil.copyfile(path, config.parent / f"{CLASSIFIER}{path.name}")
 
 
-# group -> (run directory -> (manifest key, label, config), entry of a seed, about the group)
+class Group(NamedTuple):
+  """A group of runs: run directory -> (manifest key, label, config); the entry of a seed (its
+  files -> metric -> file or [file, field, ...]); the group's description in the manifest; a
+  step run on the exported records before they are read (`dest` -> None), or None."""
+  runs: dict
+  figures: Callable[[set], dict]
+  about: str
+  after_export: Callable[[pathlib.Path], None] | None = None
+
+
 GROUPS = {
-    "mnist60k": ({
+    "mnist60k": Group({
         "mnist60k_pgd_at": ("pgd_at", "PGD-AT", "mnist60k_pgd_at.py:cpu"),
         "mnist60k_trades": ("trades", "TRADES", "mnist60k_trades.py:cpu"),
         "mnist60k_uadat": ("uadat", "UAD-AT", "mnist60k_uadat.py:cpu"),
@@ -113,7 +123,7 @@ GROUPS = {
        "mnist60k_*.py:cpu): clean, pgd20 and pgd40 (eval.json: the first 1,000 test points), "
        "autoattack (eval_autoattack_n1000.json), apgd ([file, key]: APGD-CE and APGD-T, "
        "robust under both, of the ablations), metrics (metrics.jsonl: training minutes)."),
-    "advamd": ({
+    "advamd": Group({
         "mnist_advamd_erm": ("erm", "ERM", "mnist_advamd_erm.py"),
         "mnist_advprop": ("advprop", "AdvProp", "mnist_advprop.py"),
         "mnist_advamd": ("advamd", "AdvAmd", "mnist_advamd.py"),
@@ -123,12 +133,12 @@ GROUPS = {
        "clean and pgd20 (eval.json, all 10,000 test images), the natural shifts "
        "([eval_shifts.json, shift]); `advamd_seg.*` (MNIST digit segmentation): pixel and miou, "
        "clean and pgd20 ([eval.json, field, attack])."),
-    "advamd_seg": ({
+    "advamd_seg": Group({
         "mnist_seg_erm": ("erm", "ERM (segmentation)", "mnist_seg_erm.py"),
         "mnist_seg_advprop": ("advprop", "AdvProp (segmentation)", "mnist_seg_advprop.py"),
         "mnist_seg_advamd": ("advamd", "AdvAmd (segmentation)", "mnist_seg_advamd.py"),
     }, _segmentation, ""),
-    "cifar": ({
+    "cifar": Group({
         "cifar10_jpeg_preact18_pgd_at": ("pgd_at", "PGD-AT (CIFAR-10 JPEG copy)",
                                          "cifar10_jpeg_preact18_pgd_at.py:cpu"),
         "cifar10_jpeg_preact18_trades": ("trades", "TRADES (CIFAR-10 JPEG copy)",
@@ -138,7 +148,7 @@ GROUPS = {
        "whole JPEG test set), `<metric>_exact` ([file, key]: eval_exact1000.json, the exact "
        "test images 0-999), autoattack (eval_exact_autoattack_n500.json: the exact test "
        "images 0-499)."),
-    "ood": ({
+    "ood": Group({
         "mnist_ood_translate_pgd_at": ("pgd_at", "OOD->ID defense of the PGD-AT classifier",
                                        "mnist_ood_translate.py:cpu"),
         "mnist_ood_translate_erm": ("erm", "OOD->ID defense of the ERM classifier",
@@ -147,18 +157,19 @@ GROUPS = {
        "the seed-0 classifier of mnist60k_pgd_at.py:cpu or mnist60k_erm.py:cpu): "
        "`path#a/b` reads field b of field a of the file (eval_ood.json of `jaxadv report ood "
        "--num-examples 500`); autoattack_bare: AutoAttack on the bare classifier, same points "
-       "(classifier_eval_bare_autoattack_n500.json, copied from the classifier's run)."),
+       "(classifier_eval_bare_autoattack_n500.json, copied from the classifier's run).",
+       _attach_classifier_records),
 }
 
 
 def record(group: str, runs: pathlib.Path, host: str, manifest: dict) -> dict:
   """Exports `<runs>/<group>` and rewrites the group's manifest entries; returns
   {manifest key: recorded seeds}."""
-  names, figures, about = GROUPS[group]
+  names, figures, about, after_export = GROUPS[group]
   dest = RESULTS / group / host
   mnist_tables.export_records(runs / group, dest)
-  if group == "ood":
-    _attach_classifier_records(dest)
+  if after_export:
+    after_export(dest)
   recorded = {}
   for name, (key, label, config) in names.items():
     seeds = {}
