@@ -16,21 +16,31 @@ Each experiment prints one line per configuration, wall-clock milliseconds as th
   conv     attacks whose step loop stays an XLA while loop (PGD with `unroll=False`, APGD-CE),
            the models' convolutions as shipped (`jaxadv.models.conv` on CPU) vs plain
            `lax.conv_general_dilated` (JAX's own input gradient)
+  trace    one PGD iteration (forward + input gradient + projection) of the model in each of
+           `--modes`, its batch split over every device, under `jax.profiler`: per device, ms
+           of convolutions, reductions, cross-device collectives and other fused kernels
 
 Usage:
   python benchmarks/pgd_profile.py ops [--models small_cnn,resnet18] [--batch 128]
   python benchmarks/pgd_profile.py flags --models small_cnn
   python benchmarks/pgd_profile.py conv --models small_cnn --steps 10
+  JAX_NUM_CPU_DEVICES=2 python benchmarks/pgd_profile.py trace --models resnet18
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import glob
+import gzip
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -39,7 +49,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from jaxadv import models
+from jaxadv import models, sharding
 from jaxadv.attacks import apgd, geometry
 from jaxadv.attacks import losses
 from jaxadv.attacks.pgd import pgd
@@ -264,8 +274,52 @@ def exp_conv(args) -> None:
             f"{ours_first:.1f} s), ratio {ours_ms / lax_ms:.2f}", flush=True)
 
 
+def _kernel_kinds(hlo_text: str) -> dict[str, str]:
+  """HLO instruction name -> "convolutions", "reductions", "collectives" or "other", from a
+  compiled module's text; a fusion counts as the heaviest op its body holds."""
+  bodies = dict(re.findall(r"\n%?([\w.\-]+) [^\n{]*\{\n(.*?)\n\}", hlo_text, re.S))
+  kinds = {}
+  instructions = r"\n\s*(?:ROOT )?%?([\w.\-]+) = (?:\([^=]*?\)|\S+) ([\w\-]+)\((.*)"
+  for name, op, rest in re.findall(instructions, hlo_text):
+    callee = re.search(r"calls=%?([\w.\-]+)", rest)
+    body = bodies.get(callee.group(1), "") if op == "fusion" and callee else f" {op}("
+    kinds[name] = ("collectives" if op in ("all-reduce", "all-gather", "reduce-scatter") else
+                   "convolutions" if re.search(r" (convolution|dot)\(", body) else
+                   "reductions" if " reduce(" in body else "other")
+  return kinds
+
+
+def exp_trace(args) -> None:
+  mesh = sharding.data_mesh()
+  for name in args.models:
+    bound, x, y, _, _, _ = setup(name, args.batch)
+    x, y = sharding.put_batch((x, y), mesh)
+    for mode in args.modes:
+      attacked = jax.device_put(models.BoundModel(bound.model, bound.variables, mode),
+                                sharding.replicated(mesh))
+      step = jax.jit(lambda f, v, t: pgd(f, v, t, None, eps=EPS, step_size=STEP_SIZE, steps=1,
+                                         random_start=False))
+      kinds = _kernel_kinds(step.lower(attacked, x, y).compile().as_text())
+      wall = median_ms(lambda: step(attacked, x, y).block_until_ready(), args.repeats)
+      with tempfile.TemporaryDirectory() as directory:
+        with jax.profiler.trace(directory, create_perfetto_trace=True):
+          step(attacked, x, y).block_until_ready()
+        (path,) = glob.glob(f"{directory}/**/perfetto_trace.json.gz", recursive=True)
+        with gzip.open(path) as handle:
+          events = json.load(handle)["traceEvents"]
+      total = collections.Counter()
+      for event in events:  # the runtime's own events (dispatch, waits) are not HLO names
+        if event.get("ph") == "X" and event["name"] in kinds:
+          total[kinds[event["name"]]] += event["dur"] / 1e3 / mesh.size
+      parts = ", ".join(f"{kind} {total[kind]:.0f}" for kind in
+                        ("convolutions", "reductions", "collectives", "other"))
+      print(f"{name} batch {args.batch} on {mesh.size} device(s), mode {mode}: {wall:.0f} ms "
+            f"per iteration; per device, ms: {parts}", flush=True)
+
+
 EXPERIMENTS = {"ops": exp_ops, "jit": exp_jit, "dtype": exp_dtype, "layout": exp_layout,
-               "batch": exp_batch, "flags": exp_flags, "jax_pgd": exp_jax_pgd, "conv": exp_conv}
+               "batch": exp_batch, "flags": exp_flags, "jax_pgd": exp_jax_pgd, "conv": exp_conv,
+               "trace": exp_trace}
 
 
 def main() -> None:
@@ -278,6 +332,8 @@ def main() -> None:
                       type=lambda s: [int(b) for b in s.split(",")])
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--modes", default="eval,batch_stats",
+                      type=lambda s: [m.strip() for m in s.split(",")])
   args = parser.parse_args()
   torch.set_num_threads(os.cpu_count() or 1)
   EXPERIMENTS[args.experiment](args)
