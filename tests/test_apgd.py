@@ -147,17 +147,20 @@ def test_apgd_under_jit_with_bound_model(digits_model):
 
 def test_l1_apgd_stays_in_ball_and_box_and_beats_sparse_pgd(digits_model):
   """L1-APGD (sparse top-k steps, exact ball ∩ box projection): inside the L1 ball and
-  [0, 1], and stronger than L1 PGD with the same 30 steps (measured on 256 points at eps 1:
-  APGD 43.4% robust, PGD 50.8 / 48.4 / 49.2% with steps of 0.1 / 0.25 / 0.5 eps)."""
+  [0, 1], and stronger than L1 PGD with the same 30 steps at each of three step sizes, by at
+  least 1% of the 256 points at eps 1. Measured for two classifiers that the fixture trained
+  under different float rounding: APGD 43.4% robust against PGD's 50.8 / 48.4 / 49.2% with
+  steps of 0.1 / 0.25 / 0.5 eps, and 39.1% against 41.8 / 40.6 / 41.4%."""
   model, variables, x, y = digits_model
   apply_fn = models.BoundModel(model, variables, "eval")
   x, y, key, eps = x[:256], y[:256], jax.random.PRNGKey(3), 1.0
   x_adv = apgd(apply_fn, x, y, key, eps=eps, norm="l1", steps=30)
   l1 = np.abs(np.asarray(x_adv - x, np.float64)).reshape(len(x), -1).sum(axis=1)
   assert np.all(l1 <= eps) and np.all((np.asarray(x_adv) >= 0) & (np.asarray(x_adv) <= 1))
-  pgd_accuracy = _accuracy(apply_fn, attacks.pgd(apply_fn, x, y, key, eps=eps, norm="l1",
-                                                 step_size=0.25 * eps, steps=30), y)
-  assert _accuracy(apply_fn, x_adv, y) < pgd_accuracy - 0.02
+  pgd_accuracy = min(_accuracy(apply_fn, attacks.pgd(apply_fn, x, y, key, eps=eps, norm="l1",
+                                                     step_size=step * eps, steps=30), y)
+                     for step in (0.1, 0.25, 0.5))
+  assert _accuracy(apply_fn, x_adv, y) < pgd_accuracy - 0.01
 
 
 def test_sparse_direction_keeps_the_top_fraction_with_unit_l1_norm():

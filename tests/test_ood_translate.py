@@ -223,11 +223,12 @@ def test_adaptive_breaks_a_planted_masking_translator(digits_cnn):
   accuracy = result.accuracy()
   stages = [100 * np.mean(c) for c in result.stages["pgd20_adaptive"].values()]
   assert accuracy["clean"] == 100.0 and kinds["pgd20_adaptive"] == "adaptive"
-  # Zero gradients: the exact attack moves only by its random start.
-  assert accuracy["exact_alone"] >= 90 and stages[0] >= 90
+  # Zero gradients: the exact attack moves only by its random start, which flips a few rounded
+  # pixels (4 to 7 of 57 points broken, by the draw, for the classifier trained on AMD AVX-512).
+  assert accuracy["exact_alone"] >= 85 and stages[0] >= 85
   # BPDA breaks points the exact gradient cannot: at least 3 of the ~60 (how many depends on
-  # the trained classifier, which XLA:CPU rounds differently by host: 5 of 57 on an AMD
-  # AVX-512 host, 6 or more on AMD AVX2).
+  # the trained classifier, which XLA:CPU rounds differently by host and by program: 5 and 9 of
+  # 57 for two classifiers trained on AMD AVX-512, 6 or more on AMD AVX2).
   broken = len(points.labels) * (accuracy["exact_alone"] - accuracy["bpda_alone"]) / 100
   assert broken >= 3, accuracy
   assert accuracy["pgd20_adaptive"] < accuracy["pgd20_oblivious"]

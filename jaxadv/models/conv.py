@@ -18,11 +18,10 @@ slower per layer at batch 128 than one matrix product per kernel tap) but the fa
 CPUs with AVX-512 (docs/performance.md, "Explicit kernel gradient"). A one-channel input (a
 grayscale image) is convolved forward as a sum of broadcast products, one per kernel tap
 (`_single_channel_conv`): XLA:CPU's convolution is several times slower on one channel. A
-transposed convolution
-convolves a zero-dilated array; it runs as one stride-1 convolution per output phase
-(`_dilated_input_conv`), which skips the inserted zeros and XLA:CPU's slow path for lhs dilation
-(the pix2pix U-Net's input gradient 2.2x faster, docs/performance.md, "Transposed convolutions
-by phases").
+transposed convolution convolves a zero-dilated array; it runs as one stride-1 convolution per
+output phase (`_dilated_input_conv`), which skips the inserted zeros and XLA:CPU's slow path for
+lhs dilation (the pix2pix U-Net's input gradient 2.2x faster, docs/performance.md, "Transposed
+convolutions by phases").
 
 Values and gradients equal `lax.conv_general_dilated`'s (to float rounding); only the program
 differs. Models use it on the CPU backend only (`for_backend`): on GPUs and TPUs the compilers
@@ -96,7 +95,7 @@ def _single_channel_conv(lhs: jax.Array, rhs: jax.Array, spec: _Spec) -> jax.Arr
   EPYC AVX-512, (96, 28, 28, 1) -> 16 features 3x3 took 2.38 ms where these products take
   0.27 ms; a Square Attack query of the half-width MNIST SmallCNN on 96 points 10.0 ms against
   7.6 ms. The gradients stay those of `_conv`. RGB inputs stay lax's: by taps, the CIFAR
-  SmallCNN's attack iteration ran 17% faster but its PGD-10 AT step 40% slower
+  SmallCNN's attack iteration ran 17% faster but its PGD-10 AT step 40-50% slower
   (docs/performance.md, "Grayscale first layers by taps")."""
   lhs, padding = _crop(lhs, spec.padding)
   lhs = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
