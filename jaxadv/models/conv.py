@@ -64,24 +64,32 @@ class _Spec(NamedTuple):
   precision: object
 
 
-def _crop(lhs: jax.Array, padding) -> tuple[jax.Array, tuple]:
-  """Applies the negative entries of `padding` ((lo, hi) per spatial axis) to lhs (B, H, W, C)
-  by `lax.pad` and returns it with the padding that is left, all entries >= 0."""
-  crop = [(0, 0, 0)] + [(min(lo, 0), min(hi, 0), 0) for lo, hi in padding] + [(0, 0, 0)]
-  if any(lo or hi for lo, hi, _ in crop):
-    lhs = lax.pad(lhs, jnp.zeros((), lhs.dtype), crop)
-  return lhs, tuple((max(lo, 0), max(hi, 0)) for lo, hi in padding)
-
-
 def _lax_conv(lhs: jax.Array, rhs: jax.Array, spec: _Spec) -> jax.Array:
   """lax's NHWC/HWIO convolution. Negative padding (cropping) is applied to lhs by `lax.pad`
   first and the convolution gets the rest: XLA:CPU's convolution reads uninitialised memory for
   some negative paddings (values ~1e20 that change from call to call, seen with JAX's own input
   gradient of conv(x (2, 2, 3, 3), k (2, 2, 3, 4); padding (2, 0) on the first axis), whose
   padding is K - 1 - 2 = -1); the phases of `_dilated_input_conv` produce such paddings."""
-  lhs, padding = _crop(lhs, spec.padding)
+  crop = [(0, 0, 0)] + [(min(lo, 0), min(hi, 0), 0) for lo, hi in spec.padding] + [(0, 0, 0)]
+  if any(lo or hi for lo, hi, _ in crop):
+    lhs = lax.pad(lhs, jnp.zeros((), lhs.dtype), crop)
+  padding = tuple((max(lo, 0), max(hi, 0)) for lo, hi in spec.padding)
   return lax.conv_general_dilated(lhs, rhs, spec.strides, padding, dimension_numbers=_NHWC,
                                   precision=spec.precision)
+
+
+def _tap_windows(lhs: jax.Array, spec: _Spec, kernel_hw, out_hw):
+  """Yields (i, j, window) for each kernel tap: the window of the padded input lhs (B, H, W, C)
+  that tap (i, j) of a convolution with `spec` multiplies, x_pad[:, s1 o1 + i, s2 o2 + j, :]
+  for the outputs o < out_hw, shape (B, O1, O2, C)."""
+  padded = lax.pad(lhs, jnp.zeros((), lhs.dtype),
+                   [(0, 0, 0), (*spec.padding[0], 0), (*spec.padding[1], 0), (0, 0, 0)])
+  (s1, s2), (o1, o2) = spec.strides, out_hw
+  for i in range(kernel_hw[0]):
+    for j in range(kernel_hw[1]):
+      yield i, j, lax.slice(padded, (0, i, j, 0), (padded.shape[0], i + (o1 - 1) * s1 + 1,
+                                                   j + (o2 - 1) * s2 + 1, padded.shape[3]),
+                            (1, s1, s2, 1))
 
 
 def _single_channel_conv(lhs: jax.Array, rhs: jax.Array, spec: _Spec) -> jax.Array:
@@ -97,19 +105,12 @@ def _single_channel_conv(lhs: jax.Array, rhs: jax.Array, spec: _Spec) -> jax.Arr
   7.6 ms. The gradients stay those of `_conv`. RGB inputs stay lax's: by taps, the CIFAR
   SmallCNN's attack iteration ran 17% faster but its PGD-10 AT step 40-50% slower
   (docs/performance.md, "Grayscale first layers by taps")."""
-  lhs, padding = _crop(lhs, spec.padding)
-  lhs = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
+  out_hw = [(n + lo + hi - k) // stride + 1 for n, (lo, hi), k, stride
+            in zip(lhs.shape[1:3], spec.padding, rhs.shape[:2], spec.strides)]
   dtype = jnp.result_type(lhs, rhs)
   wide = jnp.promote_types(dtype, jnp.float32)
-  (s1, s2), (k1, k2) = spec.strides, rhs.shape[:2]
-  o1, o2 = (lhs.shape[1] - k1) // s1 + 1, (lhs.shape[2] - k2) // s2 + 1
-  out = 0
-  for i in range(k1):
-    for j in range(k2):
-      window = lax.slice(lhs, (0, i, j, 0), (lhs.shape[0], i + s1 * (o1 - 1) + 1,
-                                             j + s2 * (o2 - 1) + 1, 1), (1, s1, s2, 1))
-      out = out + window.astype(wide) * rhs[i, j, 0].astype(wide)
-  return out.astype(dtype)
+  return sum(window.astype(wide) * rhs[i, j, 0].astype(wide)
+             for i, j, window in _tap_windows(lhs, spec, rhs.shape[:2], out_hw)).astype(dtype)
 
 
 def _forward(lhs: jax.Array, rhs: jax.Array, spec: _Spec) -> jax.Array:
@@ -170,20 +171,11 @@ def _kernel_gradient_by_taps(lhs: jax.Array, grad_out: jax.Array, kernel_shape, 
                              ) -> jax.Array:
   """`_kernel_gradient` as one GEMM per kernel tap (i, j): x_pad's window of tap (i, j),
   (B H' W', C), transposed, times dL/dy (B H' W', F)."""
-  k1, k2 = kernel_shape[:2]
-  padded = lax.pad(lhs, jnp.zeros((), lhs.dtype),
-                   [(0, 0, 0), (*spec.padding[0], 0), (*spec.padding[1], 0), (0, 0, 0)])
-  (s1, s2), (out_h, out_w) = spec.strides, grad_out.shape[1:3]
   grad_out = grad_out.astype(lhs.dtype)
-
-  def tap(i, j):
-    window = lax.slice(padded, (0, i, j, 0),
-                       (padded.shape[0], i + (out_h - 1) * s1 + 1, j + (out_w - 1) * s2 + 1,
-                        padded.shape[3]), (1, s1, s2, 1))
-    return jnp.einsum("bhwc,bhwf->cf", window, grad_out, precision=spec.precision,
-                      preferred_element_type=jnp.promote_types(lhs.dtype, jnp.float32))
-
-  return jnp.stack([jnp.stack([tap(i, j) for j in range(k2)]) for i in range(k1)])
+  taps = [jnp.einsum("bhwc,bhwf->cf", window, grad_out, precision=spec.precision,
+                     preferred_element_type=jnp.promote_types(lhs.dtype, jnp.float32))
+          for _, _, window in _tap_windows(lhs, spec, kernel_shape[:2], grad_out.shape[1:3])]
+  return jnp.stack(taps).reshape(*kernel_shape[:2], *taps[0].shape)  # taps in row-major order
 
 
 def _phases(size: int, kernel: int, dilation: int, pad_lo: int, out: int):
