@@ -17,14 +17,17 @@ Each experiment prints one line per configuration, wall-clock milliseconds as th
            the models' convolutions as shipped (`jaxadv.models.conv` on CPU) vs plain
            `lax.conv_general_dilated` (JAX's own input gradient)
   trace    one PGD iteration (forward + input gradient + projection) of the model in each of
-           `--modes`, its batch split over every device, under `jax.profiler`: per device, ms
-           of convolutions, reductions, cross-device collectives and other fused kernels
+           `--modes` (eval, batch_stats; or train_step: a clean training step, parameter
+           gradient + SGD update), its batch split over every device, under `jax.profiler`:
+           per device, ms of convolutions, reductions, cross-device collectives and other
+           fused kernels; with --torch, the PyTorch twin's same work under `torch.profiler`
 
 Usage:
   python benchmarks/pgd_profile.py ops [--models small_cnn,resnet18] [--batch 128]
   python benchmarks/pgd_profile.py flags --models small_cnn
   python benchmarks/pgd_profile.py conv --models small_cnn --steps 10
-  JAX_NUM_CPU_DEVICES=2 python benchmarks/pgd_profile.py trace --models resnet18
+  JAX_NUM_CPU_DEVICES=2 python benchmarks/pgd_profile.py trace --models resnet18 \
+      --modes eval,batch_stats,train_step --torch
 """
 
 from __future__ import annotations
@@ -289,32 +292,102 @@ def _kernel_kinds(hlo_text: str) -> dict[str, str]:
   return kinds
 
 
+def _profiled_ms(run, kinds: dict[str, str], devices: int) -> collections.Counter:
+  """ms per device of each kind of kernel ("convolutions", ...) in one call of `run` under
+  `jax.profiler`; `kinds` maps the compiled module's HLO instruction names to kinds."""
+  with tempfile.TemporaryDirectory() as directory:
+    with jax.profiler.trace(directory, create_perfetto_trace=True):
+      jax.block_until_ready(run())
+    (path,) = glob.glob(f"{directory}/**/perfetto_trace.json.gz", recursive=True)
+    with gzip.open(path) as handle:
+      events = json.load(handle)["traceEvents"]
+  total = collections.Counter()
+  for event in events:  # the runtime's own events (dispatch, waits) are not HLO names
+    if event.get("ph") == "X" and event["name"] in kinds:
+      total[kinds[event["name"]]] += event["dur"] / 1e3 / devices
+  return total
+
+
+def _torch_profiled_ms(run) -> collections.Counter:
+  """ms of each kind of ATen kernel (convolutions, batch norm, other) in one call of `run`
+  under `torch.profiler`: the kernels' own time on the calling thread, which waits for
+  PyTorch's intra-op threads, so comparable with one JAX CPU device per core."""
+  with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+    run()
+  total = collections.Counter()
+  for event in profile.key_averages():
+    if event.key.startswith("aten::"):
+      kind = ("convolutions" if "convolution" in event.key or event.key in
+              ("aten::mm", "aten::addmm") else
+              "batch norm" if "batch_norm" in event.key else "other")
+      total[kind] += event.self_cpu_time_total / 1e3
+  return total
+
+
+def _torch_part(net, xt, yt, part: str):
+  """One call of the PyTorch twin's `part` (channels_last, as benchmarks/train_step.py): an
+  attack iteration's forward + input gradient in eval or train mode ("eval", "batch_stats"),
+  or a training step's forward + backward + SGD update ("train_step")."""
+  net = net.to(memory_format=torch.channels_last).train(part != "eval")
+  xt = xt.contiguous(memory_format=torch.channels_last)
+  for p in net.parameters():
+    p.requires_grad_(part == "train_step")
+  optimizer = torch.optim.SGD(net.parameters(), lr=0.01)  # as `_jax_part`'s
+
+  def train_step():
+    loss = F.cross_entropy(net(xt), yt)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+  return train_step if part == "train_step" else torch_grad_fn(net, xt, yt)
+
+
+def _jax_part(bound, mesh, part: str):
+  """(jitted fn, its arguments) of one `part` on `mesh`: a PGD iteration (forward + input
+  gradient + projection, no random start) with the model in mode `part` ("eval",
+  "batch_stats"), or "train_step": the parameter gradient of the mean CE in train mode and
+  a plain SGD step on it (the clean training step's work, as `_torch_part`'s)."""
+  if part != "train_step":
+    attacked = models.BoundModel(bound.model, bound.variables, part)
+    step = jax.jit(lambda f, v, t: pgd(f, v, t, None, eps=EPS, step_size=STEP_SIZE, steps=1,
+                                       random_start=False))
+    return step, (jax.device_put(attacked, sharding.replicated(mesh)),)
+
+  def train_step(variables, v, t):
+    def loss(params):
+      logits, state = models.apply_model(bound.model, {**variables, "params": params}, v,
+                                         "train")
+      return jnp.mean(losses.cross_entropy(logits, t)), state
+    grads, state = jax.grad(loss, has_aux=True)(variables["params"])
+    params = jax.tree.map(lambda w, g: w - 0.01 * g, variables["params"], grads)
+    return {**state, "params": params}
+  return jax.jit(train_step), (jax.device_put(bound.variables, sharding.replicated(mesh)),)
+
+
 def exp_trace(args) -> None:
   mesh = sharding.data_mesh()
   for name in args.models:
-    bound, x, y, _, _, _ = setup(name, args.batch)
+    bound, x, y, net, xt, yt = setup(name, args.batch)
     x, y = sharding.put_batch((x, y), mesh)
-    for mode in args.modes:
-      attacked = jax.device_put(models.BoundModel(bound.model, bound.variables, mode),
-                                sharding.replicated(mesh))
-      step = jax.jit(lambda f, v, t: pgd(f, v, t, None, eps=EPS, step_size=STEP_SIZE, steps=1,
-                                         random_start=False))
-      kinds = _kernel_kinds(step.lower(attacked, x, y).compile().as_text())
-      wall = median_ms(lambda: step(attacked, x, y).block_until_ready(), args.repeats)
-      with tempfile.TemporaryDirectory() as directory:
-        with jax.profiler.trace(directory, create_perfetto_trace=True):
-          step(attacked, x, y).block_until_ready()
-        (path,) = glob.glob(f"{directory}/**/perfetto_trace.json.gz", recursive=True)
-        with gzip.open(path) as handle:
-          events = json.load(handle)["traceEvents"]
-      total = collections.Counter()
-      for event in events:  # the runtime's own events (dispatch, waits) are not HLO names
-        if event.get("ph") == "X" and event["name"] in kinds:
-          total[kinds[event["name"]]] += event["dur"] / 1e3 / mesh.size
+    for part in args.modes:
+      step, first_args = _jax_part(bound, mesh, part)
+      kinds = _kernel_kinds(step.lower(*first_args, x, y).compile().as_text())
+      run = lambda: step(*first_args, x, y)
+      wall = median_ms(lambda: jax.block_until_ready(run()), args.repeats)
+      total = _profiled_ms(run, kinds, mesh.size)
       parts = ", ".join(f"{kind} {total[kind]:.0f}" for kind in
                         ("convolutions", "reductions", "collectives", "other"))
-      print(f"{name} batch {args.batch} on {mesh.size} device(s), mode {mode}: {wall:.0f} ms "
-            f"per iteration; per device, ms: {parts}", flush=True)
+      what = "training step" if part == "train_step" else f"iteration, mode {part}"
+      print(f"{name} batch {args.batch} on {mesh.size} device(s), {what}: {wall:.0f} ms; per "
+            f"device, ms: {parts}", flush=True)
+      if args.torch:
+        torch_run = _torch_part(net, xt, yt, part)
+        wall = median_ms(torch_run, args.repeats)
+        total = _torch_profiled_ms(torch_run)
+        parts = ", ".join(f"{kind} {total[kind]:.0f}" for kind in
+                          ("convolutions", "batch norm", "other"))
+        print(f"  PyTorch twin ({torch.get_num_threads()} threads, channels_last): {wall:.0f} "
+              f"ms; ms: {parts}", flush=True)
 
 
 EXPERIMENTS = {"ops": exp_ops, "jit": exp_jit, "dtype": exp_dtype, "layout": exp_layout,
@@ -334,6 +407,8 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--modes", default="eval,batch_stats",
                       type=lambda s: [m.strip() for m in s.split(",")])
+  parser.add_argument("--torch", action="store_true",
+                      help="trace: also profile the PyTorch twin's same work")
   args = parser.parse_args()
   torch.set_num_threads(os.cpu_count() or 1)
   EXPERIMENTS[args.experiment](args)
